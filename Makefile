@@ -1,0 +1,40 @@
+# ringlb — `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+RELEASE := target/release
+
+.PHONY: help run build test lint unit bench bench-criterion fuzz ha-test clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build release binaries (ringlb, loadgen)
+	$(CARGO) build --release --workspace --bins
+
+run: build ## start 3 demo backends and ringlb on 127.0.0.1:8080 (admin :9901); Ctrl-C stops all
+	@bash scripts/run-demo.sh
+
+test: lint unit ## fmt check, clippy -D warnings, all unit and end-to-end tests
+
+lint: ## cargo fmt --check and clippy with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: ## unit, property and end-to-end tests (debug build)
+	$(CARGO) test --workspace --no-fail-fast
+
+bench: build ## criterion benches, then ringlb vs nginx vs HAProxy (writes benches/RESULTS.md)
+	$(CARGO) bench --bench http1 --bench balance -- --warm-up-time 1 --measurement-time 3
+	@if [ -x benches/compare.sh ]; then bash benches/compare.sh; fi
+
+bench-criterion: ## only the criterion micro-benchmarks
+	$(CARGO) bench --bench http1 --bench balance -- --warm-up-time 1 --measurement-time 3
+
+fuzz: ## run each fuzz target for FUZZ_SECONDS (default 30) with cargo-fuzz
+	@bash scripts/fuzz.sh $${FUZZ_SECONDS:-30}
+
+ha-test: build ## two ringlb + keepalived hosts in network namespaces; kill the primary
+	bash tuning/keepalived/ha-test.sh
+
+clean: ## remove build output
+	$(CARGO) clean

@@ -1,0 +1,1 @@
+//! Histograms and counters turned into text or JSON.

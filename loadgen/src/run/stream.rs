@@ -1,0 +1,87 @@
+//! A connection to the target: plain TCP or TLS, one closed enum (no `Box<dyn>` per I/O).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use futures_rustls::client::TlsStream;
+
+use super::plan::Plan;
+use crate::rt::{self, TcpStream};
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Which step of opening a connection failed.
+pub enum OpenError {
+    Connect(io::Error),
+    Handshake(io::Error),
+}
+
+impl Stream {
+    /// Connects (and shakes hands) within the plan's timeout; reads time out after it too.
+    pub async fn open(plan: &Plan) -> Result<Stream, OpenError> {
+        let tcp = rt::connect(plan.addr, plan.timeout)
+            .await
+            .map_err(OpenError::Connect)?;
+        let _ = rt::set_nodelay(&tcp);
+        rt::set_read_timeout(&tcp, Some(plan.timeout)).map_err(OpenError::Connect)?;
+        match &plan.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => {
+                let handshake = tls.handshake(tcp);
+                let timeout = async {
+                    rt::sleep(plan.timeout).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                futures_lite::future::or(handshake, timeout)
+                    .await
+                    .map(|s| Stream::Tls(Box::new(s)))
+                    .map_err(OpenError::Handshake)
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}

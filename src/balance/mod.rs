@@ -1,0 +1,417 @@
+//! Server selection for one upstream: one file per algorithm behind [`Balancer`].
+//!
+//! Contract: a `Balancer` runs on its owning core, takes no lock, does no I/O and allocates only
+//! in [`Balancer::new`]. A pick never panics; when no server is usable it returns `None`.
+//!
+//! The proxy builds one `Balancer` per upstream per core and builds a new one when membership or
+//! configured weights change (the shared table's generation moves), as nginx `init_upstream`
+//! does. Everything that changes between requests (health, drain, maintenance, `max_conns`,
+//! servers excluded by a retry, slow start, in-flight counts, latency) reaches the algorithm at
+//! pick time through [`ServerView`], so it needs no rebuild.
+//!
+//! Backup servers: [`Balancer::pick`] runs the algorithm over the primary servers and, only when
+//! none of them is usable, over the backup servers (nginx and HAProxy `backup`). Each pass sees a
+//! [`TierView`] that hides the servers of the other tier, so the algorithms know nothing of
+//! backups and both passes share one algorithm state without allocating.
+//!
+//! Every algorithm returns `Some` whenever its view has a usable server; the backup pass relies
+//! on it.
+
+mod hash;
+mod ip_hash;
+mod least_conn;
+mod p2c_ewma;
+mod random;
+mod round_robin;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub use hash::Hash;
+pub use ip_hash::IpHash;
+pub use least_conn::LeastConn;
+pub use p2c_ewma::P2cEwma;
+pub use random::Random;
+pub use round_robin::RoundRobin;
+
+/// What a balancer sees of the servers of one upstream, by index `0..len`.
+///
+/// The proxy implements it over the shared server-state atomics; tests implement it over plain
+/// `Vec`s. Servers already tried by a retry are folded into [`usable`](Self::usable) by the
+/// caller. Balancers call the methods other than `len` and `usable` only for indices that are
+/// usable, and never with an index `>= len`.
+pub trait ServerView {
+    /// Number of servers in the upstream.
+    fn len(&self) -> usize;
+    /// `len() == 0`.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Up, not draining, not in maintenance, under `max_conns`, not excluded by a retry.
+    fn usable(&self, i: usize) -> bool;
+    /// Backup servers are considered only when no primary server is usable.
+    fn backup(&self, i: usize) -> bool;
+    /// Effective weight now (slow start applied), `1..=1000` normally; 0 makes the server
+    /// unusable.
+    fn weight(&self, i: usize) -> u32;
+    /// In-flight requests to this server across all cores.
+    fn active(&self, i: usize) -> u32;
+    /// EWMA of response latency in ns; 0 means no sample yet.
+    fn ewma_ns(&self, i: usize) -> u64;
+}
+
+/// Per-request input to a pick.
+#[derive(Clone, Copy, Debug)]
+pub struct PickCtx<'a> {
+    /// The downstream peer address; the key of `ip_hash`.
+    pub client_ip: IpAddr,
+    /// The hash key the proxy extracted per [`HashKey`]; `None` when the request lacks it.
+    pub key: Option<&'a [u8]>,
+}
+
+/// Where `balance = "hash"` takes its key from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HashKey {
+    /// The request target as received.
+    RequestUri,
+    /// The downstream IP; the proxy passes its text form as the key.
+    RemoteAddr,
+    /// A request header; lowercase name.
+    Header(Box<[u8]>),
+    /// A cookie by name.
+    Cookie(Box<[u8]>),
+}
+
+/// A balancing algorithm as configured for an upstream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConn,
+    IpHash,
+    Hash {
+        key: HashKey,
+        /// A ring (ketama) instead of `hash % total_weight`.
+        consistent: bool,
+        /// Consistent hashing with bounded loads, factor `c > 1`; only with `consistent`.
+        bounded_load: Option<f64>,
+    },
+    P2cEwma,
+    Random,
+}
+
+impl Algorithm {
+    /// The configuration name (`balance = "..."`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastConn => "least_conn",
+            Algorithm::IpHash => "ip_hash",
+            Algorithm::Hash { .. } => "hash",
+            Algorithm::P2cEwma => "p2c_ewma",
+            Algorithm::Random => "random",
+        }
+    }
+}
+
+/// One server as configured, in upstream index order.
+#[derive(Clone, Copy, Debug)]
+pub struct Member<'a> {
+    /// Identity for consistent hashing: stable across restarts and nodes (the server's name, or
+    /// its address string). Unique within the upstream.
+    pub id: &'a str,
+    /// Configured weight (not the effective weight).
+    pub weight: u32,
+    pub backup: bool,
+}
+
+/// The per-core balancer of one upstream.
+#[derive(Clone, Debug)]
+pub enum Balancer {
+    RoundRobin(RoundRobin),
+    LeastConn(LeastConn),
+    IpHash(IpHash),
+    Hash(Hash),
+    P2cEwma(P2cEwma),
+    Random(Random),
+}
+
+impl Balancer {
+    /// Builds the per-core instance; allocates.
+    ///
+    /// `core` staggers round-robin start positions across cores and is mixed into the PRNG
+    /// seed, so cores given the same `seed` still draw different sequences. A pick depends only
+    /// on `members`, `core`, `seed`, the views and contexts given so far.
+    pub fn new(algo: &Algorithm, members: &[Member], core: usize, seed: u64) -> Self {
+        match algo {
+            Algorithm::RoundRobin => Balancer::RoundRobin(RoundRobin::new(members, core)),
+            Algorithm::LeastConn => Balancer::LeastConn(LeastConn::new(members, core)),
+            Algorithm::IpHash => Balancer::IpHash(IpHash::new(members)),
+            Algorithm::Hash {
+                consistent,
+                bounded_load,
+                ..
+            } => Balancer::Hash(Hash::new(members, core, *consistent, *bounded_load)),
+            Algorithm::P2cEwma => Balancer::P2cEwma(P2cEwma::new(members, Rng::new(seed, core))),
+            Algorithm::Random => Balancer::Random(Random::new(members, Rng::new(seed, core))),
+        }
+    }
+
+    /// Picks a server index, or `None` when no server is usable. Primary servers first; backup
+    /// servers only when no primary server is usable.
+    ///
+    /// Servers at indices `>= members.len()` (given to [`new`](Self::new)) are never picked.
+    pub fn pick(&mut self, view: &impl ServerView, ctx: &PickCtx) -> Option<usize> {
+        let len = view.len().min(self.members());
+        let primary = TierView::new(view, len, Tier::Primary);
+        if let Some(i) = self.pick_in(&primary, ctx) {
+            return Some(i);
+        }
+        self.pick_in(&TierView::new(view, len, Tier::Backup), ctx)
+    }
+
+    fn pick_in<V: ServerView>(&mut self, view: &TierView<'_, V>, ctx: &PickCtx) -> Option<usize> {
+        match self {
+            Balancer::RoundRobin(b) => b.pick(view),
+            Balancer::LeastConn(b) => b.pick(view),
+            Balancer::IpHash(b) => b.pick(view, ctx.client_ip),
+            Balancer::Hash(b) => b.pick(view, ctx.key),
+            Balancer::P2cEwma(b) => b.pick(view),
+            Balancer::Random(b) => b.pick(view),
+        }
+    }
+
+    fn members(&self) -> usize {
+        match self {
+            Balancer::RoundRobin(b) => b.members(),
+            Balancer::LeastConn(b) => b.members(),
+            Balancer::IpHash(b) => b.members(),
+            Balancer::Hash(b) => b.members(),
+            Balancer::P2cEwma(b) => b.members(),
+            Balancer::Random(b) => b.members(),
+        }
+    }
+}
+
+/// Slow start (nginx `slow_start`, HAProxy `slowstart`): the effective weight grows linearly from
+/// 1 to `weight` over `window` after a server comes up.
+///
+/// Returns `weight * elapsed / window`, at least 1, and `weight` once `elapsed >= window` or when
+/// `window` is zero. A `weight` of 0 stays 0 (the server is unusable).
+pub fn slow_start_weight(weight: u32, elapsed: Duration, window: Duration) -> u32 {
+    if weight == 0 || elapsed >= window {
+        return weight;
+    }
+    let scaled = u128::from(weight) * elapsed.as_nanos() / window.as_nanos();
+    // scaled < weight because elapsed < window, so it fits in u32.
+    (scaled as u32).max(1)
+}
+
+/// One step of the peak-sensitive EWMA of response latency used by `p2c_ewma` (Finagle
+/// `PeakEwma`, Linkerd `PeakEwma`).
+///
+/// A sample above the current value is taken at once, so a server that slows down loses traffic
+/// within one response; a lower sample is blended in with weight `1 - exp(-elapsed / decay)`, so
+/// a server recovers over about `decay` (10 s by default). `elapsed_ns` is the time since the
+/// previous sample. `prev_ns == 0` (no sample yet) takes the sample. The result is at least 1,
+/// since 0 means "no sample".
+pub fn ewma_next(prev_ns: u64, sample_ns: u64, elapsed_ns: u64, decay_ns: u64) -> u64 {
+    if prev_ns == 0 || sample_ns >= prev_ns || decay_ns == 0 {
+        return sample_ns.max(1);
+    }
+    let w = (-(elapsed_ns as f64) / decay_ns as f64).exp();
+    let next = prev_ns as f64 * w + sample_ns as f64 * (1.0 - w);
+    // f64 rounding above 2^53 ns could step outside [sample, prev].
+    (next as u64).clamp(sample_ns.max(1), prev_ns)
+}
+
+/// The stable 64-bit hash of hash keys (`hash`) and client addresses (`ip_hash`): XXH3-64 with
+/// seed 0.
+///
+/// Frozen: every ringlb node, restart and version must map a key to the same server, so this
+/// function and the ring point hash in `hash.rs` never change (`stable_hash_is_frozen` pins
+/// known values). ahash is not used here because its output may change between versions.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// Which servers a pass of [`Balancer::pick`] considers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tier {
+    Primary,
+    Backup,
+}
+
+/// A [`ServerView`] restricted to one tier and to the servers the balancer was built for: a
+/// server is usable only if the underlying view says so, it is in this tier, and its weight is
+/// not 0.
+pub(crate) struct TierView<'a, V> {
+    view: &'a V,
+    len: usize,
+    tier: Tier,
+}
+
+impl<'a, V: ServerView> TierView<'a, V> {
+    pub(crate) fn new(view: &'a V, len: usize, tier: Tier) -> Self {
+        TierView { view, len, tier }
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub(crate) fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    #[inline]
+    pub(crate) fn usable(&self, i: usize) -> bool {
+        i < self.len
+            && self.view.usable(i)
+            && self.view.backup(i) == (self.tier == Tier::Backup)
+            && self.view.weight(i) > 0
+    }
+
+    #[inline]
+    pub(crate) fn weight(&self, i: usize) -> u32 {
+        self.view.weight(i)
+    }
+
+    #[inline]
+    pub(crate) fn active(&self, i: usize) -> u32 {
+        self.view.active(i)
+    }
+
+    #[inline]
+    pub(crate) fn ewma_ns(&self, i: usize) -> u64 {
+        self.view.ewma_ns(i)
+    }
+
+    /// The first usable server at or after `start`, wrapping; deterministic fallback for the
+    /// hashing algorithms.
+    pub(crate) fn next_usable(&self, start: usize) -> Option<usize> {
+        let n = self.len;
+        if n == 0 {
+            return None;
+        }
+        let start = start % n;
+        (start..n).chain(0..start).find(|&i| self.usable(i))
+    }
+}
+
+/// Per-core PRNG (wyrand): 64-bit state, passes BigCrush, one multiply per draw. Not for
+/// secrets.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64, core: usize) -> Self {
+        Rng(seed ^ (core as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    #[inline]
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xA076_1D64_78BD_642F);
+        let t = u128::from(self.0) * u128::from(self.0 ^ 0xE703_7ED1_A0B4_28DB);
+        (t >> 64) as u64 ^ t as u64
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift; bias below 2^-32 for the `n` used here);
+    /// 0 when `n == 0`.
+    #[inline]
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// Maps a hash to a server in proportion to configured weights, as nginx `ip_hash` and
+/// `hash $key` (without `consistent`) do: `hash % total_weight`, then the server whose weight
+/// interval holds the remainder. One table per tier, built from [`Member`]s.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Weighted {
+    /// Exclusive end of each server's interval in `0..total`.
+    ends: Vec<u64>,
+    servers: Vec<u32>,
+    total: u64,
+    /// All weights equal: the slot is `remainder / unit`, no search.
+    unit: u64,
+}
+
+/// nginx tries 20 hashes before giving up on the hash (`ngx_http_upstream_get_ip_hash_peer`).
+const REHASH_TRIES: usize = 20;
+
+impl Weighted {
+    pub(crate) fn new(members: &[Member], tier: Tier) -> Self {
+        let mut w = Weighted::default();
+        for (i, m) in members.iter().enumerate() {
+            if m.backup == (tier == Tier::Backup) && m.weight > 0 {
+                w.total += u64::from(m.weight);
+                w.ends.push(w.total);
+                w.servers.push(i as u32);
+            }
+        }
+        let first = members
+            .iter()
+            .find(|m| m.backup == (tier == Tier::Backup) && m.weight > 0);
+        if let Some(first) = first {
+            let all_equal = members
+                .iter()
+                .filter(|m| m.backup == (tier == Tier::Backup) && m.weight > 0)
+                .all(|m| m.weight == first.weight);
+            if all_equal {
+                w.unit = u64::from(first.weight);
+            }
+        }
+        w
+    }
+
+    fn slot(&self, hash: u64) -> usize {
+        let r = hash % self.total;
+        match r.checked_div(self.unit) {
+            Some(slot) => slot as usize,
+            None => self.ends.partition_point(|&end| end <= r),
+        }
+    }
+
+    /// The server for `hash`; if it is not usable, up to [`REHASH_TRIES`] rehashes, then the
+    /// next usable server in table order, then any usable server of the view.
+    ///
+    /// nginx falls back to round robin after its 20 tries; walking on deterministically instead
+    /// keeps a key on the same server on every core and node while its servers are down.
+    pub(crate) fn pick<V: ServerView>(&self, view: &TierView<'_, V>, hash: u64) -> Option<usize> {
+        if self.total == 0 {
+            return view.next_usable((hash % view.len().max(1) as u64) as usize);
+        }
+        let mut h = hash;
+        let mut slot = 0;
+        for _ in 0..REHASH_TRIES {
+            slot = self.slot(h);
+            let i = self.servers[slot] as usize;
+            if view.usable(i) {
+                return Some(i);
+            }
+            h = rehash(h);
+        }
+        let n = self.servers.len();
+        let mut next = (slot + 1..n)
+            .chain(0..slot)
+            .map(|s| self.servers[s] as usize);
+        if let Some(i) = next.find(|&i| view.usable(i)) {
+            return Some(i);
+        }
+        // The view may disagree with the members about which servers are backups.
+        view.next_usable((hash % view.len().max(1) as u64) as usize)
+    }
+}
+
+/// The next hash in a rehash sequence (SplitMix64 finalizer). Frozen, like [`stable_hash`].
+#[inline]
+pub(crate) fn rehash(h: u64) -> u64 {
+    let mut z = h.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,241 @@
+//! Configuration: the TOML file (`file.rs`) is validated once (`validate.rs`) into the typed
+//! [`Config`] below. After [`Config::load`] returns `Ok`, nothing re-checks a weight, an address
+//! or a timeout.
+
+mod file;
+mod validate;
+
+use crate::balance::Algorithm;
+use crate::http1::Limits;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Dense index of a listener in [`Config::listeners`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerId(pub u32);
+/// Dense index of an upstream in [`Config::upstreams`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamId(pub u32);
+/// Dense index of a server across all upstreams: the index into the shared state table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServerId(pub u32);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runtime: Runtime,
+    pub admin: Admin,
+    pub timeouts: Timeouts,
+    pub limits: HttpLimits,
+    pub listeners: Vec<Listener>,
+    /// Routes in match order: most specific host first, then longest path prefix.
+    pub routes: Vec<Route>,
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One worker per CPU the process may run on (its affinity mask).
+    Auto,
+    Count(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub workers: Workers,
+    /// CPUs to pin workers to, in order; empty = the CPUs of the affinity mask.
+    pub cpus: Vec<usize>,
+    pub shutdown_grace: Duration,
+    pub io_memory: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+/// Timeouts, named after their nginx counterparts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Whole request head (`client_header_timeout`); also bounds slowloris.
+    pub client_header: Duration,
+    /// Between two reads of a request body (`client_body_timeout`).
+    pub client_body: Duration,
+    /// Idle client keep-alive connection between requests (`keepalive_timeout`).
+    pub keepalive: Duration,
+    pub upstream_connect: Duration,
+    /// Between two writes to the upstream (`proxy_send_timeout`).
+    pub upstream_send: Duration,
+    /// Between two reads from the upstream (`proxy_read_timeout`).
+    pub upstream_read: Duration,
+    /// Idle pooled upstream connection.
+    pub upstream_keepalive: Duration,
+    /// Between two writes to the client (`send_timeout`).
+    pub client_send: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub request: LimitsCopy,
+    pub max_response_head: usize,
+}
+
+/// Copyable mirror of [`Limits`] so the config stays `Clone` without depending on its derives.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitsCopy {
+    pub max_head: usize,
+    pub max_request_line: usize,
+    pub max_headers: usize,
+}
+
+impl LimitsCopy {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_head: self.max_head,
+            max_request_line: self.max_request_line,
+            max_headers: self.max_headers,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub backlog: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    /// Lowercase host without port.
+    Exact(Box<[u8]>),
+    /// `*.example.com`: stored as `.example.com`, lowercase; matches any deeper name.
+    Suffix(Box<[u8]>),
+}
+
+impl HostMatch {
+    pub fn matches(&self, host: &[u8]) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            HostMatch::Exact(_) => 0,
+            HostMatch::Suffix(_) => 1,
+            HostMatch::Any => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub listener: ListenerId,
+    pub host: HostMatch,
+    pub path: Box<[u8]>,
+    pub upstream: UpstreamId,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub slow_start: Option<Duration>,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub id: ServerId,
+    /// `name` from the file, or the address as written: identity across reloads and nodes.
+    pub name: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+    /// Idle keep-alive connections kept per core.
+    pub keepalive: usize,
+}
+
+/// One problem found in the file, with the path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// Every problem as one line each (`path: message`).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(p) => p.iter().map(|p| p.to_string()).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax(m) => ConfigError::Syntax(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file: file::File =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().into()))?;
+        validate::validate(file).map_err(ConfigError::Invalid)
+    }
+
+    /// Total number of servers (the size of the shared state table).
+    pub fn server_count(&self) -> usize {
+        self.upstreams.iter().map(|u| u.servers.len()).sum()
+    }
+
+    pub fn servers(&self) -> impl Iterator<Item = (&Upstream, &Server)> {
+        self.upstreams
+            .iter()
+            .flat_map(|u| u.servers.iter().map(move |s| (u, s)))
+    }
+
+    /// The upstream for a request on `listener` with `host` (port stripped) and `path`.
+    pub fn route(&self, listener: ListenerId, host: &[u8], path: &[u8]) -> Option<UpstreamId> {
+        self.routes
+            .iter()
+            .find(|r| r.listener == listener && r.host.matches(host) && path.starts_with(&r.path))
+            .map(|r| r.upstream)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[[listeners]]
+name = "http"
+listen = "127.0.0.1:8080"
+[[routes]]
+listener = "http"
+upstream = "app"
+[upstreams.app]
+[[upstreams.app.servers]]
+addr = "127.0.0.1:9001"
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::parse(text) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.lines(),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert_eq!(c.admin.listen, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(c.runtime.workers, Workers::Auto);
+    assert_eq!(c.timeouts.keepalive, Duration::from_secs(75));
+    assert_eq!(c.timeouts.upstream_connect, Duration::from_secs(5));
+    assert_eq!(c.upstreams[0].algorithm, Algorithm::RoundRobin);
+    let s = &c.upstreams[0].servers[0];
+    assert_eq!((s.weight, s.backup, s.keepalive), (1, false, 32));
+    assert_eq!(s.name, "127.0.0.1:9001");
+    assert_eq!(c.limits.request.max_head, 16 << 10);
+}
+
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../ringlb.example.toml");
+    let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server_count(), 3);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let text = r#"
+[runtime]
+workers = 0
+shutdown_grace = "soon"
+[timeouts]
+upstream_read = "0s"
+[[listeners]]
+name = "http"
+listen = "nowhere"
+[[routes]]
+listener = "nope"
+upstream = "missing"
+host = "bad host"
+path = "x"
+[upstreams.app]
+balance = "fastest"
+[[upstreams.app.servers]]
+addr = "127.0.0.1:9001"
+weight = 0
+[[upstreams.app.servers]]
+addr = "not-an-addr"
+"#;
+    let p = problems(text);
+    for expected in [
+        "runtime.workers: ",
+        "runtime.shutdown_grace: invalid duration",
+        "timeouts.upstream_read: must be greater than zero",
+        "listeners[0].listen: ",
+        "routes[0].listener: no listener named \"nope\"",
+        "routes[0].upstream: no upstream named \"missing\"",
+        "routes[0].host: ",
+        "routes[0].path: ",
+        "upstreams.app.balance: unknown algorithm \"fastest\"",
+        "upstreams.app.servers[0].weight: must be 1..=1000",
+        "upstreams.app.servers[1].addr: ",
+    ] {
+        assert!(
+            p.iter().any(|l| l.starts_with(expected)),
+            "missing {expected:?} in {p:#?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let text = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nwieght = 3");
+    let p = problems(&text);
+    assert_eq!(p.len(), 1);
+    assert!(p[0].contains("unknown field `wieght`"), "{p:?}");
+}
+
+#[test]
+fn duplicates_are_errors() {
+    let text = format!(
+        "{MINIMAL}[[upstreams.app.servers]]\naddr = \"127.0.0.1:9001\"\n\
+         [[listeners]]\nname = \"http\"\nlisten = \"127.0.0.1:8081\"\n"
+    );
+    let p = problems(&text);
+    assert!(p.iter().any(|l| l.starts_with("upstreams.app.servers[1].addr: 127.0.0.1:9001 is listed twice")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("listeners[1].name: \"http\" is used twice")), "{p:?}");
+}
+
+#[test]
+fn only_backups_is_an_error() {
+    let text = MINIMAL.replace("addr = \"127.0.0.1:9001\"", "addr = \"127.0.0.1:9001\"\nbackup = true");
+    assert!(problems(&text)
+        .iter()
+        .any(|l| l.contains("every server is a backup")));
+}
+
+#[test]
+fn hash_needs_a_valid_key() {
+    let base = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nbalance = \"hash\"");
+    assert!(problems(&base).iter().any(|l| l.starts_with("upstreams.app.key: required")));
+    let bad = base.replace("balance = \"hash\"", "balance = \"hash\"\nkey = \"$uri\"");
+    assert!(problems(&bad).iter().any(|l| l.starts_with("upstreams.app.key: ")));
+    let good = base.replace(
+        "balance = \"hash\"",
+        "balance = \"hash\"\nkey = \"cookie:sid\"\nconsistent = true\nbounded_load = 1.25",
+    );
+    let c = Config::parse(&good).unwrap();
+    assert_eq!(
+        c.upstreams[0].algorithm,
+        Algorithm::Hash {
+            key: crate::balance::HashKey::Cookie(b"sid".as_slice().into()),
+            consistent: true,
+            bounded_load: Some(1.25)
+        }
+    );
+    let stray = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nkey = \"$request_uri\"");
+    assert!(problems(&stray).iter().any(|l| l.contains("only applies to balance = \"hash\"")));
+}
+
+#[test]
+fn routes_match_most_specific_first() {
+    let text = r#"
+[[listeners]]
+name = "http"
+listen = "127.0.0.1:8080"
+[[routes]]
+listener = "http"
+upstream = "any"
+[[routes]]
+listener = "http"
+host = "*.example.com"
+upstream = "wild"
+[[routes]]
+listener = "http"
+host = "api.example.com"
+path = "/v2/"
+upstream = "v2"
+[[routes]]
+listener = "http"
+host = "api.example.com"
+upstream = "api"
+[upstreams.any]
+servers = [{ addr = "127.0.0.1:1" }]
+[upstreams.wild]
+servers = [{ addr = "127.0.0.1:2" }]
+[upstreams.api]
+servers = [{ addr = "127.0.0.1:3" }]
+[upstreams.v2]
+servers = [{ addr = "127.0.0.1:4" }]
+"#;
+    let c = Config::parse(text).unwrap();
+    let name = |host: &[u8], path: &[u8]| {
+        let id = c.route(ListenerId(0), host, path).unwrap();
+        c.upstreams[id.0 as usize].name.clone()
+    };
+    assert_eq!(name(b"API.example.com", b"/v2/x"), "v2");
+    assert_eq!(name(b"api.example.com", b"/v1"), "api");
+    assert_eq!(name(b"www.example.com", b"/"), "wild");
+    assert_eq!(name(b"example.com", b"/"), "any");
+    assert_eq!(name(b"other.org", b"/"), "any");
+}
+
+#[test]
+fn sizes_and_durations_parse() {
+    let text = format!(
+        "[limits]\nmax_request_head = \"32KiB\"\nmax_request_line = \"4KiB\"\n\
+         [timeouts]\nclient_header = \"250ms\"\n{MINIMAL}"
+    );
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.limits.request.max_head, 32 << 10);
+    assert_eq!(c.limits.request.max_request_line, 4 << 10);
+    assert_eq!(c.timeouts.client_header, Duration::from_millis(250));
+    let bad = format!("[limits]\nmax_request_head = \"lots\"\n{MINIMAL}");
+    assert!(problems(&bad)[0].starts_with("limits.max_request_head: invalid size"));
+}

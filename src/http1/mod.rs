@@ -1,0 +1,190 @@
+//! HTTP/1.1 message heads and framing, I/O-free.
+//!
+//! Functions here take bytes and return decisions; they never touch a socket, never panic on any
+//! input, and in steady state write only into `Vec`s the caller owns and reuses.
+//!
+//! Layout:
+//! - `mod.rs`: shared vocabulary (`Span`, `Version`, `Method`, `Header`, `Limits`, `Status`) and
+//!   header look-ups.
+//! - `parse.rs`: request and response heads, and their message framing (RFC 9112 §6).
+//! - `chunked.rs`: the chunked transfer coding scanner (RFC 9112 §7.1).
+//! - `rewrite.rs`: the heads ringlb writes: to the server, to the client, and its own errors.
+//!
+//! Choices stricter than RFC 9112 permits, to keep one reading of a message across every hop:
+//! - A bare LF ends no line, in a head or in a chunked body (§2.2 lets a recipient accept it).
+//! - A request `Transfer-Encoding` must be exactly `chunked`; a coding before it is 501 and
+//!   anything else 400 (§6.1, §6.3).
+//! - Identical repeated `Content-Length` values are accepted as one, differing ones are 400 (§6.3).
+
+mod chunked;
+mod parse;
+mod rewrite;
+
+#[cfg(test)]
+mod tests;
+
+pub use chunked::{ChunkError, ChunkedDecoder, Progress};
+pub use parse::{
+    parse_request, parse_response, RequestBody, RequestError, RequestHead, ResponseBody,
+    ResponseError, ResponseHead, MAX_HEADERS,
+};
+pub use rewrite::{
+    reason, write_error, write_request_head, write_response_head, Proto, RequestForward,
+    ResponseForward,
+};
+
+/// Byte range into the buffer the head was parsed from (u32 offsets keep headers small).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    /// The bytes of this span in `buf`; empty when the span does not fit `buf`.
+    pub fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Connect,
+    Options,
+    Trace,
+    Patch,
+    Other,
+}
+
+impl Method {
+    /// RFC 9110 §9.2.2. `Other` is not known to be idempotent, so it is not retried.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
+        )
+    }
+
+    /// Method names are case-sensitive (RFC 9110 §9.1).
+    pub(crate) fn from_bytes(m: &[u8]) -> Method {
+        match m {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"CONNECT" => Method::Connect,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
+            b"PATCH" => Method::Patch,
+            _ => Method::Other,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Header {
+    pub name: Span,
+    /// Without the optional whitespace around it (RFC 9112 §5.1).
+    pub value: Span,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Whole head including the request line and leading empty lines.
+    pub max_head: usize,
+    /// Request line without its CRLF.
+    pub max_request_line: usize,
+    /// Capped at [`MAX_HEADERS`].
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 16 * 1024,
+            max_request_line: 8 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// Parse outcome: "need more bytes" is not an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Status {
+    Partial,
+    Complete,
+}
+
+/// Value of the first header named `name` (ASCII case-insensitive, RFC 9110 §5.1).
+pub fn find_header<'b>(buf: &'b [u8], headers: &[Header], name: &[u8]) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.get(buf).eq_ignore_ascii_case(name))
+        .map(|h| h.value.get(buf))
+}
+
+/// Value of cookie `name` in any `Cookie` header (RFC 6265 §4.2.1: `a=1; b=2`). Cookie names
+/// are case-sensitive; the value is returned as sent, quotes included.
+pub fn find_cookie<'b>(buf: &'b [u8], headers: &[Header], name: &[u8]) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.get(buf).eq_ignore_ascii_case(b"cookie"))
+        .flat_map(|h| cookies(h.value.get(buf)))
+        .find(|&(n, _)| n == name)
+        .map(|(_, v)| v)
+}
+
+/// `(name, value)` pairs of a Cookie header value; pairs without `=` have an empty value.
+pub(crate) fn cookies(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    value
+        .split(|&b| b == b';')
+        .map(trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.iter().position(|&b| b == b'=') {
+            Some(i) => (trim(&p[..i]), trim(&p[i + 1..])),
+            None => (p, &p[p.len()..]),
+        })
+}
+
+/// Elements of a comma-separated list field (RFC 9110 §5.6.1), OWS trimmed; empty elements kept
+/// so callers that must refuse them can.
+pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim)
+}
+
+/// Strips SP and HTAB from both ends.
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}

@@ -1,0 +1,332 @@
+//! The heads ringlb writes: the request to the server, the response to the client, and its own
+//! error responses. Every function appends to `out`, which the caller clears and reuses.
+//!
+//! Hop-by-hop fields (RFC 9110 §7.6.1) are dropped: Connection and every name it lists,
+//! Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade. Content-Length, Transfer-Encoding and Host
+//! stay even when Connection lists them: the body is passed through with the framing ringlb
+//! parsed, so the server must see the same framing fields.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use super::{cookies, list, trim, Header, RequestHead, ResponseHead, Version};
+
+/// The scheme the client used to reach ringlb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Http,
+    Https,
+}
+
+/// Who the request is forwarded for, and what ringlb changes on the way.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestForward<'a> {
+    pub client_ip: IpAddr,
+    pub proto: Proto,
+    /// Emitted as Host when the request has none (HTTP/1.0).
+    pub default_host: &'a [u8],
+    /// Forward `Connection: upgrade` and Upgrade (WebSocket).
+    pub tunnel: bool,
+    /// Drop Expect (ringlb answers 100-continue itself).
+    pub strip_expect: bool,
+    /// Remove this cookie from Cookie headers (sticky `indirect`); a Cookie header left empty is
+    /// dropped.
+    pub drop_cookie: Option<&'a [u8]>,
+    /// Emit `X-Request-Id: value` and drop any incoming one.
+    pub request_id: Option<&'a [u8]>,
+}
+
+/// Writes the request head for the server:
+/// - `METHOD target HTTP/1.1`, an absolute-form target turned into origin-form;
+/// - Host first when ringlb makes it up: the absolute-form authority (RFC 9112 §3.2.2, incoming
+///   Host dropped) or `default_host` for a request without one;
+/// - the end-to-end fields in their received order and bytes, minus hop-by-hop ones, Expect
+///   when `strip_expect`, X-Forwarded-For, X-Forwarded-Proto, and X-Request-Id when replaced;
+///   Cookie without `drop_cookie`;
+/// - `X-Forwarded-For`: every incoming X-Forwarded-For value joined with `, `, then the client;
+/// - `X-Forwarded-Proto`, `X-Request-Id`, and `Connection: upgrade` + Upgrade when `tunnel`;
+/// - the empty line.
+pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, out: &mut Vec<u8>) {
+    let absolute = head.path != head.target;
+    out.extend_from_slice(head.method_span.get(buf));
+    out.push(b' ');
+    let path = head.path.get(buf);
+    if absolute && path.first() != Some(&b'/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    match head.host {
+        Some(h) if absolute => field(out, b"Host", h.get(buf)),
+        None => field(out, b"Host", fwd.default_host),
+        Some(_) => {}
+    }
+
+    let hs = &head.headers;
+    for h in hs {
+        let name = h.name.get(buf);
+        let value = h.value.get(buf);
+        if hop_by_hop(buf, hs, name, false)
+            || (absolute && is(name, b"host"))
+            || (fwd.strip_expect && is(name, b"expect"))
+            || is(name, b"x-forwarded-for")
+            || is(name, b"x-forwarded-proto")
+            || (fwd.request_id.is_some() && is(name, b"x-request-id"))
+        {
+            continue;
+        }
+        match fwd.drop_cookie {
+            Some(c) if is(name, b"cookie") => cookie(out, name, value, c),
+            _ => field(out, name, value),
+        }
+    }
+
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    // A Connection header listing X-Forwarded-For drops the chain received so far.
+    let chain = !hop_by_hop(buf, hs, b"x-forwarded-for", false);
+    for h in hs
+        .iter()
+        .filter(|h| chain && is(h.name.get(buf), b"x-forwarded-for"))
+    {
+        let v = trim(h.value.get(buf));
+        if !v.is_empty() {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{}\r\n", fwd.client_ip);
+    let proto: &[u8] = match fwd.proto {
+        Proto::Http => b"http",
+        Proto::Https => b"https",
+    };
+    field(out, b"X-Forwarded-Proto", proto);
+    if let Some(id) = fwd.request_id {
+        field(out, b"X-Request-Id", id);
+    }
+    if let (true, Some(u)) = (fwd.tunnel, head.upgrade) {
+        field(out, b"Connection", b"upgrade");
+        field(out, b"Upgrade", u.get(buf));
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What ringlb changes in a response on its way to the client.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseForward<'a> {
+    /// The client connection stays open after this response.
+    pub keep_alive: bool,
+    pub client_version: Version,
+    /// The body is sent decoded and close-delimited (HTTP/1.0 client, chunked response): drop
+    /// Transfer-Encoding.
+    pub dechunk: bool,
+    /// A Set-Cookie value to add (sticky `insert`).
+    pub set_cookie: Option<&'a [u8]>,
+    /// With `set_cookie`: add `Cache-Control: private` beside any Cache-Control the server sent,
+    /// so shared caches do not hand the cookie to other clients. HAProxy's `nocache` adds the same
+    /// field, and not `no-cache="set-cookie"`, which some caches ignore.
+    pub nocache: bool,
+}
+
+/// Writes `HTTP/1.1 <status> <reason>` (RFC 9110 §6.2: ringlb answers with its own version), the
+/// end-to-end fields minus hop-by-hop ones (a 101 keeps Upgrade and gets `Connection: upgrade`),
+/// Transfer-Encoding dropped when `dechunk`, Set-Cookie and Cache-Control when asked, then
+/// `Connection: close` when the client connection closes, or `Connection: keep-alive` when it
+/// stays open for an HTTP/1.0 client (RFC 9112 §9.3), and the empty line.
+pub fn write_response_head(
+    buf: &[u8],
+    head: &ResponseHead,
+    fwd: &ResponseForward,
+    out: &mut Vec<u8>,
+) {
+    let switching = head.status == 101;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    num(out, u64::from(head.status));
+    out.push(b' ');
+    out.extend_from_slice(head.reason.get(buf));
+    out.extend_from_slice(b"\r\n");
+    let hs = &head.headers;
+    for h in hs {
+        let name = h.name.get(buf);
+        if hop_by_hop(buf, hs, name, switching) || (fwd.dechunk && is(name, b"transfer-encoding")) {
+            continue;
+        }
+        field(out, name, h.value.get(buf));
+    }
+    if let Some(c) = fwd.set_cookie {
+        field(out, b"Set-Cookie", c);
+        if fwd.nocache {
+            field(out, b"Cache-Control", b"private");
+        }
+    }
+    if switching {
+        field(out, b"Connection", b"upgrade");
+    } else if !fwd.keep_alive {
+        field(out, b"Connection", b"close");
+    } else if fwd.client_version == Version::Http10 {
+        field(out, b"Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A complete error response: status line, `Content-Type: text/plain`, Content-Length, `extra`
+/// fields, `Connection: close` when `close`, and the body `<code> <reason>\n`.
+pub fn write_error(status: u16, close: bool, extra: &[(&[u8], &[u8])], out: &mut Vec<u8>) {
+    let why = reason(status).as_bytes();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    num(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(why);
+    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
+    let code_len = status.checked_ilog10().unwrap_or(0) as usize + 1;
+    num(out, (code_len + 1 + why.len() + 1) as u64);
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in extra {
+        field(out, n, v);
+    }
+    if close {
+        field(out, b"Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    num(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(why);
+    out.push(b'\n');
+}
+
+/// Reason phrase of the status codes RFC 9110 §15 defines, plus 429 and 431 (RFC 6585); empty
+/// for any other code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// A hop-by-hop field: one of the fixed names, or a name some Connection header lists. `keep_upgrade`
+/// keeps Upgrade (a 101). Framing fields and Host never count as listed.
+fn hop_by_hop(buf: &[u8], hs: &[Header], name: &[u8], keep_upgrade: bool) -> bool {
+    if is(name, b"connection")
+        || is(name, b"keep-alive")
+        || is(name, b"proxy-connection")
+        || is(name, b"te")
+        || is(name, b"trailer")
+    {
+        return true;
+    }
+    if is(name, b"upgrade") {
+        return !keep_upgrade;
+    }
+    if is(name, b"content-length") || is(name, b"transfer-encoding") || is(name, b"host") {
+        return false;
+    }
+    hs.iter()
+        .filter(|h| is(h.name.get(buf), b"connection"))
+        .any(|h| list(h.value.get(buf)).any(|t| is(t, name)))
+}
+
+fn is(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the Cookie field without the cookie `drop`; nothing when no other cookie is left, the
+/// received bytes when `drop` is absent.
+fn cookie(out: &mut Vec<u8>, name: &[u8], value: &[u8], drop: &[u8]) {
+    if !cookies(value).any(|(n, _)| n == drop) {
+        return field(out, name, value);
+    }
+    let mark = out.len();
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    let mut kept = false;
+    for pair in value
+        .split(|&b| b == b';')
+        .map(trim)
+        .filter(|p| !p.is_empty())
+    {
+        let n = pair
+            .split(|&b| b == b'=')
+            .next()
+            .map(trim)
+            .unwrap_or_default();
+        if n == drop {
+            continue;
+        }
+        if kept {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(pair);
+        kept = true;
+    }
+    if kept {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.truncate(mark);
+    }
+}
+
+/// Decimal digits of `n` without going through `fmt`.
+fn num(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+}

@@ -1,0 +1,82 @@
+//! Registry of this core's client connections, so shutdown can close the idle ones.
+//!
+//! Runs on the owning core; takes no lock. A slot is claimed per connection (not per request);
+//! marking idle/busy is a `Cell` write.
+
+use crate::runtime::io::Stream;
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+
+#[derive(Default)]
+pub struct Conns {
+    slots: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<usize>>,
+    live: Cell<usize>,
+    closing: Cell<bool>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    fd: RawFd,
+    idle: bool,
+}
+
+impl Conns {
+    pub fn register(&self, fd: RawFd) -> ConnSlot<'_> {
+        let slot = Slot { fd, idle: false };
+        let index = match self.free.borrow_mut().pop() {
+            Some(i) => {
+                self.slots.borrow_mut()[i] = slot;
+                i
+            }
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(slot);
+                slots.len() - 1
+            }
+        };
+        self.live.set(self.live.get() + 1);
+        ConnSlot { conns: self, index }
+    }
+
+    /// Client connections open on this core.
+    pub fn live(&self) -> usize {
+        self.live.get()
+    }
+
+    /// From now on, connections close instead of waiting for another request; the idle ones
+    /// are woken now (their pending read returns end of stream).
+    pub fn close_idle(&self) {
+        self.closing.set(true);
+        for s in self.slots.borrow().iter() {
+            if s.idle && s.fd >= 0 {
+                Stream::shutdown_read_fd(s.fd);
+            }
+        }
+    }
+
+    pub fn closing(&self) -> bool {
+        self.closing.get()
+    }
+}
+
+/// A connection's claim on its slot; released on drop.
+pub struct ConnSlot<'a> {
+    conns: &'a Conns,
+    index: usize,
+}
+
+impl ConnSlot<'_> {
+    /// Marks the connection as waiting for a request (closable at shutdown) or busy.
+    pub fn set_idle(&self, idle: bool) {
+        self.conns.slots.borrow_mut()[self.index].idle = idle;
+    }
+}
+
+impl Drop for ConnSlot<'_> {
+    fn drop(&mut self) {
+        self.conns.slots.borrow_mut()[self.index] = Slot { fd: -1, idle: false };
+        self.conns.free.borrow_mut().push(self.index);
+        self.conns.live.set(self.conns.live.get() - 1);
+    }
+}

@@ -1,0 +1,332 @@
+//! Host checks run once at startup, before any executor starts.
+//!
+//! Each check compares one fact about the host (a resource limit or a sysctl) with what this
+//! configuration needs, and yields a warning that names the fix. Nothing here refuses to start:
+//! the caller logs the warnings, and glommio or the kernel report the hard failures themselves.
+//!
+//! Reading the host (`HostFacts::read`) is kept apart from judging it (`evaluate`), so the
+//! judgement is unit-tested with made-up facts.
+
+use std::fs;
+
+/// glommio refuses to create an executor when `RLIMIT_MEMLOCK` is below this
+/// (`MIN_MEMLOCK_LIMIT` in glommio's `sys/uring.rs`).
+pub const GLOMMIO_MIN_MEMLOCK: u64 = 512 * 1024;
+
+/// Locked memory to allow per worker: glommio registers the worker's `io_memory` buffer (512 KiB
+/// by default, `runtime.io_memory`) with each of its three rings (main, latency, poll), and the
+/// kernel charges every registration to `RLIMIT_MEMLOCK`. When registration fails, glommio logs a
+/// warning and falls back to unregistered buffers (slower, still correct).
+pub const MEMLOCK_PER_WORKER: u64 = 3 * 512 * 1024;
+
+/// File descriptors kept aside beyond the connections: listeners, the admin listener, the
+/// `io_uring` and eventfd descriptors of every executor, logs and health checks.
+pub const NOFILE_RESERVE: u64 = 64;
+
+/// What the host offers, as read at startup. Limits are soft limits; `u64::MAX` is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    /// `RLIMIT_NOFILE` soft limit.
+    pub nofile_soft: u64,
+    /// `net.core.somaxconn`; `None` when it could not be read.
+    pub somaxconn: Option<u32>,
+    /// `kernel.io_uring_disabled` (Linux 6.6+); `None` when absent (older kernels allow `io_uring`).
+    pub io_uring_disabled: Option<u8>,
+    /// `RLIMIT_MEMLOCK` soft limit, in bytes.
+    pub memlock_soft: u64,
+}
+
+impl HostFacts {
+    /// Reads the facts of the running process and host. A value that cannot be read is reported
+    /// as the most permissive one (or `None`), so a sandbox that hides `/proc/sys` gives no
+    /// false warning.
+    #[must_use]
+    pub fn read() -> HostFacts {
+        HostFacts {
+            nofile_soft: soft_limit(libc::RLIMIT_NOFILE).unwrap_or(u64::MAX),
+            somaxconn: read_sysctl("/proc/sys/net/core/somaxconn"),
+            io_uring_disabled: read_sysctl("/proc/sys/kernel/io_uring_disabled"),
+            memlock_soft: soft_limit(libc::RLIMIT_MEMLOCK).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// Checks the running host for `workers` executors serving up to `max_connections` client
+/// connections on listeners with `listen_backlog`. Returns one warning per problem, each with
+/// its fix; empty when the host is fit.
+#[must_use]
+pub fn check_host(workers: usize, max_connections: u64, listen_backlog: u32) -> Vec<String> {
+    evaluate(&HostFacts::read(), workers, max_connections, listen_backlog)
+}
+
+/// The judgement of `check_host`, on given facts.
+#[must_use]
+pub fn evaluate(
+    facts: &HostFacts,
+    workers: usize,
+    max_connections: u64,
+    listen_backlog: u32,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+
+    // Every proxied connection holds two descriptors: the client's and the server's.
+    let nofile_needed = max_connections
+        .saturating_mul(2)
+        .saturating_add(NOFILE_RESERVE);
+    if facts.nofile_soft < nofile_needed {
+        warnings.push(format!(
+            "open files limit (RLIMIT_NOFILE) is {}, but {} connections need {} (2 per \
+             connection + {} reserved); connections beyond it fail with EMFILE. Fix: \
+             `ulimit -n 1048576` before starting, LimitNOFILE=1048576 in the systemd unit, or \
+             `nofile` in /etc/security/limits.conf",
+            facts.nofile_soft, max_connections, nofile_needed, NOFILE_RESERVE
+        ));
+    }
+
+    if let Some(somaxconn) = facts.somaxconn {
+        if somaxconn < listen_backlog {
+            warnings.push(format!(
+                "net.core.somaxconn is {somaxconn}, below the listen backlog {listen_backlog}; \
+                 the kernel silently caps the accept queue and drops SYNs under bursts. Fix: \
+                 `sysctl -w net.core.somaxconn={listen_backlog}` (or apply \
+                 tuning/sysctl/throughput.conf)"
+            ));
+        }
+    }
+
+    match facts.io_uring_disabled {
+        Some(1) => warnings.push(
+            "kernel.io_uring_disabled is 1: only members of kernel.io_uring_group (or \
+             CAP_SYS_ADMIN) may create io_uring instances, and ringlb cannot run without them. \
+             Fix: `sysctl -w kernel.io_uring_disabled=0`, or add ringlb's group to \
+             kernel.io_uring_group"
+                .to_string(),
+        ),
+        Some(2) => warnings.push(
+            "kernel.io_uring_disabled is 2: io_uring is disabled for every process, and ringlb \
+             cannot run without it. Fix: `sysctl -w kernel.io_uring_disabled=0`"
+                .to_string(),
+        ),
+        Some(other) if other != 0 => warnings.push(format!(
+            "kernel.io_uring_disabled is {other}, a value this check does not know; io_uring \
+             may be unavailable. Fix: `sysctl -w kernel.io_uring_disabled=0`"
+        )),
+        _ => {}
+    }
+
+    let memlock_wanted = MEMLOCK_PER_WORKER
+        .saturating_mul(workers.max(1) as u64)
+        .max(GLOMMIO_MIN_MEMLOCK);
+    if facts.memlock_soft < GLOMMIO_MIN_MEMLOCK {
+        warnings.push(format!(
+            "locked memory limit (RLIMIT_MEMLOCK) is {} KiB; glommio refuses to start below {} \
+             KiB. Fix: `ulimit -l {}` before starting, LimitMEMLOCK=infinity in the systemd \
+             unit, or `memlock` in /etc/security/limits.conf",
+            facts.memlock_soft / 1024,
+            GLOMMIO_MIN_MEMLOCK / 1024,
+            memlock_wanted / 1024
+        ));
+    } else if facts.memlock_soft < memlock_wanted {
+        warnings.push(format!(
+            "locked memory limit (RLIMIT_MEMLOCK) is {} KiB, below {} KiB for {} workers; \
+             io_uring buffer registration may fail and I/O falls back to unregistered buffers. \
+             Fix: `ulimit -l {}` before starting, LimitMEMLOCK=infinity in the systemd unit, or \
+             `memlock` in /etc/security/limits.conf",
+            facts.memlock_soft / 1024,
+            memlock_wanted / 1024,
+            workers,
+            memlock_wanted / 1024
+        ));
+    }
+
+    warnings
+}
+
+/// The type of getrlimit's `resource` argument differs between glibc and musl.
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+/// The soft limit of `resource`, with `RLIM_INFINITY` as `u64::MAX`.
+fn soft_limit(resource: Resource) -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, exclusively borrowed `rlimit` for the duration of the call, and
+    // getrlimit only writes into it.
+    let rc = unsafe { libc::getrlimit(resource, &raw mut limit) };
+    if rc != 0 {
+        return None;
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        Some(u64::MAX)
+    } else {
+        Some(limit.rlim_cur)
+    }
+}
+
+fn read_sysctl<T: std::str::FromStr>(path: &str) -> Option<T> {
+    parse_sysctl(&fs::read_to_string(path).ok()?)
+}
+
+/// A `/proc/sys` value: one number, maybe followed by a newline.
+fn parse_sysctl<T: std::str::FromStr>(text: &str) -> Option<T> {
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn fit() -> HostFacts {
+        HostFacts {
+            nofile_soft: 1_048_576,
+            somaxconn: Some(4096),
+            io_uring_disabled: Some(0),
+            memlock_soft: 8 * MIB,
+        }
+    }
+
+    #[test]
+    fn fit_host_has_no_warning() {
+        assert!(evaluate(&fit(), 2, 10_000, 4096).is_empty());
+    }
+
+    #[test]
+    fn unknown_and_unlimited_facts_give_no_warning() {
+        let facts = HostFacts {
+            nofile_soft: u64::MAX,
+            somaxconn: None,
+            io_uring_disabled: None,
+            memlock_soft: u64::MAX,
+        };
+        assert!(evaluate(&facts, 64, u64::MAX, u32::MAX).is_empty());
+    }
+
+    #[test]
+    fn nofile_needs_two_per_connection_plus_reserve() {
+        let mut facts = fit();
+        facts.nofile_soft = 2 * 1000 + NOFILE_RESERVE;
+        assert!(evaluate(&facts, 2, 1000, 128).is_empty());
+
+        facts.nofile_soft -= 1;
+        let warnings = evaluate(&facts, 2, 1000, 128);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("RLIMIT_NOFILE"), "{}", warnings[0]);
+        assert!(warnings[0].contains("2064"), "{}", warnings[0]);
+        assert!(warnings[0].contains("LimitNOFILE="), "{}", warnings[0]);
+    }
+
+    #[test]
+    fn default_shell_limit_of_1024_warns() {
+        let mut facts = fit();
+        facts.nofile_soft = 1024;
+        let warnings = evaluate(&facts, 2, 10_000, 128);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("ulimit -n"), "{}", warnings[0]);
+    }
+
+    #[test]
+    fn somaxconn_below_backlog_warns_with_the_value_to_set() {
+        let mut facts = fit();
+        facts.somaxconn = Some(128);
+        assert!(evaluate(&facts, 2, 100, 128).is_empty());
+
+        let warnings = evaluate(&facts, 2, 100, 4096);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("sysctl -w net.core.somaxconn=4096"),
+            "{}",
+            warnings[0]
+        );
+    }
+
+    #[test]
+    fn io_uring_disabled_values() {
+        let mut facts = fit();
+        for (value, expected) in [
+            (None, 0),
+            (Some(0), 0),
+            (Some(1), 1),
+            (Some(2), 1),
+            (Some(7), 1),
+        ] {
+            facts.io_uring_disabled = value;
+            let warnings = evaluate(&facts, 2, 100, 128);
+            assert_eq!(warnings.len(), expected, "{value:?}: {warnings:?}");
+            if expected == 1 {
+                assert!(
+                    warnings[0].contains("io_uring_disabled=0"),
+                    "{}",
+                    warnings[0]
+                );
+            }
+        }
+        facts.io_uring_disabled = Some(1);
+        assert!(evaluate(&facts, 2, 100, 128)[0].contains("io_uring_group"));
+    }
+
+    #[test]
+    fn memlock_below_glommio_minimum_says_it_will_not_start() {
+        let mut facts = fit();
+        facts.memlock_soft = 64 * 1024;
+        let warnings = evaluate(&facts, 1, 100, 128);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("refuses to start"), "{}", warnings[0]);
+        assert!(warnings[0].contains("LimitMEMLOCK"), "{}", warnings[0]);
+    }
+
+    #[test]
+    fn memlock_scales_with_workers() {
+        let mut facts = fit();
+        facts.memlock_soft = 4 * MEMLOCK_PER_WORKER;
+        assert!(evaluate(&facts, 4, 100, 128).is_empty());
+
+        let warnings = evaluate(&facts, 5, 100, 128);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("5 workers"), "{}", warnings[0]);
+        assert!(!warnings[0].contains("refuses to start"), "{}", warnings[0]);
+    }
+
+    #[test]
+    fn zero_workers_is_judged_as_one() {
+        let mut facts = fit();
+        facts.memlock_soft = MEMLOCK_PER_WORKER;
+        assert!(evaluate(&facts, 0, 100, 128).is_empty());
+        facts.memlock_soft -= 1;
+        assert_eq!(evaluate(&facts, 0, 100, 128).len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let facts = HostFacts {
+            nofile_soft: 1024,
+            somaxconn: Some(128),
+            io_uring_disabled: Some(2),
+            memlock_soft: 64 * 1024,
+        };
+        assert_eq!(evaluate(&facts, 2, 10_000, 4096).len(), 4);
+    }
+
+    #[test]
+    fn parses_proc_sys_values() {
+        assert_eq!(parse_sysctl::<u32>("4096\n"), Some(4096));
+        assert_eq!(parse_sysctl::<u8>("0\n"), Some(0));
+        assert_eq!(parse_sysctl::<u32>(""), None);
+        assert_eq!(parse_sysctl::<u8>("300\n"), None);
+        assert_eq!(parse_sysctl::<u32>("4096\t65536\n"), None);
+    }
+
+    #[test]
+    fn reads_this_host() {
+        let facts = HostFacts::read();
+        assert!(facts.nofile_soft > 0);
+        assert!(facts.memlock_soft > 0);
+        // The real check never panics, whatever it finds.
+        let _ = check_host(1, 1, 1);
+    }
+}

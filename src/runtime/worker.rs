@@ -1,0 +1,47 @@
+//! Per-core state: everything a connection task on this core needs, none of it shared.
+//! `!Send` by construction (Rc/RefCell/Cell); runs on the owning core; takes no lock.
+
+use crate::balance::{Balancer, Member};
+use crate::runtime::conns::Conns;
+use crate::runtime::Shared;
+use crate::upstream::Pool;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+pub struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    /// One balancer per upstream, indexed by `UpstreamId`.
+    pub balancers: RefCell<Vec<Balancer>>,
+    pub pool: RefCell<Pool>,
+    pub conns: Conns,
+}
+
+impl Worker {
+    pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
+        let config = &shared.config;
+        let balancers = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let members: Vec<Member> = u
+                    .servers
+                    .iter()
+                    .map(|s| Member {
+                        id: &s.name,
+                        weight: s.weight,
+                        backup: s.backup,
+                    })
+                    .collect();
+                Balancer::new(&u.algorithm, &members, index, 0x9e37_79b9 ^ index as u64)
+            })
+            .collect();
+        Worker {
+            index,
+            pool: RefCell::new(Pool::new(config)),
+            balancers: RefCell::new(balancers),
+            conns: Conns::default(),
+            shared,
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Shared, lock-free per-server state. One cache line per server; written with relaxed
+//! atomics by whichever core learns something (a failure, a finished request), read by every
+//! core on each pick. What one core learns about a dead server protects every core at once.
+
+use crate::config::{Config, ServerId};
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Operator-set state (config `drain`, admin API). Independent of health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    Ready = 0,
+    /// Finish what is in flight, take no new requests or sessions.
+    Drain = 1,
+    /// Out of rotation entirely.
+    Maint = 2,
+}
+
+impl AdminState {
+    fn from_u8(v: u8) -> AdminState {
+        match v {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+}
+
+/// Milliseconds since the process's clock origin; 0 means "never".
+pub fn now_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    origin.elapsed().as_millis() as u64
+}
+
+#[derive(Debug, Default)]
+pub struct ServerState {
+    /// Requests in flight to this server, across all cores (least_conn, max_conns, p2c).
+    pub active: AtomicU32,
+    /// EWMA of response latency, ns.
+    pub ewma_ns: AtomicU64,
+    /// When `ewma_ns` was last updated (`now_ms`).
+    pub ewma_at_ms: AtomicU64,
+    admin: AtomicU8,
+    /// Passive health: failures counted in the current window.
+    pub fails: AtomicU32,
+    /// Start of the current failure window (`now_ms`).
+    pub fail_window_ms: AtomicU64,
+    /// Marked down by passive checks until this time (`now_ms`); 0 = not down.
+    pub down_until_ms: AtomicU64,
+    /// Weight currently in force (configured, or set through the admin API).
+    pub weight: AtomicU32,
+    /// When the server last became usable (`now_ms`), for slow start.
+    pub up_since_ms: AtomicU64,
+}
+
+impl ServerState {
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Relaxed))
+    }
+
+    pub fn set_admin(&self, s: AdminState) {
+        self.admin.store(s as u8, Relaxed);
+    }
+
+    /// Up as far as passive checks know at `now`.
+    pub fn healthy(&self, now: u64) -> bool {
+        let until = self.down_until_ms.load(Relaxed);
+        until == 0 || now >= until
+    }
+
+    /// Eligible for new requests: ready and healthy.
+    pub fn usable(&self, now: u64) -> bool {
+        self.admin.load(Relaxed) == AdminState::Ready as u8 && self.healthy(now)
+    }
+
+    /// RAII in-flight count: incremented now, decremented when the guard drops.
+    pub fn begin(&self) -> Active<'_> {
+        self.active.fetch_add(1, Relaxed);
+        Active(self)
+    }
+
+    /// Passive health (nginx `max_fails` / `fail_timeout`): `max_fails` failures within
+    /// `fail_timeout` mark the server down for `fail_timeout`. Returns true when this failure
+    /// took the server down.
+    pub fn record_failure(&self, now: u64, max_fails: u32, fail_timeout: Duration) -> bool {
+        if max_fails == 0 {
+            return false;
+        }
+        let window = fail_timeout.as_millis() as u64;
+        let start = self.fail_window_ms.load(Relaxed);
+        if start == 0 || now.saturating_sub(start) > window {
+            self.fail_window_ms.store(now, Relaxed);
+            self.fails.store(0, Relaxed);
+        }
+        let fails = self.fails.fetch_add(1, Relaxed) + 1;
+        if fails >= max_fails && self.healthy(now) {
+            self.down_until_ms.store(now + window, Relaxed);
+            self.fails.store(0, Relaxed);
+            self.fail_window_ms.store(0, Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// A success clears the failure count (nginx resets `fails` on a successful response).
+    pub fn record_success(&self) {
+        if self.fails.load(Relaxed) != 0 {
+            self.fails.store(0, Relaxed);
+        }
+    }
+}
+
+pub struct Active<'a>(&'a ServerState);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Indexed by [`ServerId`].
+pub struct StateTable {
+    servers: Box<[CachePadded<ServerState>]>,
+}
+
+impl StateTable {
+    pub fn new(config: &Config) -> StateTable {
+        let now = now_ms();
+        let servers = config
+            .servers()
+            .map(|(_, s)| {
+                let st = ServerState::default();
+                st.weight.store(s.weight, Relaxed);
+                st.up_since_ms.store(now, Relaxed);
+                CachePadded::new(st)
+            })
+            .collect();
+        StateTable { servers }
+    }
+
+    pub fn get(&self, id: ServerId) -> &ServerState {
+        &self.servers[id.0 as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_fails_within_window_marks_down_then_recovers() {
+        let s = ServerState::default();
+        let ft = Duration::from_secs(10);
+        assert!(!s.record_failure(1000, 3, ft));
+        assert!(!s.record_failure(2000, 3, ft));
+        assert!(s.healthy(2000));
+        assert!(s.record_failure(3000, 3, ft));
+        assert!(!s.healthy(3000));
+        assert!(!s.usable(12_999));
+        assert!(s.usable(13_000));
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_add_up() {
+        let s = ServerState::default();
+        let ft = Duration::from_secs(1);
+        assert!(!s.record_failure(1000, 2, ft));
+        assert!(!s.record_failure(2500, 2, ft));
+        assert!(s.healthy(2500));
+    }
+
+    #[test]
+    fn max_fails_zero_never_marks_down() {
+        let s = ServerState::default();
+        for t in 1..100 {
+            assert!(!s.record_failure(t, 0, Duration::from_secs(10)));
+        }
+        assert!(s.healthy(100));
+    }
+
+    #[test]
+    fn active_guard_counts_in_flight() {
+        let s = ServerState::default();
+        {
+            let _a = s.begin();
+            let _b = s.begin();
+            assert_eq!(s.active.load(Relaxed), 2);
+        }
+        assert_eq!(s.active.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn drain_and_maint_are_not_usable() {
+        let s = ServerState::default();
+        s.set_admin(AdminState::Drain);
+        assert!(!s.usable(1));
+        s.set_admin(AdminState::Maint);
+        assert!(!s.usable(1));
+        s.set_admin(AdminState::Ready);
+        assert!(s.usable(1));
+    }
+}
