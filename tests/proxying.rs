@@ -213,7 +213,10 @@ fn http10_clients() {
     let raw = exchange_raw(lb.addr(), b"GET /size/7 HTTP/1.0\r\n\r\n");
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(!text.to_ascii_lowercase().contains("transfer-encoding"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("transfer-encoding"),
+        "{text}"
+    );
     assert!(text.ends_with("\r\n\r\nxxxxxxx"), "{text}");
 
     // HTTP/1.0 keep-alive with a Content-Length response stays open.
@@ -236,5 +239,8 @@ fn host_is_kept_and_added_for_http10() {
     let got = rec.next(WAIT).unwrap();
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("GET /x HTTP/1.1\r\n"), "{text}");
-    assert!(header_lines(&got).iter().any(|l| l == "Host: app"), "{text}");
+    assert!(
+        header_lines(&got).iter().any(|l| l == "Host: app"),
+        "{text}"
+    );
 }

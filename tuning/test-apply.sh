@@ -21,6 +21,8 @@ cleanup() {
     rm -rf -- "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "test-apply.sh: needs root (it creates a network namespace)" >&2

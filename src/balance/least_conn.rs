@@ -39,23 +39,44 @@ impl LeastConn {
     pub(crate) fn pick<V: ServerView>(&mut self, view: &TierView<'_, V>) -> Option<usize> {
         let n = view.len();
         let start = if self.cursor < n { self.cursor } else { 0 };
-        let mut best = None;
-        // (active, weight) of `best`.
-        let mut best_load = (0u64, 1u64);
-        for i in (start..n).chain(0..start) {
-            if !view.usable(i) {
+        let mut best = Best {
+            i: usize::MAX,
+            active: 0,
+            weight: 0,
+        };
+        // Two plain loops rather than a chained iterator: this is the whole cost of a pick.
+        best.scan(view, start..n);
+        best.scan(view, 0..start);
+        if best.i == usize::MAX {
+            return None;
+        }
+        self.cursor = best.i + 1;
+        Some(best.i)
+    }
+}
+
+/// The least loaded server so far; `i == usize::MAX` for none.
+struct Best {
+    i: usize,
+    active: u64,
+    weight: u64,
+}
+
+impl Best {
+    #[inline]
+    fn scan<V: ServerView>(&mut self, view: &TierView<'_, V>, range: std::ops::Range<usize>) {
+        for i in range {
+            let weight = u64::from(view.usable_weight(i));
+            if weight == 0 {
                 continue;
             }
-            let load = (u64::from(view.active(i)), u64::from(view.weight(i)));
-            // load.0 / load.1 < best.0 / best.1
-            if best.is_none() || load.0 * best_load.1 < best_load.0 * load.1 {
-                best = Some(i);
-                best_load = load;
+            let active = u64::from(view.active(i));
+            // active / weight < best.active / best.weight; always true for the first server,
+            // whose best.weight is 0.
+            if active * self.weight < self.active * weight || self.weight == 0 {
+                *self = Best { i, active, weight };
             }
         }
-        let best = best?;
-        self.cursor = best + 1;
-        Some(best)
     }
 }
 

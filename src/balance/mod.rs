@@ -92,7 +92,7 @@ pub enum Algorithm {
     IpHash,
     Hash {
         key: HashKey,
-        /// A ring (ketama) instead of `hash % total_weight`.
+        /// A ring (ketama) instead of a weighted `hash mod total_weight` mapping.
         consistent: bool,
         /// Consistent hashing with bounded loads, factor `c > 1`; only with `consistent`.
         bounded_load: Option<f64>,
@@ -275,6 +275,18 @@ impl<'a, V: ServerView> TierView<'a, V> {
             && self.view.weight(i) > 0
     }
 
+    /// The weight of server `i` if it is usable, else 0; one call instead of `usable` and
+    /// `weight` for the algorithms that scan every server.
+    #[inline]
+    pub(crate) fn usable_weight(&self, i: usize) -> u32 {
+        if i < self.len && self.view.usable(i) && self.view.backup(i) == (self.tier == Tier::Backup)
+        {
+            self.view.weight(i)
+        } else {
+            0
+        }
+    }
+
     #[inline]
     pub(crate) fn weight(&self, i: usize) -> u32 {
         self.view.weight(i)
@@ -328,20 +340,27 @@ impl Rng {
 }
 
 /// Maps a hash to a server in proportion to configured weights, as nginx `ip_hash` and
-/// `hash $key` (without `consistent`) do: `hash % total_weight`, then the server whose weight
-/// interval holds the remainder. One table per tier, built from [`Member`]s.
+/// `hash $key` (without `consistent`) do: a point `r` in `0..total_weight`, then the server whose
+/// weight interval holds `r`. One table per tier, built from [`Member`]s.
+///
+/// `r` is `(hash * total_weight) >> 64` (Lemire's multiply-shift range reduction) rather than
+/// nginx's `hash % total_weight`: the same distribution without a 64-bit division. Frozen, like
+/// [`stable_hash`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Weighted {
     /// Exclusive end of each server's interval in `0..total`.
     ends: Vec<u64>,
     servers: Vec<u32>,
+    /// The slot of every `r` when `total <= DIRECT_MAX`, so a pick needs no search.
+    direct: Vec<u32>,
     total: u64,
-    /// All weights equal: the slot is `remainder / unit`, no search.
-    unit: u64,
 }
 
 /// nginx tries 20 hashes before giving up on the hash (`ngx_http_upstream_get_ip_hash_peer`).
 const REHASH_TRIES: usize = 20;
+
+/// Largest total weight with a direct table (4 bytes per unit of weight, per tier, per core).
+const DIRECT_MAX: u64 = 1 << 13;
 
 impl Weighted {
     pub(crate) fn new(members: &[Member], tier: Tier) -> Self {
@@ -353,26 +372,22 @@ impl Weighted {
                 w.servers.push(i as u32);
             }
         }
-        let first = members
-            .iter()
-            .find(|m| m.backup == (tier == Tier::Backup) && m.weight > 0);
-        if let Some(first) = first {
-            let all_equal = members
-                .iter()
-                .filter(|m| m.backup == (tier == Tier::Backup) && m.weight > 0)
-                .all(|m| m.weight == first.weight);
-            if all_equal {
-                w.unit = u64::from(first.weight);
-            }
+        if w.total <= DIRECT_MAX {
+            w.direct = (0..w.total).map(|r| w.search(r) as u32).collect();
         }
         w
     }
 
+    fn search(&self, r: u64) -> usize {
+        self.ends.partition_point(|&end| end <= r)
+    }
+
+    #[inline]
     fn slot(&self, hash: u64) -> usize {
-        let r = hash % self.total;
-        match r.checked_div(self.unit) {
-            Some(slot) => slot as usize,
-            None => self.ends.partition_point(|&end| end <= r),
+        let r = ((u128::from(hash) * u128::from(self.total)) >> 64) as u64;
+        match self.direct.get(r as usize) {
+            Some(&slot) => slot as usize,
+            None => self.search(r),
         }
     }
 

@@ -27,9 +27,13 @@ impl RoundRobin {
         };
         let weight = |i: usize| {
             let m = &members[i];
-            (!m.backup && m.weight > 0).then_some(m.weight)
+            if m.backup {
+                0
+            } else {
+                m.weight
+            }
         };
-        let total: u64 = (0..members.len()).filter_map(weight).map(u64::from).sum();
+        let total: u64 = (0..members.len()).map(|i| u64::from(weight(i))).sum();
         if total > 0 {
             for _ in 0..(core as u64 % total) {
                 rr.step(members.len(), weight);
@@ -44,28 +48,32 @@ impl RoundRobin {
 
     pub(crate) fn pick<V: ServerView>(&mut self, view: &TierView<'_, V>) -> Option<usize> {
         let n = view.len().min(self.current.len());
-        self.step(n, |i| view.usable(i).then(|| view.weight(i)))
+        self.step(n, |i| view.usable_weight(i))
     }
 
-    /// One nginx step over servers `0..n`; `weight(i)` is `None` for a server to skip.
+    /// One nginx step over servers `0..n`; `weight(i)` is 0 for a server to skip.
     #[inline]
-    fn step(&mut self, n: usize, weight: impl Fn(usize) -> Option<u32>) -> Option<usize> {
+    fn step(&mut self, n: usize, weight: impl Fn(usize) -> u32) -> Option<usize> {
         let current = &mut self.current[..n];
-        let mut best: Option<usize> = None;
+        let mut best = usize::MAX;
+        // `current` stays within +-total weight, far above i64::MIN, so the first usable server
+        // always replaces this.
         let mut best_current = i64::MIN;
         let mut total: i64 = 0;
         for (i, cur) in current.iter_mut().enumerate() {
-            let Some(w) = weight(i) else { continue };
+            let w = weight(i);
+            if w == 0 {
+                continue;
+            }
             let w = i64::from(w);
             *cur += w;
             total += w;
-            if best.is_none() || *cur > best_current {
-                best = Some(i);
+            if *cur > best_current {
+                best = i;
                 best_current = *cur;
             }
         }
-        let best = best?;
-        current[best] -= total;
+        *current.get_mut(best)? -= total;
         Some(best)
     }
 }

@@ -101,12 +101,19 @@ fn duplicates_are_errors() {
     );
     let p = problems(&text);
     assert!(p.iter().any(|l| l.starts_with("upstreams.app.servers[1].addr: 127.0.0.1:9001 is listed twice")), "{p:?}");
-    assert!(p.iter().any(|l| l.starts_with("listeners[1].name: \"http\" is used twice")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("listeners[1].name: \"http\" is used twice")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn only_backups_is_an_error() {
-    let text = MINIMAL.replace("addr = \"127.0.0.1:9001\"", "addr = \"127.0.0.1:9001\"\nbackup = true");
+    let text = MINIMAL.replace(
+        "addr = \"127.0.0.1:9001\"",
+        "addr = \"127.0.0.1:9001\"\nbackup = true",
+    );
     assert!(problems(&text)
         .iter()
         .any(|l| l.contains("every server is a backup")));
@@ -115,9 +122,13 @@ fn only_backups_is_an_error() {
 #[test]
 fn hash_needs_a_valid_key() {
     let base = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nbalance = \"hash\"");
-    assert!(problems(&base).iter().any(|l| l.starts_with("upstreams.app.key: required")));
+    assert!(problems(&base)
+        .iter()
+        .any(|l| l.starts_with("upstreams.app.key: required")));
     let bad = base.replace("balance = \"hash\"", "balance = \"hash\"\nkey = \"$uri\"");
-    assert!(problems(&bad).iter().any(|l| l.starts_with("upstreams.app.key: ")));
+    assert!(problems(&bad)
+        .iter()
+        .any(|l| l.starts_with("upstreams.app.key: ")));
     let good = base.replace(
         "balance = \"hash\"",
         "balance = \"hash\"\nkey = \"cookie:sid\"\nconsistent = true\nbounded_load = 1.25",
@@ -132,7 +143,9 @@ fn hash_needs_a_valid_key() {
         }
     );
     let stray = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nkey = \"$request_uri\"");
-    assert!(problems(&stray).iter().any(|l| l.contains("only applies to balance = \"hash\"")));
+    assert!(problems(&stray)
+        .iter()
+        .any(|l| l.contains("only applies to balance = \"hash\"")));
 }
 
 #[test]

@@ -26,7 +26,10 @@ impl Problems {
             }
             Ok(d) => d,
             Err(e) => {
-                self.add(path, format!("invalid duration {text:?} ({e}); write e.g. \"5s\""));
+                self.add(
+                    path,
+                    format!("invalid duration {text:?} ({e}); write e.g. \"5s\""),
+                );
                 default
             }
         }
@@ -81,7 +84,13 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
     let mut p = Problems(Vec::new());
 
     let runtime = runtime(&mut p, &file);
-    let admin = match file.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN).parse() {
+    let admin = match file
+        .admin
+        .listen
+        .as_deref()
+        .unwrap_or(DEFAULT_ADMIN)
+        .parse()
+    {
         Ok(listen) => Admin { listen },
         Err(_) => {
             p.add("admin.listen", "expected IP:port, e.g. \"127.0.0.1:9901\"");
@@ -193,8 +202,17 @@ fn runtime(p: &mut Problems, file: &File) -> Runtime {
     Runtime {
         workers,
         cpus,
-        shutdown_grace: p.duration("runtime.shutdown_grace", r.shutdown_grace.as_ref(), secs(30)),
-        io_memory: p.size("runtime.io_memory", r.io_memory.as_ref(), 512 << 10, 64 << 20),
+        shutdown_grace: p.duration(
+            "runtime.shutdown_grace",
+            r.shutdown_grace.as_ref(),
+            secs(30),
+        ),
+        io_memory: p.size(
+            "runtime.io_memory",
+            r.io_memory.as_ref(),
+            512 << 10,
+            64 << 20,
+        ),
     }
 }
 
@@ -210,8 +228,12 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
         if l.name.is_empty() {
             p.add(format!("{path}.name"), "must not be empty");
         } else if !names.insert(l.name.as_str()) {
-            p.add(format!("{path}.name"), format!("{:?} is used twice", l.name));
+            p.add(
+                format!("{path}.name"),
+                format!("{:?} is used twice", l.name),
+            );
         }
+        let backlog = p.int(&format!("{path}.backlog"), l.backlog, 1024, (1, 65535)) as u32;
         let addr: SocketAddr = match l.listen.parse() {
             Ok(a) => a,
             Err(_) => {
@@ -225,7 +247,6 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
         if addr.port() != 0 && !addrs.insert(addr) {
             p.add(format!("{path}.listen"), format!("{addr} is used twice"));
         }
-        let backlog = p.int(&format!("{path}.backlog"), l.backlog, 1024, (1, 65535)) as u32;
         out.push(Listener {
             name: l.name.clone(),
             addr,
@@ -274,7 +295,10 @@ fn algorithm(p: &mut Problems, path: &str, u: &UpstreamFile) -> Algorithm {
             (u.bounded_load.is_some(), "bounded_load"),
         ] {
             if set {
-                p.add(format!("{path}.{field}"), "only applies to balance = \"hash\"");
+                p.add(
+                    format!("{path}.{field}"),
+                    "only applies to balance = \"hash\"",
+                );
             }
         }
     }
@@ -295,10 +319,7 @@ fn algorithm(p: &mut Problems, path: &str, u: &UpstreamFile) -> Algorithm {
             let consistent = u.consistent.unwrap_or(false);
             let bounded_load = match u.bounded_load {
                 Some(c) if !consistent => {
-                    p.add(
-                        format!("{path}.bounded_load"),
-                        "needs consistent = true",
-                    );
+                    p.add(format!("{path}.bounded_load"), "needs consistent = true");
                     Some(c)
                 }
                 Some(c) if !(c > 1.0 && c <= 100.0) => {
@@ -327,7 +348,11 @@ fn algorithm(p: &mut Problems, path: &str, u: &UpstreamFile) -> Algorithm {
 }
 
 fn hash_key(p: &mut Problems, path: &str, key: &str) -> HashKey {
-    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    };
     match key {
         "$request_uri" => HashKey::RequestUri,
         "$remote_addr" => HashKey::RemoteAddr,
@@ -365,21 +390,17 @@ fn servers(
     let mut out = Vec::new();
     for (i, s) in files.iter().enumerate() {
         let spath = format!("{path}.servers[{i}]");
-        let addr: SocketAddr = match s.addr.parse() {
-            Ok(a) => a,
-            Err(_) => {
-                p.add(
-                    format!("{spath}.addr"),
-                    format!("{:?} is not IP:port (e.g. \"10.0.0.1:8080\")", s.addr),
-                );
-                continue;
+        let addr: Option<SocketAddr> = s.addr.parse().ok();
+        match addr {
+            None => p.add(
+                format!("{spath}.addr"),
+                format!("{:?} is not IP:port (e.g. \"10.0.0.1:8080\")", s.addr),
+            ),
+            Some(a) if a.port() == 0 => p.add(format!("{spath}.addr"), "port must not be 0"),
+            Some(a) if !addrs.insert(a) => {
+                p.add(format!("{spath}.addr"), format!("{a} is listed twice"))
             }
-        };
-        if addr.port() == 0 {
-            p.add(format!("{spath}.addr"), "port must not be 0");
-        }
-        if !addrs.insert(addr) {
-            p.add(format!("{spath}.addr"), format!("{addr} is listed twice"));
+            Some(_) => {}
         }
         let name = s.name.clone().unwrap_or_else(|| s.addr.clone());
         if name.is_empty() || name.bytes().any(|b| b.is_ascii_control() || b == b' ') {
@@ -394,6 +415,7 @@ fn servers(
             keepalive as u64,
             (0, 10_000),
         ) as usize;
+        let Some(addr) = addr else { continue };
         out.push(Server {
             id: ServerId(*next_id),
             name,
@@ -445,7 +467,10 @@ fn routes(
         };
         let prefix = r.path.as_deref().unwrap_or("/");
         if !prefix.starts_with('/') || prefix.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            p.add(format!("{path}.path"), "must start with '/' and contain no spaces");
+            p.add(
+                format!("{path}.path"),
+                "must start with '/' and contain no spaces",
+            );
         }
         let (Some(l), Some(u)) = (listener, upstream) else {
             continue;
@@ -460,16 +485,16 @@ fn routes(
             .iter()
             .any(|o| o.listener == route.listener && o.host == route.host && o.path == route.path)
         {
-            p.add(&path, "duplicates an earlier route (same listener, host and path)");
+            p.add(
+                &path,
+                "duplicates an earlier route (same listener, host and path)",
+            );
         }
         out.push(route);
     }
     for (i, l) in listeners.iter().enumerate() {
         if !out.iter().any(|r| r.listener.0 as usize == i) {
-            p.add(
-                "routes",
-                format!("listener {:?} has no route", l.name),
-            );
+            p.add("routes", format!("listener {:?} has no route", l.name));
         }
     }
     // Most specific first: exact host, then wildcard, then any; longer path prefixes first.

@@ -178,6 +178,54 @@ pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(trim)
 }
 
+/// The field names `http1` acts on; everything else is `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Name {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    Cookie,
+    XForwardedFor,
+    XForwardedProto,
+    XRequestId,
+    Other,
+}
+
+impl Name {
+    /// ASCII case-insensitive (RFC 9110 §5.1); the length picks at most two candidates.
+    pub(crate) fn of(n: &[u8]) -> Name {
+        let pick: &[(&[u8], Name)] = match n.len() {
+            2 => &[(b"te", Name::Te)],
+            4 => &[(b"host", Name::Host)],
+            6 => &[(b"cookie", Name::Cookie), (b"expect", Name::Expect)],
+            7 => &[(b"upgrade", Name::Upgrade), (b"trailer", Name::Trailer)],
+            10 => &[
+                (b"connection", Name::Connection),
+                (b"keep-alive", Name::KeepAlive),
+            ],
+            12 => &[(b"x-request-id", Name::XRequestId)],
+            14 => &[(b"content-length", Name::ContentLength)],
+            15 => &[(b"x-forwarded-for", Name::XForwardedFor)],
+            16 => &[(b"proxy-connection", Name::ProxyConnection)],
+            17 => &[
+                (b"transfer-encoding", Name::TransferEncoding),
+                (b"x-forwarded-proto", Name::XForwardedProto),
+            ],
+            _ => &[],
+        };
+        pick.iter()
+            .find(|(s, _)| n.eq_ignore_ascii_case(s))
+            .map_or(Name::Other, |&(_, k)| k)
+    }
+}
+
 /// Strips SP and HTAB from both ends.
 pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use super::{cookies, list, trim, Header, RequestHead, ResponseHead, Version};
+use super::{cookies, list, trim, Header, Name, RequestHead, ResponseHead, Version};
 
 /// The scheme the client used to reach ringlb.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,39 +63,43 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
     }
 
     let hs = &head.headers;
+    let listed = Listed::new(buf, hs);
     for h in hs {
         let name = h.name.get(buf);
         let value = h.value.get(buf);
-        if hop_by_hop(buf, hs, name, false)
-            || (absolute && is(name, b"host"))
-            || (fwd.strip_expect && is(name, b"expect"))
-            || is(name, b"x-forwarded-for")
-            || is(name, b"x-forwarded-proto")
-            || (fwd.request_id.is_some() && is(name, b"x-request-id"))
-        {
+        let kind = Name::of(name);
+        let drop = match kind {
+            Name::Host => absolute,
+            Name::Expect => fwd.strip_expect,
+            Name::XForwardedFor | Name::XForwardedProto | Name::Upgrade => true,
+            Name::XRequestId => fwd.request_id.is_some(),
+            n => hop_by_hop(n),
+        };
+        if drop || listed.has(buf, hs, name) {
             continue;
         }
         match fwd.drop_cookie {
-            Some(c) if is(name, b"cookie") => cookie(out, name, value, c),
+            Some(c) if kind == Name::Cookie => cookie(out, name, value, c),
             _ => field(out, name, value),
         }
     }
 
     out.extend_from_slice(b"X-Forwarded-For: ");
     // A Connection header listing X-Forwarded-For drops the chain received so far.
-    let chain = !hop_by_hop(buf, hs, b"x-forwarded-for", false);
-    for h in hs
-        .iter()
-        .filter(|h| chain && is(h.name.get(buf), b"x-forwarded-for"))
-    {
-        let v = trim(h.value.get(buf));
-        if !v.is_empty() {
-            out.extend_from_slice(v);
-            out.extend_from_slice(b", ");
+    if !listed.has(buf, hs, b"x-forwarded-for") {
+        for h in hs
+            .iter()
+            .filter(|h| Name::of(h.name.get(buf)) == Name::XForwardedFor)
+        {
+            let v = trim(h.value.get(buf));
+            if !v.is_empty() {
+                out.extend_from_slice(v);
+                out.extend_from_slice(b", ");
+            }
         }
     }
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}\r\n", fwd.client_ip);
+    ip(out, fwd.client_ip);
+    out.extend_from_slice(b"\r\n");
     let proto: &[u8] = match fwd.proto {
         Proto::Http => b"http",
         Proto::Https => b"https",
@@ -146,9 +150,15 @@ pub fn write_response_head(
     out.extend_from_slice(head.reason.get(buf));
     out.extend_from_slice(b"\r\n");
     let hs = &head.headers;
+    let listed = Listed::new(buf, hs);
     for h in hs {
         let name = h.name.get(buf);
-        if hop_by_hop(buf, hs, name, switching) || (fwd.dechunk && is(name, b"transfer-encoding")) {
+        let drop = match Name::of(name) {
+            Name::Upgrade => !switching,
+            Name::TransferEncoding => fwd.dechunk,
+            n => hop_by_hop(n),
+        };
+        if drop || listed.has(buf, hs, name) {
             continue;
         }
         field(out, name, h.value.get(buf));
@@ -245,30 +255,90 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A hop-by-hop field: one of the fixed names, or a name some Connection header lists. `keep_upgrade`
-/// keeps Upgrade (a 101). Framing fields and Host never count as listed.
-fn hop_by_hop(buf: &[u8], hs: &[Header], name: &[u8], keep_upgrade: bool) -> bool {
-    if is(name, b"connection")
-        || is(name, b"keep-alive")
-        || is(name, b"proxy-connection")
-        || is(name, b"te")
-        || is(name, b"trailer")
-    {
-        return true;
+/// Hop-by-hop by name alone (RFC 9110 §7.6.1); callers decide Upgrade.
+fn hop_by_hop(n: Name) -> bool {
+    matches!(
+        n,
+        Name::Connection | Name::KeepAlive | Name::ProxyConnection | Name::Te | Name::Trailer
+    )
+}
+
+/// Names the Connection headers list (RFC 9110 §7.6.1), gathered once per head. Framing fields
+/// and Host never count as listed.
+struct Listed<'b> {
+    names: [&'b [u8]; 8],
+    len: usize,
+    /// More names than fit: read the Connection headers again for each field.
+    spill: bool,
+}
+
+impl<'b> Listed<'b> {
+    fn new(buf: &'b [u8], hs: &[Header]) -> Self {
+        let mut l = Listed {
+            names: [&[]; 8],
+            len: 0,
+            spill: false,
+        };
+        let conn = hs
+            .iter()
+            .filter(|h| Name::of(h.name.get(buf)) == Name::Connection);
+        for t in conn.flat_map(|h| list(h.value.get(buf))) {
+            // Options that name no field of their own, or one dropped anyway.
+            if t.is_empty() || is(t, b"close") || is(t, b"keep-alive") || is(t, b"upgrade") {
+                continue;
+            }
+            match l.names.get_mut(l.len) {
+                Some(slot) => {
+                    *slot = t;
+                    l.len += 1;
+                }
+                None => l.spill = true,
+            }
+        }
+        l
     }
-    if is(name, b"upgrade") {
-        return !keep_upgrade;
+
+    fn has(&self, buf: &[u8], hs: &[Header], name: &[u8]) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        if matches!(
+            Name::of(name),
+            Name::ContentLength | Name::TransferEncoding | Name::Host
+        ) {
+            return false;
+        }
+        if self.spill {
+            return hs
+                .iter()
+                .filter(|h| Name::of(h.name.get(buf)) == Name::Connection)
+                .any(|h| list(h.value.get(buf)).any(|t| is(t, name)));
+        }
+        self.names.iter().take(self.len).any(|t| is(t, name))
     }
-    if is(name, b"content-length") || is(name, b"transfer-encoding") || is(name, b"host") {
-        return false;
-    }
-    hs.iter()
-        .filter(|h| is(h.name.get(buf), b"connection"))
-        .any(|h| list(h.value.get(buf)).any(|t| is(t, name)))
 }
 
 fn is(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
+}
+
+/// The client address as X-Forwarded-For carries it: dotted quad, or RFC 5952 text without
+/// brackets.
+fn ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                num(out, u64::from(o));
+            }
+        }
+        // Writing to a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -92,7 +92,7 @@ impl Conn<'_> {
         }
     }
 
-    async fn to_client(&mut self) -> Result<(), BodyEnd> {
+    async fn send_resp(&mut self) -> Result<(), BodyEnd> {
         let r = self
             .client
             .write_all(&self.resp, self.client_send_timeout())
@@ -110,27 +110,25 @@ impl Conn<'_> {
         dechunk: bool,
     ) -> Result<(), BodyEnd> {
         match body {
-            ResponseBody::None => self.to_client().await,
-            ResponseBody::Length(mut left) => {
-                loop {
-                    let n = (self.ubuf.len() as u64).min(left) as usize;
-                    self.resp.extend_from_slice(&self.ubuf.filled()[..n]);
-                    self.ubuf.consume(n);
-                    left -= n as u64;
-                    self.to_client().await?;
-                    if left == 0 {
-                        return Ok(());
-                    }
-                    if self.fill_upstream(up).await? == 0 {
-                        return Err(BodyEnd::Upstream(Failure::Upstream));
-                    }
+            ResponseBody::None => self.send_resp().await,
+            ResponseBody::Length(mut left) => loop {
+                let n = (self.ubuf.len() as u64).min(left) as usize;
+                self.resp.extend_from_slice(&self.ubuf.filled()[..n]);
+                self.ubuf.consume(n);
+                left -= n as u64;
+                self.send_resp().await?;
+                if left == 0 {
+                    return Ok(());
                 }
-            }
+                if self.fill_upstream(up).await? == 0 {
+                    return Err(BodyEnd::Upstream(Failure::Upstream));
+                }
+            },
             ResponseBody::UntilClose => loop {
                 let n = self.ubuf.len();
                 self.resp.extend_from_slice(self.ubuf.filled());
                 self.ubuf.consume(n);
-                self.to_client().await?;
+                self.send_resp().await?;
                 if self.fill_upstream(up).await? == 0 {
                     return Ok(());
                 }
@@ -151,7 +149,7 @@ impl Conn<'_> {
                     }
                     self.ubuf.consume(p.consumed);
                     if !self.resp.is_empty() {
-                        self.to_client().await?;
+                        self.send_resp().await?;
                     }
                     if p.done {
                         return Ok(());

@@ -187,6 +187,8 @@ impl Conn<'_> {
             .unwrap_or(b"");
         let path = request_path(head.target.get(buf));
         let Some(up) = self.config.route(self.listener, host, path) else {
+            let head_len = head.head_len;
+            self.cbuf.consume(head_len);
             return self.refuse(Failure::NoRoute, &req, true).await;
         };
         let upstream = &self.config.upstreams[up.0 as usize];

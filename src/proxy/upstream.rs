@@ -198,10 +198,14 @@ impl Conn<'_> {
                 };
             }
             if !replayable {
-                if req.expect_continue && req.version == Version::Http11 && self.cbuf.is_empty()
-                {
+                if req.expect_continue && req.version == Version::Http11 && self.cbuf.is_empty() {
                     const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-                    if self.client.write_all(CONTINUE, t.client_send).await.is_err() {
+                    if self
+                        .client
+                        .write_all(CONTINUE, t.client_send)
+                        .await
+                        .is_err()
+                    {
                         return Attempt::ClientGone;
                     }
                 }
@@ -264,8 +268,7 @@ impl Conn<'_> {
         let mut any_byte = false;
         let mut informational = 0;
         loop {
-            match http1::parse_response(self.ubuf.filled(), &limits, req.method, &mut self.rhead)
-            {
+            match http1::parse_response(self.ubuf.filled(), &limits, req.method, &mut self.rhead) {
                 Ok(Status::Complete) => {
                     let status = self.rhead.status;
                     if !(100..200).contains(&status) || status == 101 {
@@ -328,15 +331,16 @@ impl Conn<'_> {
         let rbody = self.rhead.body;
         if self.rhead.status == 101 {
             // Tunnels are not supported yet: a 101 we did not ask for is a protocol error.
-            log::warn!("upstream {} answered 101; tunnels are not supported", server.addr);
+            log::warn!(
+                "upstream {} answered 101; tunnels are not supported",
+                server.addr
+            );
             self.send_error(502, true).await;
             return Next::Close;
         }
         let dechunk = rbody == ResponseBody::Chunked && req.version == Version::Http10;
-        let keep_alive = req.keep_alive
-            && !closing
-            && rbody != ResponseBody::UntilClose
-            && !dechunk;
+        let keep_alive =
+            req.keep_alive && !closing && rbody != ResponseBody::UntilClose && !dechunk;
         self.resp.clear();
         let fwd = http1::ResponseForward {
             keep_alive,

@@ -75,7 +75,10 @@ impl ConnSlot<'_> {
 
 impl Drop for ConnSlot<'_> {
     fn drop(&mut self) {
-        self.conns.slots.borrow_mut()[self.index] = Slot { fd: -1, idle: false };
+        self.conns.slots.borrow_mut()[self.index] = Slot {
+            fd: -1,
+            idle: false,
+        };
         self.conns.free.borrow_mut().push(self.index);
         self.conns.live.set(self.conns.live.get() - 1);
     }

@@ -161,7 +161,16 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
     );
     let mut admin = Some(std::net::TcpListener::from(admin));
 
-    for w in host::check_host(cpus.len(), 0, config.listeners.iter().map(|l| l.backlog).max().unwrap_or(0)) {
+    for w in host::check_host(
+        cpus.len(),
+        0,
+        config
+            .listeners
+            .iter()
+            .map(|l| l.backlog)
+            .max()
+            .unwrap_or(0),
+    ) {
         log::warn!("{w}");
     }
 
@@ -278,7 +287,12 @@ async fn worker_main(
     drop(accepts);
     for (i, l) in listeners.iter().enumerate() {
         for (stream, peer) in l.accept_queued() {
-            io::spawn_detached(crate::proxy::serve(w.clone(), stream, peer, ListenerId(i as u32)));
+            io::spawn_detached(crate::proxy::serve(
+                w.clone(),
+                stream,
+                peer,
+                ListenerId(i as u32),
+            ));
         }
     }
     drop(listeners);

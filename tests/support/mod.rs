@@ -84,7 +84,9 @@ impl Drop for Proc {
 /// Spawns `cmd`, merging stdout and stderr lines into one channel (drained continuously so
 /// the child never blocks on a full pipe).
 pub fn spawn(mut cmd: Command) -> Proc {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
     let mut child = cmd.spawn().expect("spawn");
     let (tx, rx) = mpsc::channel();
     let out = child.stdout.take().expect("stdout");
@@ -122,7 +124,8 @@ impl Backend {
 
     pub fn start_on(listen: &str, name: &str, extra: &[&str]) -> Backend {
         let mut cmd = Command::new(loadgen_bin());
-        cmd.args(["serve", "--listen", listen, "--name", name]).args(extra);
+        cmd.args(["serve", "--listen", listen, "--name", name])
+            .args(extra);
         let proc = spawn(cmd);
         let line = proc
             .wait_line(Duration::from_secs(10), |l| l.contains("listening on"))
@@ -222,7 +225,9 @@ impl Ringlb {
 
     pub fn get(&self, path: &str) -> Response {
         let mut c = Client::connect(self.addr());
-        c.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
+        c.send(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
         c.response()
     }
 
@@ -439,7 +444,8 @@ impl Client {
     pub fn closed_within(&mut self, limit: Duration) -> bool {
         self.stream.set_read_timeout(Some(limit)).unwrap();
         let mut tmp = [0u8; 1024];
-        let r = matches!(self.stream.read(&mut tmp), Ok(0)) || matches!(self.stream.read(&mut tmp), Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+        let r = matches!(self.stream.read(&mut tmp), Ok(0))
+            || matches!(self.stream.read(&mut tmp), Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset);
         self.stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -530,7 +536,9 @@ fn record_conn(mut s: TcpStream, tx: mpsc::Sender<Vec<u8>>, response: &[u8]) {
                 let last = if body.starts_with(b"0\r\n") {
                     Some(0)
                 } else {
-                    body.windows(5).position(|w| w == b"\r\n0\r\n").map(|i| i + 2)
+                    body.windows(5)
+                        .position(|w| w == b"\r\n0\r\n")
+                        .map(|i| i + 2)
                 };
                 if let Some(l) = last {
                     if let Some(e) = body[l..].windows(4).position(|w| w == b"\r\n\r\n") {

@@ -97,16 +97,30 @@ mod tests {
         let h = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false)
             .unwrap()
             .unwrap();
-        assert_eq!((h.len, h.status, h.body, h.close), (38, 200, BodyFraming::Length(3), false));
-        let h = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).unwrap().unwrap();
+        assert_eq!(
+            (h.len, h.status, h.body, h.close),
+            (38, 200, BodyFraming::Length(3), false)
+        );
+        let h = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.body, BodyFraming::Empty);
-        let h = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        let h = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
         assert_eq!(h.unwrap().unwrap().body, BodyFraming::Chunked);
         let h = parse(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
         assert_eq!((h.body, h.close), (BodyFraming::UntilClose, true));
-        let h = parse(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", false);
+        let h = parse(
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            false,
+        );
         assert_eq!(h.unwrap().unwrap().close, true);
-        assert!(parse(b"HTTP/1.1 100 Continue\r\n\r\n", false).unwrap().unwrap().is_interim());
+        assert!(parse(b"HTTP/1.1 100 Continue\r\n\r\n", false)
+            .unwrap()
+            .unwrap()
+            .is_interim());
         assert!(parse(b"HTTP/1.1 200 OK\r\n", false).unwrap().is_none());
         assert_eq!(parse(b"HTTX/1.1 200 OK\r\n\r\n", false), Err(ParseError));
     }

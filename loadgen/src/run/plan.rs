@@ -1,7 +1,6 @@
 //! `RunArgs` validated once into a `Plan`: resolved address, the request bytes, the load model.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -119,7 +118,9 @@ impl Plan {
         let tls = match (url.https, &a.ca, a.insecure) {
             (false, None, false) => None,
             (false, _, _) => bail!("--ca and --insecure need an https:// URL"),
-            (true, ca, insecure) => Some(super::tls::Client::new(url.host, ca.as_deref(), insecure)?),
+            (true, ca, insecure) => {
+                Some(super::tls::Client::new(url.host, ca.as_deref(), insecure)?)
+            }
         };
         let body = match (&a.body, &a.body_file) {
             (Some(b), _) => b.clone().into_bytes(),
@@ -129,7 +130,11 @@ impl Plan {
             (None, None) => Vec::new(),
         };
         let method = a.method.as_str();
-        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if method.is_empty()
+            || !method
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             bail!("'{method}' is not a method");
         }
         let reuse = if a.no_keepalive {
@@ -158,7 +163,10 @@ impl Plan {
             head_request: method.eq_ignore_ascii_case("HEAD"),
             connections,
             // A core without a connection would only idle.
-            cores: a.cores.cores.min(u16::try_from(connections).unwrap_or(u16::MAX)),
+            cores: a
+                .cores
+                .cores
+                .min(u16::try_from(connections).unwrap_or(u16::MAX)),
             pinning: a.cores.pinning(),
             pipeline: a.pipeline,
             load: a.rate.map_or(Load::Closed, |rate| Load::Open { rate }),
@@ -186,8 +194,6 @@ impl Plan {
         n / c + u64::from(u64::from(k) < n % c)
     }
 }
-
-pub(crate) type Shared = Arc<Plan>;
 
 fn build_request(
     method: &str,
@@ -238,9 +244,15 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_url("http://127.0.0.1:8080/a?b=1").unwrap();
-        assert_eq!((u.https, u.host, u.port, u.path), (false, "127.0.0.1", 8080, "/a?b=1"));
+        assert_eq!(
+            (u.https, u.host, u.port, u.path),
+            (false, "127.0.0.1", 8080, "/a?b=1")
+        );
         let u = parse_url("https://example.com").unwrap();
-        assert_eq!((u.https, u.host, u.port, u.path), (true, "example.com", 443, "/"));
+        assert_eq!(
+            (u.https, u.host, u.port, u.path),
+            (true, "example.com", 443, "/")
+        );
         let u = parse_url("http://[::1]:9/").unwrap();
         assert_eq!((u.host, u.port, u.authority), ("::1", 9, "[::1]:9"));
         assert!(parse_url("ftp://x").is_err());

@@ -15,20 +15,12 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// Which step of opening a connection failed.
-pub enum OpenError {
-    Connect(io::Error),
-    Handshake(io::Error),
-}
-
 impl Stream {
     /// Connects (and shakes hands) within the plan's timeout; reads time out after it too.
-    pub async fn open(plan: &Plan) -> Result<Stream, OpenError> {
-        let tcp = rt::connect(plan.addr, plan.timeout)
-            .await
-            .map_err(OpenError::Connect)?;
+    pub async fn open(plan: &Plan) -> io::Result<Stream> {
+        let tcp = rt::connect(plan.addr, plan.timeout).await?;
         let _ = rt::set_nodelay(&tcp);
-        rt::set_read_timeout(&tcp, Some(plan.timeout)).map_err(OpenError::Connect)?;
+        rt::set_read_timeout(&tcp, Some(plan.timeout))?;
         match &plan.tls {
             None => Ok(Stream::Plain(tcp)),
             Some(tls) => {
@@ -40,7 +32,6 @@ impl Stream {
                 futures_lite::future::or(handshake, timeout)
                     .await
                     .map(|s| Stream::Tls(Box::new(s)))
-                    .map_err(OpenError::Handshake)
             }
         }
     }
