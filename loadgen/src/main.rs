@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 use loadgen::cli::{Cli, Command};
 
 #[global_allocator]
@@ -13,7 +13,18 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Run(args) => {
-            let code = loadgen::run::main(&args)?;
+            // Problems found while validating are argument errors too: exit 2, like clap's.
+            let plan = loadgen::run::plan::Plan::from_args(&args).unwrap_or_else(|e| {
+                Cli::command()
+                    .error(clap::error::ErrorKind::InvalidValue, format!("{e:#}"))
+                    .exit()
+            });
+            let output = if args.json {
+                loadgen::run::Output::Json
+            } else {
+                loadgen::run::Output::Text
+            };
+            let code = loadgen::run::main(plan, output)?;
             std::process::exit(code);
         }
     }

@@ -11,24 +11,28 @@
 //!   Point positions depend only on the server's id and weight, never on its index or on the
 //!   other servers, so every node and restart builds the same ring. Above 2^18 points in total
 //!   (total weight above 1638) every server's count is divided by the same factor to bound
-//!   memory (12 bytes a point, per core); a change of that factor moves keys.
+//!   memory (13 bytes a point, per core); a change of that factor moves keys.
 //! - `bounded_load = Some(c)` (Mirrokni, Thorup, Zadimoghaddam, "Consistent Hashing with
 //!   Bounded Loads", 2018): walking the ring also skips a server whose `active + 1` exceeds
 //!   `ceil(c * (total_active + 1) / usable_servers)`, counted over the usable servers of the
-//!   tier. That costs one O(servers) pass per pick. At least one usable server is always under
-//!   the bound when `c >= 1` (values below 1 are taken as 1).
+//!   tier. That costs one O(servers) pass per pick, skipped when the first usable server has
+//!   nothing in flight. At least one usable server is always under the bound when `c >= 1`
+//!   (values below 1 are taken as 1).
 //! - A request without the key (`None`) is balanced by smooth weighted round robin, as
 //!   HAProxy does for a missing hash input. nginx would hash the empty string and send all such
 //!   requests to one server.
 //!
 //! Ring or Maglev (Eisenbud et al., NSDI 2016): a ring. Measured against a Maglev prototype
-//! (65,537-entry table, same key hash) with 100,000 keys of 40 bytes, equal weights, on 2 shared
-//! AMD EPYC cores, minimum of 20-30 runs:
+//! (65,537-entry table, same key hash) with 100,000 keys of 40 bytes and equal weights, on 2
+//! shared AMD EPYC cores, minimum of 20-30 runs; in parentheses, keys moved between servers that
+//! did not change:
 //!
-//! | servers | build, ring / Maglev | pick, ring / Maglev | add one: keys moved (between old servers), ring / Maglev | remove one: same |
-//! |---|---|---|---|---|
-//! | 10  | 0.07 ms / 1.6 ms | 35 ns / 9 ns | 8.7 % (0) / 9.4 % (0.34 %) | 10.1 % (0) / 10.2 % (0.27 %) |
-//! | 100 | 0.91 ms / 2.1 ms | 38 ns / 9 ns | 0.88 % (0) / 1.50 % (0.56 %) | 1.10 % (0) / 1.63 % (0.63 %) |
+//! | servers, scheme | build   | pick  | keys moved, add one | keys moved, remove one |
+//! |-----------------|---------|-------|---------------------|------------------------|
+//! | 10, ring        | 0.07 ms | 35 ns | 8.7 % (0)           | 10.1 % (0)             |
+//! | 10, Maglev      | 1.6 ms  | 9 ns  | 9.4 % (0.34 %)      | 10.2 % (0.27 %)        |
+//! | 100, ring       | 0.91 ms | 38 ns | 0.88 % (0)          | 1.10 % (0)             |
+//! | 100, Maglev     | 2.1 ms  | 9 ns  | 1.50 % (0.56 %)     | 1.63 % (0.63 %)        |
 //!
 //! (The ring pick is a whole [`Balancer::pick`](super::Balancer::pick), the Maglev one only
 //! hash and lookup.) Maglev picks faster, but its rebuild moves keys between servers that did
@@ -187,16 +191,15 @@ impl Ring {
     ) -> Option<usize> {
         let len = self.points.len();
         if len == 0 {
-            return view.next_usable((h % view.len().max(1) as u64) as usize);
+            return view.next_usable(h);
         }
-        let cap = match bound {
-            Some(c) => Some(capacity(view, c)?),
-            None => None,
-        };
-        let start = self.first(h);
+        // The bound, counted when first needed: a server with nothing in flight is under any
+        // bound (the bound is at least 1), so an idle upstream needs no O(servers) pass.
+        let mut cap = None;
         // The first usable server met, in case every usable one is at the bound (possible only
         // when active counts change between the capacity pass and the walk).
         let mut over_cap = None;
+        let start = self.first(h);
         for k in 0..len {
             let p = if start + k >= len {
                 start + k - len
@@ -205,23 +208,27 @@ impl Ring {
             };
             let i = self.owners[p] as usize;
             if view.usable(i) {
-                match cap {
-                    Some(cap) if u64::from(view.active(i)) + 1 > cap => {
-                        over_cap.get_or_insert(i);
-                    }
-                    _ => return Some(i),
+                let Some(c) = bound else { return Some(i) };
+                let active = u64::from(view.active(i));
+                if active == 0 {
+                    return Some(i);
                 }
-            } else if k == PROBE && cap.is_none() && view.next_usable(0).is_none() {
+                let cap = *cap.get_or_insert_with(|| capacity(view, c));
+                if active < cap {
+                    return Some(i);
+                }
+                over_cap.get_or_insert(i);
+            } else if k == PROBE && over_cap.is_none() && view.next_usable(0).is_none() {
                 return None;
             }
         }
         // A usable server without points (a member of weight 0 that the view gives weight).
-        over_cap.or_else(|| view.next_usable((h % view.len() as u64) as usize))
+        over_cap.or_else(|| view.next_usable(h))
     }
 }
 
-/// `ceil(c * (total_active + 1) / usable)` over the usable servers; `None` when none is usable.
-fn capacity<V: ServerView>(view: &TierView<'_, V>, c: f64) -> Option<u64> {
+/// `ceil(c * (total_active + 1) / usable)` over the usable servers of the tier (at least 1).
+fn capacity<V: ServerView>(view: &TierView<'_, V>, c: f64) -> u64 {
     let (mut usable, mut total) = (0u64, 0u64);
     for i in 0..view.len() {
         if view.usable(i) {
@@ -229,10 +236,7 @@ fn capacity<V: ServerView>(view: &TierView<'_, V>, c: f64) -> Option<u64> {
             total += u64::from(view.active(i));
         }
     }
-    if usable == 0 {
-        return None;
-    }
-    Some((c * (total + 1) as f64 / usable as f64).ceil() as u64)
+    ((c * (total + 1) as f64 / usable.max(1) as f64).ceil() as u64).max(1)
 }
 
 #[cfg(test)]

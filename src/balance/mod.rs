@@ -11,11 +11,18 @@
 //!
 //! Backup servers: [`Balancer::pick`] runs the algorithm over the primary servers and, only when
 //! none of them is usable, over the backup servers (nginx and HAProxy `backup`). Each pass sees a
-//! [`TierView`] that hides the servers of the other tier, so the algorithms know nothing of
+//! `TierView` that hides the servers of the other tier, so the algorithms know nothing of
 //! backups and both passes share one algorithm state without allocating.
 //!
 //! Every algorithm returns `Some` whenever its view has a usable server; the backup pass relies
 //! on it.
+//!
+//! Cost of a pick (`benches/balance.rs`): `p2c_ewma`, `random`, `ip_hash` and `hash` read a
+//! few servers; `round_robin` and `least_conn` read every server of the upstream on every pick,
+//! as nginx does, and so does `hash` with `bounded_load` (to count the in-flight total). The
+//! view's methods are therefore on the request path once per server: they should be plain
+//! loads (an effective weight stored by the control plane, not [`slow_start_weight`] computed
+//! per call).
 
 mod hash;
 mod ip_hash;
@@ -203,7 +210,16 @@ pub fn slow_start_weight(weight: u32, elapsed: Duration, window: Duration) -> u3
     if weight == 0 || elapsed >= window {
         return weight;
     }
-    let scaled = u128::from(weight) * elapsed.as_nanos() / window.as_nanos();
+    let (elapsed, window) = (elapsed.as_nanos(), window.as_nanos());
+    // Views call this once per server per pick; u64 arithmetic avoids a u128 division whenever
+    // the product fits (weight 1000 and a window up to 213 days).
+    let product = u64::try_from(elapsed)
+        .ok()
+        .and_then(|e| e.checked_mul(u64::from(weight)));
+    let scaled = match (product, u64::try_from(window)) {
+        (Some(p), Ok(w)) => u128::from(p / w),
+        _ => u128::from(weight) * elapsed / window,
+    };
     // scaled < weight because elapsed < window, so it fits in u32.
     (scaled as u32).max(1)
 }
@@ -302,14 +318,14 @@ impl<'a, V: ServerView> TierView<'a, V> {
         self.view.ewma_ns(i)
     }
 
-    /// The first usable server at or after `start`, wrapping; deterministic fallback for the
-    /// hashing algorithms.
-    pub(crate) fn next_usable(&self, start: usize) -> Option<usize> {
+    /// The first usable server at or after `hash % len`, wrapping; deterministic fallback for
+    /// the hashing algorithms.
+    pub(crate) fn next_usable(&self, hash: u64) -> Option<usize> {
         let n = self.len;
         if n == 0 {
             return None;
         }
-        let start = start % n;
+        let start = (hash % n as u64) as usize;
         (start..n).chain(0..start).find(|&i| self.usable(i))
     }
 }
@@ -398,7 +414,7 @@ impl Weighted {
     /// keeps a key on the same server on every core and node while its servers are down.
     pub(crate) fn pick<V: ServerView>(&self, view: &TierView<'_, V>, hash: u64) -> Option<usize> {
         if self.total == 0 {
-            return view.next_usable((hash % view.len().max(1) as u64) as usize);
+            return view.next_usable(hash);
         }
         let mut h = hash;
         let mut slot = 0;
@@ -418,7 +434,7 @@ impl Weighted {
             return Some(i);
         }
         // The view may disagree with the members about which servers are backups.
-        view.next_usable((hash % view.len().max(1) as u64) as usize)
+        view.next_usable(hash)
     }
 }
 

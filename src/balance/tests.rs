@@ -109,6 +109,33 @@ fn no_servers_is_none() {
 }
 
 #[test]
+fn empty_view_is_none() {
+    // The view shrank before the balancer was rebuilt. Weights large enough that the ring is
+    // scaled down to a few points per server.
+    let view = TestView::with_weights(&[]);
+    let ids: Vec<String> = (0..3000).map(|i| format!("s{i}")).collect();
+    let big: Vec<Member> = ids
+        .iter()
+        .map(|id| Member {
+            id,
+            weight: 1000,
+            backup: false,
+        })
+        .collect();
+    for algo in algorithms() {
+        for m in [members(&[1, 2, 3]), big.clone()] {
+            let mut b = Balancer::new(&algo, &m, 1, 0);
+            let ctx = PickCtx {
+                key: Some(b"/x"),
+                ..TestView::ctx()
+            };
+            assert_eq!(b.pick(&view, &ctx), None, "{algo:?}");
+            assert_eq!(b.pick(&view, &TestView::ctx()), None, "{algo:?}");
+        }
+    }
+}
+
+#[test]
 fn all_unusable_is_none() {
     let weights = [1, 2, 3, 4];
     let mut view = TestView::with_weights(&weights);
@@ -244,6 +271,23 @@ proptest! {
         if e >= win {
             prop_assert_eq!(got, w);
         }
+    }
+
+    #[test]
+    fn slow_start_weight_matches_exact_arithmetic(
+        w in 1..u32::MAX,
+        e in any::<u64>(),
+        win in any::<u64>(),
+        win_secs in prop_oneof![Just(0u64), 0..u64::MAX / 2],
+    ) {
+        let e = Duration::from_nanos(e);
+        let win = Duration::new(win_secs, 0) + Duration::from_nanos(win);
+        let exact = if e >= win {
+            w
+        } else {
+            ((u128::from(w) * e.as_nanos() / win.as_nanos()) as u32).max(1)
+        };
+        prop_assert_eq!(slow_start_weight(w, e, win), exact);
     }
 
     #[test]

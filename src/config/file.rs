@@ -47,6 +47,8 @@ pub struct RuntimeFile {
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     pub listen: Option<String>,
+    /// Bearer token required on every admin request when set.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +79,14 @@ pub struct ListenerFile {
     pub name: String,
     pub listen: String,
     pub backlog: Option<i64>,
+    /// Header carrying the client address (nginx `real_ip_header`), trusted only from
+    /// `real_ip_from`.
+    pub real_ip_header: Option<String>,
+    /// CIDRs whose `real_ip_header` is believed (nginx `set_real_ip_from`).
+    #[serde(default)]
+    pub real_ip_from: Vec<String>,
+    /// Client connections this listener holds at once, across all workers.
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,8 +113,34 @@ pub struct UpstreamFile {
     /// Idle keep-alive connections kept per server per core (nginx `keepalive`).
     pub keepalive: Option<i64>,
     pub slow_start: Option<String>,
+    /// Passive health (nginx): failures within `fail_timeout` that take a server out for
+    /// `fail_timeout`. Servers may override both.
+    pub max_fails: Option<i64>,
+    pub fail_timeout: Option<String>,
+    /// Servers tried for one request, 0 = all (nginx `proxy_next_upstream_tries`).
+    pub tries: Option<i64>,
+    /// Time limit for trying further servers (nginx `proxy_next_upstream_timeout`).
+    pub retry_timeout: Option<String>,
+    /// When to try the next server: "error", "timeout", "http_500", "http_502", "http_503",
+    /// "http_504", "non_idempotent" (nginx `proxy_next_upstream`).
+    pub next_upstream: Option<Vec<String>>,
+    pub health_check: Option<HealthCheckFile>,
     #[serde(default)]
     pub servers: Vec<ServerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    /// A status (200) or a range ("200-399").
+    pub expect_status: Option<toml::Value>,
+    /// Host header of the check request (default: the server address).
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,4 +151,10 @@ pub struct ServerFile {
     pub weight: Option<i64>,
     pub backup: Option<bool>,
     pub keepalive: Option<i64>,
+    /// Requests in flight to this server across all workers (nginx/HAProxy `max_conns`).
+    pub max_conns: Option<i64>,
+    /// Start draining: no new requests or sessions, in-flight ones finish.
+    pub drain: Option<bool>,
+    pub max_fails: Option<i64>,
+    pub fail_timeout: Option<String>,
 }

@@ -53,6 +53,7 @@ pub struct Runtime {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
+    pub token: Option<String>,
 }
 
 /// Timeouts, named after their nginx counterparts.
@@ -104,6 +105,23 @@ pub struct Listener {
     pub name: String,
     pub addr: SocketAddr,
     pub backlog: u32,
+    pub real_ip: Option<RealIp>,
+    /// Across all workers; None = unlimited.
+    pub max_connections: Option<u64>,
+}
+
+/// Where the client address comes from when a trusted proxy is in front (nginx realip).
+#[derive(Debug, Clone)]
+pub struct RealIp {
+    /// Lowercase header name, e.g. `x-forwarded-for`.
+    pub header: Box<[u8]>,
+    pub from: Vec<ipnet::IpNet>,
+}
+
+impl RealIp {
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.from.iter().any(|n| n.contains(&ip))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +166,70 @@ pub struct Upstream {
     pub name: String,
     pub algorithm: Algorithm,
     pub slow_start: Option<Duration>,
+    /// Servers tried for one request (at least 1).
+    pub tries: usize,
+    pub retry_timeout: Option<Duration>,
+    pub next_upstream: NextUpstream,
+    pub health_check: Option<HealthCheck>,
     pub servers: Vec<Server>,
+}
+
+/// When another server is tried (nginx `proxy_next_upstream`). A request whose body was
+/// already streamed is never sent twice, whatever these say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextUpstream {
+    /// Connect failure, or the connection closed/reset before a response byte.
+    pub error: bool,
+    /// Connect or response-head timeout.
+    pub timeout: bool,
+    /// These statuses from the server are treated as failures (and retried when allowed).
+    pub http_500: bool,
+    pub http_502: bool,
+    pub http_503: bool,
+    pub http_504: bool,
+    /// Also retry POST, PATCH and other non-idempotent requests.
+    pub non_idempotent: bool,
+}
+
+impl Default for NextUpstream {
+    fn default() -> Self {
+        NextUpstream {
+            error: true,
+            timeout: true,
+            http_500: false,
+            http_502: false,
+            http_503: false,
+            http_504: false,
+            non_idempotent: false,
+        }
+    }
+}
+
+impl NextUpstream {
+    /// Whether a response with `status` counts as a server failure.
+    pub fn status_fails(&self, status: u16) -> bool {
+        match status {
+            500 => self.http_500,
+            502 => self.http_502,
+            503 => self.http_503,
+            504 => self.http_504,
+            _ => false,
+        }
+    }
+}
+
+/// Active HTTP health check of every server of an upstream.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down server up.
+    pub rise: u32,
+    /// Consecutive failures that take an up server down.
+    pub fall: u32,
+    pub expect: std::ops::RangeInclusive<u16>,
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +242,13 @@ pub struct Server {
     pub backup: bool,
     /// Idle keep-alive connections kept per core.
     pub keepalive: usize,
+    /// Requests in flight across all workers; None = unlimited.
+    pub max_conns: Option<u32>,
+    /// Draining from the start (config `drain = true`).
+    pub drain: bool,
+    /// Passive health: 0 disables.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
 }
 
 /// One problem found in the file, with the path of the offending field.

@@ -84,6 +84,7 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
     let mut p = Problems(Vec::new());
 
     let runtime = runtime(&mut p, &file);
+    let token = file.admin.token.clone();
     let admin = match file
         .admin
         .listen
@@ -91,14 +92,31 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
         .unwrap_or(DEFAULT_ADMIN)
         .parse()
     {
-        Ok(listen) => Admin { listen },
+        Ok(listen) => Admin {
+            listen,
+            token: token.clone(),
+        },
         Err(_) => {
             p.add("admin.listen", "expected IP:port, e.g. \"127.0.0.1:9901\"");
             Admin {
                 listen: DEFAULT_ADMIN.parse().expect("default admin address"),
+                token: token.clone(),
             }
         }
     };
+    if token
+        .as_deref()
+        .is_some_and(|t| t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
+    {
+        p.add("admin.token", "must be at least 16 visible ASCII characters");
+    }
+    if !admin.listen.ip().is_loopback() && admin.token.is_none() {
+        log::warn!(
+            "admin.listen {} is not loopback and admin.token is not set: anyone who can reach \
+             it can change server state",
+            admin.listen
+        );
+    }
     let t = &file.timeouts;
     let timeouts = Timeouts {
         client_header: p.duration("timeouts.client_header", t.client_header.as_ref(), secs(10)),
@@ -234,6 +252,15 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
             );
         }
         let backlog = p.int(&format!("{path}.backlog"), l.backlog, 1024, (1, 65535)) as u32;
+        let max_connections = l.max_connections.map(|_| {
+            p.int(
+                &format!("{path}.max_connections"),
+                l.max_connections,
+                0,
+                (1, 10_000_000),
+            )
+        });
+        let real_ip = real_ip(p, &path, l);
         let addr: SocketAddr = match l.listen.parse() {
             Ok(a) => a,
             Err(_) => {
@@ -251,9 +278,132 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
             name: l.name.clone(),
             addr,
             backlog,
+            real_ip,
+            max_connections,
         });
     }
     out
+}
+
+fn real_ip(p: &mut Problems, path: &str, l: &super::file::ListenerFile) -> Option<RealIp> {
+    let mut from = Vec::new();
+    for (i, c) in l.real_ip_from.iter().enumerate() {
+        let net = c
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(n) => from.push(n),
+            Err(_) => p.add(
+                format!("{path}.real_ip_from[{i}]"),
+                format!("{c:?} is not an address or CIDR (e.g. \"10.0.0.0/8\")"),
+            ),
+        }
+    }
+    match &l.real_ip_header {
+        None => {
+            if !from.is_empty() {
+                p.add(format!("{path}.real_ip_from"), "needs real_ip_header");
+            }
+            None
+        }
+        Some(h) => {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                p.add(format!("{path}.real_ip_header"), "must be a header name");
+            }
+            if from.is_empty() {
+                p.add(
+                    format!("{path}.real_ip_from"),
+                    "list the proxies trusted to set real_ip_header (CIDRs)",
+                );
+            }
+            Some(RealIp {
+                header: h.to_ascii_lowercase().into_bytes().into(),
+                from,
+            })
+        }
+    }
+}
+
+fn next_upstream(p: &mut Problems, path: &str, list: Option<&Vec<String>>) -> NextUpstream {
+    let Some(list) = list else {
+        return NextUpstream::default();
+    };
+    let mut n = NextUpstream {
+        error: false,
+        timeout: false,
+        ..NextUpstream::default()
+    };
+    for (i, item) in list.iter().enumerate() {
+        match item.as_str() {
+            "error" => n.error = true,
+            "timeout" => n.timeout = true,
+            "http_500" => n.http_500 = true,
+            "http_502" => n.http_502 = true,
+            "http_503" => n.http_503 = true,
+            "http_504" => n.http_504 = true,
+            "non_idempotent" => n.non_idempotent = true,
+            "off" if list.len() == 1 => {}
+            other => p.add(
+                format!("{path}[{i}]"),
+                format!(
+                    "unknown condition {other:?}; one of error, timeout, http_500, http_502, \
+                     http_503, http_504, non_idempotent, or [\"off\"]"
+                ),
+            ),
+        }
+    }
+    n
+}
+
+fn health_check(p: &mut Problems, path: &str, h: &super::file::HealthCheckFile) -> HealthCheck {
+    let check_path = h.path.clone().unwrap_or_else(|| "/health".into());
+    if !check_path.starts_with('/') || check_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        p.add(format!("{path}.path"), "must start with '/' and contain no spaces");
+    }
+    let interval = p.duration(&format!("{path}.interval"), h.interval.as_ref(), secs(5));
+    let timeout = p.duration(&format!("{path}.timeout"), h.timeout.as_ref(), secs(1));
+    if timeout > interval {
+        p.add(format!("{path}.timeout"), "must not exceed interval");
+    }
+    let rise = p.int(&format!("{path}.rise"), h.rise, 2, (1, 100)) as u32;
+    let fall = p.int(&format!("{path}.fall"), h.fall, 3, (1, 100)) as u32;
+    let expect = match &h.expect_status {
+        None => 200..=399,
+        Some(v) => status_range(v).unwrap_or_else(|| {
+            p.add(
+                format!("{path}.expect_status"),
+                "a status (200) or a range (\"200-399\") within 100..=599",
+            );
+            200..=399
+        }),
+    };
+    if let Some(host) = &h.host {
+        if host.is_empty() || host.bytes().any(|b| !b.is_ascii_graphic()) {
+            p.add(format!("{path}.host"), "must be a host name");
+        }
+    }
+    HealthCheck {
+        path: check_path,
+        interval,
+        timeout,
+        rise,
+        fall,
+        expect,
+        host: h.host.clone(),
+    }
+}
+
+fn status_range(v: &toml::Value) -> Option<std::ops::RangeInclusive<u16>> {
+    let ok = |n: i64| (100..=599).contains(&n).then_some(n as u16);
+    match v {
+        toml::Value::Integer(n) => ok(*n).map(|n| n..=n),
+        toml::Value::String(s) => {
+            let (a, b) = s.split_once('-')?;
+            let (a, b) = (ok(a.trim().parse().ok()?)?, ok(b.trim().parse().ok()?)?);
+            (a <= b).then_some(a..=b)
+        }
+        _ => None,
+    }
 }
 
 fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
@@ -274,11 +424,38 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .as_ref()
             .map(|s| p.duration(&format!("{path}.slow_start"), Some(s), secs(30)));
         let keepalive = p.int(&format!("{path}.keepalive"), u.keepalive, 32, (0, 10_000)) as usize;
-        let servers = servers(p, &path, &u.servers, keepalive, &mut next_server);
+        let defaults = ServerDefaults {
+            keepalive,
+            max_fails: p.int(&format!("{path}.max_fails"), u.max_fails, 1, (0, 1000)) as u32,
+            fail_timeout: p.duration(
+                &format!("{path}.fail_timeout"),
+                u.fail_timeout.as_ref(),
+                secs(10),
+            ),
+        };
+        let servers = servers(p, &path, &u.servers, &defaults, &mut next_server);
+        let tries = match p.int(&format!("{path}.tries"), u.tries, 0, (0, 100)) {
+            0 => servers.len().max(1),
+            n => n as usize,
+        };
+        let retry_timeout = u
+            .retry_timeout
+            .as_ref()
+            .map(|t| p.duration(&format!("{path}.retry_timeout"), Some(t), secs(10)));
+        let next_upstream =
+            next_upstream(p, &format!("{path}.next_upstream"), u.next_upstream.as_ref());
+        let health_check = u
+            .health_check
+            .as_ref()
+            .map(|h| health_check(p, &format!("{path}.health_check"), h));
         out.push(Upstream {
             name: name.clone(),
             algorithm,
             slow_start,
+            tries,
+            retry_timeout,
+            next_upstream,
+            health_check,
             servers,
         });
     }
@@ -375,11 +552,17 @@ fn hash_key(p: &mut Problems, path: &str, key: &str) -> HashKey {
     }
 }
 
+struct ServerDefaults {
+    keepalive: usize,
+    max_fails: u32,
+    fail_timeout: Duration,
+}
+
 fn servers(
     p: &mut Problems,
     path: &str,
     files: &[ServerFile],
-    keepalive: usize,
+    defaults: &ServerDefaults,
     next_id: &mut u32,
 ) -> Vec<Server> {
     if files.is_empty() {
@@ -412,9 +595,23 @@ fn servers(
         let keepalive = p.int(
             &format!("{spath}.keepalive"),
             s.keepalive,
-            keepalive as u64,
+            defaults.keepalive as u64,
             (0, 10_000),
         ) as usize;
+        let max_conns = s.max_conns.map(|_| {
+            p.int(&format!("{spath}.max_conns"), s.max_conns, 1, (1, 1_000_000)) as u32
+        });
+        let max_fails = p.int(
+            &format!("{spath}.max_fails"),
+            s.max_fails,
+            defaults.max_fails as u64,
+            (0, 1000),
+        ) as u32;
+        let fail_timeout = p.duration(
+            &format!("{spath}.fail_timeout"),
+            s.fail_timeout.as_ref(),
+            defaults.fail_timeout,
+        );
         let Some(addr) = addr else { continue };
         out.push(Server {
             id: ServerId(*next_id),
@@ -423,6 +620,10 @@ fn servers(
             weight,
             backup: s.backup.unwrap_or(false),
             keepalive,
+            max_conns,
+            drain: s.drain.unwrap_or(false),
+            max_fails,
+            fail_timeout,
         });
         *next_id += 1;
     }

@@ -4,17 +4,22 @@
 //! input, and in steady state write only into `Vec`s the caller owns and reuses.
 //!
 //! Layout:
-//! - `mod.rs`: shared vocabulary (`Span`, `Version`, `Method`, `Header`, `Limits`, `Status`) and
-//!   header look-ups.
+//! - `mod.rs`: shared vocabulary (`Span`, `Version`, `Method`, `Header`, `Limits`, `Status`), the
+//!   field names acted on (`Name`), and header look-ups.
 //! - `parse.rs`: request and response heads, and their message framing (RFC 9112 §6).
 //! - `chunked.rs`: the chunked transfer coding scanner (RFC 9112 §7.1).
 //! - `rewrite.rs`: the heads ringlb writes: to the server, to the client, and its own errors.
 //!
-//! Choices stricter than RFC 9112 permits, to keep one reading of a message across every hop:
-//! - A bare LF ends no line, in a head or in a chunked body (§2.2 lets a recipient accept it).
-//! - A request `Transfer-Encoding` must be exactly `chunked`; a coding before it is 501 and
-//!   anything else 400 (§6.1, §6.3).
-//! - Identical repeated `Content-Length` values are accepted as one, differing ones are 400 (§6.3).
+//! Choices where RFC 9112 leaves room, taken to keep one reading of a message across every hop:
+//! - A bare LF ends no line, in a request or response head or in a chunked body: 400 / malformed
+//!   (§2.2 lets a recipient accept it). httparse's leniencies (obs-fold, extra spaces, space
+//!   before a colon) stay off.
+//! - A request `Transfer-Encoding` must be exactly `chunked`: another coding before it is 501
+//!   (§6.1), any other list is 400 (§6.3 item 4). Responses may carry codings before `chunked`,
+//!   since the body passes through unchanged.
+//! - Identical repeated `Content-Length` values count as one, differing ones are refused (§6.3
+//!   item 5); an empty list element is refused too.
+//! - Host must be a valid `uri-host [":" port]` even when an absolute-form target overrides it.
 
 mod chunked;
 mod parse;
@@ -135,7 +140,7 @@ impl Default for Limits {
 }
 
 /// Parse outcome: "need more bytes" is not an error.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Partial,
     Complete,
@@ -199,30 +204,36 @@ pub(crate) enum Name {
 }
 
 impl Name {
-    /// ASCII case-insensitive (RFC 9110 §5.1); the length picks at most two candidates.
+    /// ASCII case-insensitive (RFC 9110 §5.1). Length and first letter pick the one candidate
+    /// worth comparing, so the common names (Accept, User-Agent) cost two compares.
     pub(crate) fn of(n: &[u8]) -> Name {
-        let pick: &[(&[u8], Name)] = match n.len() {
-            2 => &[(b"te", Name::Te)],
-            4 => &[(b"host", Name::Host)],
-            6 => &[(b"cookie", Name::Cookie), (b"expect", Name::Expect)],
-            7 => &[(b"upgrade", Name::Upgrade), (b"trailer", Name::Trailer)],
-            10 => &[
-                (b"connection", Name::Connection),
-                (b"keep-alive", Name::KeepAlive),
-            ],
-            12 => &[(b"x-request-id", Name::XRequestId)],
-            14 => &[(b"content-length", Name::ContentLength)],
-            15 => &[(b"x-forwarded-for", Name::XForwardedFor)],
-            16 => &[(b"proxy-connection", Name::ProxyConnection)],
-            17 => &[
-                (b"transfer-encoding", Name::TransferEncoding),
-                (b"x-forwarded-proto", Name::XForwardedProto),
-            ],
-            _ => &[],
+        let first = n.first().map_or(0, |b| b.to_ascii_lowercase());
+        let (want, kind): (&[u8], Name) = match (n.len(), first) {
+            (2, b't') => (b"te", Name::Te),
+            (4, b'h') => (b"host", Name::Host),
+            (6, b'c') => (b"cookie", Name::Cookie),
+            (6, b'e') => (b"expect", Name::Expect),
+            (7, b'u') => (b"upgrade", Name::Upgrade),
+            (7, b't') => (b"trailer", Name::Trailer),
+            (10, b'c') => (b"connection", Name::Connection),
+            (10, b'k') => (b"keep-alive", Name::KeepAlive),
+            (12, b'x') => (b"x-request-id", Name::XRequestId),
+            (14, b'c') => (b"content-length", Name::ContentLength),
+            (15, b'x') => (b"x-forwarded-for", Name::XForwardedFor),
+            (16, b'p') => (b"proxy-connection", Name::ProxyConnection),
+            (17, b't') => (b"transfer-encoding", Name::TransferEncoding),
+            (17, b'x') => (b"x-forwarded-proto", Name::XForwardedProto),
+            _ => return Name::Other,
         };
-        pick.iter()
-            .find(|(s, _)| n.eq_ignore_ascii_case(s))
-            .map_or(Name::Other, |&(_, k)| k)
+        let same = n.len() == want.len()
+            && n.iter()
+                .zip(want)
+                .all(|(&a, &b)| a.to_ascii_lowercase() == b);
+        if same {
+            kind
+        } else {
+            Name::Other
+        }
     }
 }
 

@@ -4,12 +4,15 @@
 //! Hop-by-hop fields (RFC 9110 §7.6.1) are dropped: Connection and every name it lists,
 //! Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade. Content-Length, Transfer-Encoding and Host
 //! stay even when Connection lists them: the body is passed through with the framing ringlb
-//! parsed, so the server must see the same framing fields.
+//! parsed, and a server that lost those fields would read the body as the next request.
 
 use std::io::Write;
 use std::net::IpAddr;
 
-use super::{cookies, list, trim, Header, Name, RequestHead, ResponseHead, Version};
+use super::{
+    cookies, list, trim, Header, Name, RequestBody, RequestHead, ResponseBody, ResponseHead,
+    Version, MAX_HEADERS,
+};
 
 /// The scheme the client used to reach ringlb.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +45,7 @@ pub struct RequestForward<'a> {
 ///   Host dropped) or `default_host` for a request without one;
 /// - the end-to-end fields in their received order and bytes, minus hop-by-hop ones, Expect
 ///   when `strip_expect`, X-Forwarded-For, X-Forwarded-Proto, and X-Request-Id when replaced;
-///   Cookie without `drop_cookie`;
+///   Cookie without `drop_cookie`; Content-Length once, with the value parsed;
 /// - `X-Forwarded-For`: every incoming X-Forwarded-For value joined with `, `, then the client;
 /// - `X-Forwarded-Proto`, `X-Request-Id`, and `Connection: upgrade` + Upgrade when `tunnel`;
 /// - the empty line.
@@ -63,12 +66,23 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
     }
 
     let hs = &head.headers;
-    let listed = Listed::new(buf, hs);
-    for h in hs {
+    let kinds = Kinds::new(buf, hs);
+    let listed = Listed::new(buf, hs, &kinds);
+    let mut chain = false;
+    let mut length = match head.body {
+        RequestBody::Length(n) => Some(n),
+        _ => None,
+    };
+    for (i, h) in hs.iter().enumerate() {
         let name = h.name.get(buf);
         let value = h.value.get(buf);
-        let kind = Name::of(name);
+        let kind = kinds.get(i, name);
+        chain |= kind == Name::XForwardedFor;
         let drop = match kind {
+            Name::ContentLength => {
+                content_length(out, name, &mut length);
+                true
+            }
             Name::Host => absolute,
             Name::Expect => fwd.strip_expect,
             Name::XForwardedFor | Name::XForwardedProto | Name::Upgrade => true,
@@ -86,7 +100,7 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
 
     out.extend_from_slice(b"X-Forwarded-For: ");
     // A Connection header listing X-Forwarded-For drops the chain received so far.
-    if !listed.has(buf, hs, b"x-forwarded-for") {
+    if chain && !listed.has(buf, hs, b"x-forwarded-for") {
         for h in hs
             .iter()
             .filter(|h| Name::of(h.name.get(buf)) == Name::XForwardedFor)
@@ -134,7 +148,7 @@ pub struct ResponseForward<'a> {
 
 /// Writes `HTTP/1.1 <status> <reason>` (RFC 9110 §6.2: ringlb answers with its own version), the
 /// end-to-end fields minus hop-by-hop ones (a 101 keeps Upgrade and gets `Connection: upgrade`),
-/// Transfer-Encoding dropped when `dechunk`, Set-Cookie and Cache-Control when asked, then
+/// Content-Length once when it frames the body, Transfer-Encoding dropped when `dechunk`, Set-Cookie and Cache-Control when asked, then
 /// `Connection: close` when the client connection closes, or `Connection: keep-alive` when it
 /// stays open for an HTTP/1.0 client (RFC 9112 §9.3), and the empty line.
 pub fn write_response_head(
@@ -150,10 +164,20 @@ pub fn write_response_head(
     out.extend_from_slice(head.reason.get(buf));
     out.extend_from_slice(b"\r\n");
     let hs = &head.headers;
-    let listed = Listed::new(buf, hs);
-    for h in hs {
+    let kinds = Kinds::new(buf, hs);
+    let listed = Listed::new(buf, hs, &kinds);
+    let mut length = match head.body {
+        ResponseBody::Length(n) => Some(n),
+        _ => None,
+    };
+    for (i, h) in hs.iter().enumerate() {
         let name = h.name.get(buf);
-        let drop = match Name::of(name) {
+        let drop = match kinds.get(i, name) {
+            // Without a body (HEAD, 304) the value is informational and passes as received.
+            Name::ContentLength if head.body != ResponseBody::None => {
+                content_length(out, name, &mut length);
+                true
+            }
             Name::Upgrade => !switching,
             Name::TransferEncoding => fwd.dechunk,
             n => hop_by_hop(n),
@@ -263,6 +287,24 @@ fn hop_by_hop(n: Name) -> bool {
     )
 }
 
+/// `Name::of` each header, worked out once per head.
+struct Kinds([Name; MAX_HEADERS]);
+
+impl Kinds {
+    fn new(buf: &[u8], hs: &[Header]) -> Self {
+        let mut k = Kinds([Name::Other; MAX_HEADERS]);
+        for (slot, h) in k.0.iter_mut().zip(hs) {
+            *slot = Name::of(h.name.get(buf));
+        }
+        k
+    }
+
+    /// Past MAX_HEADERS (a head not made by `parse_*`) the name is classified again.
+    fn get(&self, i: usize, name: &[u8]) -> Name {
+        self.0.get(i).copied().unwrap_or_else(|| Name::of(name))
+    }
+}
+
 /// Names the Connection headers list (RFC 9110 §7.6.1), gathered once per head. Framing fields
 /// and Host never count as listed.
 struct Listed<'b> {
@@ -273,7 +315,7 @@ struct Listed<'b> {
 }
 
 impl<'b> Listed<'b> {
-    fn new(buf: &'b [u8], hs: &[Header]) -> Self {
+    fn new(buf: &'b [u8], hs: &[Header], kinds: &Kinds) -> Self {
         let mut l = Listed {
             names: [&[]; 8],
             len: 0,
@@ -281,8 +323,9 @@ impl<'b> Listed<'b> {
         };
         let conn = hs
             .iter()
-            .filter(|h| Name::of(h.name.get(buf)) == Name::Connection);
-        for t in conn.flat_map(|h| list(h.value.get(buf))) {
+            .enumerate()
+            .filter(|&(i, h)| kinds.get(i, h.name.get(buf)) == Name::Connection);
+        for t in conn.flat_map(|(_, h)| list(h.value.get(buf))) {
             // Options that name no field of their own, or one dropped anyway.
             if t.is_empty() || is(t, b"close") || is(t, b"keep-alive") || is(t, b"upgrade") {
                 continue;
@@ -338,6 +381,17 @@ fn ip(out: &mut Vec<u8>, ip: IpAddr) {
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
+    }
+}
+
+/// The first Content-Length field carries the one value parsing agreed on; repeats (`5, 5` or a
+/// second field, RFC 9112 §6.3 item 5) are dropped so the next hop sees a single value.
+fn content_length(out: &mut Vec<u8>, name: &[u8], length: &mut Option<u64>) {
+    if let Some(n) = length.take() {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        num(out, n);
+        out.extend_from_slice(b"\r\n");
     }
 }
 

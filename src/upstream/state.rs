@@ -4,7 +4,7 @@
 
 use crate::config::{Config, ServerId};
 use crossbeam_utils::CachePadded;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,15 @@ pub struct ServerState {
     pub weight: AtomicU32,
     /// When the server last became usable (`now_ms`), for slow start.
     pub up_since_ms: AtomicU64,
+    /// Active health checks: false once `fall` checks failed in a row, true again after
+    /// `rise` passes. Starts true (as HAProxy): checks only take servers out.
+    pub check_up: AtomicBool,
+    /// Last active check: HTTP status (0 = no response), when (`now_ms`, 0 = never), and
+    /// how long it took (µs).
+    pub last_check_status: AtomicU16,
+    pub last_check_ms: AtomicU64,
+    pub last_check_us: AtomicU32,
+    pub last_check_ok: AtomicBool,
 }
 
 impl ServerState {
@@ -80,9 +89,16 @@ impl ServerState {
         until == 0 || now >= until
     }
 
-    /// Eligible for new requests: ready and healthy.
+    /// Eligible for new requests: ready, not failed by passive checks, up for active checks.
     pub fn usable(&self, now: u64) -> bool {
-        self.admin.load(Relaxed) == AdminState::Ready as u8 && self.healthy(now)
+        self.admin.load(Relaxed) == AdminState::Ready as u8
+            && self.healthy(now)
+            && self.check_up.load(Relaxed)
+    }
+
+    /// Up as far as health knows (passive and active), whatever the admin state.
+    pub fn up(&self, now: u64) -> bool {
+        self.healthy(now) && self.check_up.load(Relaxed)
     }
 
     /// RAII in-flight count: incremented now, decremented when the guard drops.
@@ -144,6 +160,10 @@ impl StateTable {
                 let st = ServerState::default();
                 st.weight.store(s.weight, Relaxed);
                 st.up_since_ms.store(now, Relaxed);
+                st.check_up.store(true, Relaxed);
+                if s.drain {
+                    st.set_admin(AdminState::Drain);
+                }
                 CachePadded::new(st)
             })
             .collect();
@@ -170,6 +190,7 @@ mod tests {
     #[test]
     fn max_fails_within_window_marks_down_then_recovers() {
         let s = ServerState::default();
+        s.check_up.store(true, Relaxed);
         let ft = Duration::from_secs(10);
         assert!(!s.record_failure(1000, 3, ft));
         assert!(!s.record_failure(2000, 3, ft));
@@ -212,6 +233,7 @@ mod tests {
     #[test]
     fn drain_and_maint_are_not_usable() {
         let s = ServerState::default();
+        s.check_up.store(true, Relaxed);
         s.set_admin(AdminState::Drain);
         assert!(!s.usable(1));
         s.set_admin(AdminState::Maint);

@@ -153,8 +153,8 @@ EOF
 declare -A NODE_NS=([a]=$NS_A [b]=$NS_B)
 declare -A RINGLB_PID=()
 start_ringlb() {
-    local node=$1
-    start_in "${NODE_NS[$node]}" "$WORK/$node/ringlb.log" "$RINGLB" run -c "$WORK/$node/ringlb.toml"
+    local node=$1 log=$2
+    start_in "${NODE_NS[$node]}" "$WORK/$node/$log" "$RINGLB" run -c "$WORK/$node/ringlb.toml"
     RINGLB_PID[$node]=$LAST_PID
 }
 
@@ -166,7 +166,7 @@ for node in a b; do
         fail_early "ringlb check rejected the test config: $(cat "$WORK/$node/check.log")"
     start_in "$ns" "$WORK/$node/backend.log" "$LOADGEN" serve --listen 127.0.0.1:9001 \
         --name "node-$node" --cores 1 --no-pin
-    start_ringlb "$node"
+    start_ringlb "$node" ringlb.log
     # The shipped config with site values substituted; keepalived_script does not exist here.
     sed -e "s|192\.0\.2\.100/24|$VIP/24|" -e 's|script_user keepalived_script|script_user nobody|' \
         -e "${HA_WEIGHT:+s|^    rise 2\$|&\n    weight $HA_WEIGHT|}" \
@@ -235,7 +235,7 @@ sleep 1
 
 # --- Failback: restart A's ringlb; after `rise 2` A leaves FAULT and, priority 150 > 100, preempts.
 T_RESTART=$(date +%s%3N)
-start_ringlb a
+start_ringlb a ringlb-restarted.log
 say "restarted ringlb on node A (pid ${RINGLB_PID[a]})"
 vip_back() { has_vip "$NS_A" && ! has_vip "$NS_B"; }
 T_BACK=

@@ -116,7 +116,7 @@ mod tests {
             b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
             false,
         );
-        assert_eq!(h.unwrap().unwrap().close, true);
+        assert!(h.unwrap().unwrap().close);
         assert!(parse(b"HTTP/1.1 100 Continue\r\n\r\n", false)
             .unwrap()
             .unwrap()

@@ -23,20 +23,27 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::cli::RunArgs;
 use crate::report::Summary;
 use crate::rt;
 use conn::{Clock, CoreCtx, Phases};
 use plan::{Plan, Stop};
 use record::Recorder;
 
+/// How the report is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    /// One JSON object (`report::Summary`) on stdout.
+    Json,
+}
+
 /// Time for executors to start and connections to open before the first send.
 const START_GRACE: Duration = Duration::from_millis(100);
 
 /// Runs the load and prints the report; returns the process exit code
 /// (0, or 1 when no response at all was received).
-pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
-    let plan = Arc::new(Plan::from_args(args)?);
+pub fn main(plan: Plan, output: Output) -> anyhow::Result<i32> {
+    let plan = Arc::new(plan);
     let stop = Arc::new(AtomicBool::new(false));
     // A first Ctrl-C stops the run and still reports; a second one kills.
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -46,7 +53,7 @@ pub fn main(args: &RunArgs) -> anyhow::Result<i32> {
     let (recorder, elapsed) = execute(plan.clone(), stop)?;
     let summary = Summary::new(&plan, &recorder, elapsed);
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if output == Output::Json {
         writeln!(out, "{}", serde_json::to_string(&summary)?)?;
     } else {
         summary.write_text(&mut out)?;
@@ -129,7 +136,8 @@ pub fn execute(plan: Arc<Plan>, stop: Arc<AtomicBool>) -> anyhow::Result<(Record
     let end = match (phases.end, stopped_at) {
         (Some(end), Some(s)) => end.min(s),
         (Some(end), None) => end,
-        (None, _) => total.last_done,
+        (None, _) if total.last_done > 0 => total.last_done,
+        (None, _) => clock.now(),
     };
     let elapsed = Duration::from_nanos(end.saturating_sub(measure_from).max(1));
     Ok((total, elapsed))

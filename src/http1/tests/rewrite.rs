@@ -57,6 +57,26 @@ fn hop_by_hop_removed() {
 }
 
 #[test]
+fn content_length_sent_once() {
+    let buf = b"POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 005, 5\r\nX: 1\r\nContent-Length: 5\r\n\r\n";
+    assert_eq!(
+        rewrite(buf, &fwd()),
+        "POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nX: 1\r\n\
+         X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n"
+    );
+    let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n";
+    assert_eq!(
+        resp(buf, Method::Get, &rfwd()),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+    );
+    // Informational on a HEAD response: passed as received.
+    assert_eq!(
+        resp(buf, Method::Head, &rfwd()),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n"
+    );
+}
+
+#[test]
 fn framing_and_host_survive_connection_listing() {
     let buf = b"POST / HTTP/1.1\r\nHost: a\r\nConnection: transfer-encoding, host\r\n\
         Transfer-Encoding: chunked\r\n\r\n";
@@ -306,4 +326,37 @@ fn reasons() {
     assert_eq!(reason(200), "OK");
     assert_eq!(reason(431), "Request Header Fields Too Large");
     assert_eq!(reason(599), "");
+}
+
+#[test]
+fn many_connection_listed_names() {
+    let mut s = String::from("GET / HTTP/1.1\r\nHost: a\r\nConnection: ");
+    let names: Vec<String> = (0..12).map(|i| format!("X-{i}")).collect();
+    s.push_str(&names.join(", "));
+    s.push_str("\r\n");
+    for n in &names {
+        s.push_str(&format!("{n}: v\r\n"));
+    }
+    s.push_str("X-Kept: v\r\n\r\n");
+    assert_eq!(
+        rewrite(s.as_bytes(), &fwd()),
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Kept: v\r\n\
+         X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n"
+    );
+}
+
+#[test]
+fn head_with_more_than_max_headers() {
+    // Not something parse_request makes; the rewrite still classifies every field.
+    let buf = b"GET / HTTP/1.1\r\nHost: a\r\nTE: x\r\nX: y\r\n\r\n";
+    let mut head = ok(buf);
+    let (te, x) = (head.headers[1], head.headers[2]);
+    head.headers.truncate(1);
+    head.headers.extend(std::iter::repeat_n(x, MAX_HEADERS));
+    head.headers.push(te);
+    let mut out = Vec::new();
+    write_request_head(buf, &head, &fwd(), &mut out);
+    let s = String::from_utf8(out).unwrap();
+    assert_eq!(s.matches("X: y\r\n").count(), MAX_HEADERS);
+    assert!(!s.contains("TE: x"));
 }

@@ -92,7 +92,10 @@ confined() {
         "$PY" "$HERE/with-profile.py" "$@"
 }
 
-confined "$HERE/ringlb.json" "$RINGLB" run -c "$WORK/ringlb.toml" >"$WORK/ringlb.log" 2>&1 &
+# Not through confined(): a backgrounded function is a subshell, and $! would be its pid.
+ip netns exec "$NS" setpriv --reuid=10001 --regid=10001 --clear-groups \
+    "$PY" "$HERE/with-profile.py" "$HERE/ringlb.json" "$RINGLB" run -c "$WORK/ringlb.toml" \
+    >"$WORK/ringlb.log" 2>&1 &
 RINGLB_PID=$!
 PIDS+=("$RINGLB_PID")
 ready=1
