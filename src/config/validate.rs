@@ -108,7 +108,10 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
         .as_deref()
         .is_some_and(|t| t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
     {
-        p.add("admin.token", "must be at least 16 visible ASCII characters");
+        p.add(
+            "admin.token",
+            "must be at least 16 visible ASCII characters",
+        );
     }
     if !admin.listen.ip().is_loopback() && admin.token.is_none() {
         log::warn!(
@@ -358,7 +361,10 @@ fn next_upstream(p: &mut Problems, path: &str, list: Option<&Vec<String>>) -> Ne
 fn health_check(p: &mut Problems, path: &str, h: &super::file::HealthCheckFile) -> HealthCheck {
     let check_path = h.path.clone().unwrap_or_else(|| "/health".into());
     if !check_path.starts_with('/') || check_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        p.add(format!("{path}.path"), "must start with '/' and contain no spaces");
+        p.add(
+            format!("{path}.path"),
+            "must start with '/' and contain no spaces",
+        );
     }
     let interval = p.duration(&format!("{path}.interval"), h.interval.as_ref(), secs(5));
     let timeout = p.duration(&format!("{path}.timeout"), h.timeout.as_ref(), secs(1));
@@ -442,8 +448,11 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .retry_timeout
             .as_ref()
             .map(|t| p.duration(&format!("{path}.retry_timeout"), Some(t), secs(10)));
-        let next_upstream =
-            next_upstream(p, &format!("{path}.next_upstream"), u.next_upstream.as_ref());
+        let next_upstream = next_upstream(
+            p,
+            &format!("{path}.next_upstream"),
+            u.next_upstream.as_ref(),
+        );
         let health_check = u
             .health_check
             .as_ref()
@@ -599,7 +608,12 @@ fn servers(
             (0, 10_000),
         ) as usize;
         let max_conns = s.max_conns.map(|_| {
-            p.int(&format!("{spath}.max_conns"), s.max_conns, 1, (1, 1_000_000)) as u32
+            p.int(
+                &format!("{spath}.max_conns"),
+                s.max_conns,
+                1,
+                (1, 1_000_000),
+            ) as u32
         });
         let max_fails = p.int(
             &format!("{spath}.max_fails"),

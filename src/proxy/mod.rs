@@ -29,7 +29,7 @@ use crate::runtime::io::Stream;
 use crate::runtime::Worker;
 use buf::Buf;
 pub use error::Failure;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +62,24 @@ enum HeadRead {
     Refuse(u16),
 }
 
+/// Serves one client connection. A panic inside is contained here: logged and counted, the
+/// connection closed, the core keeps serving.
 pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
+    use futures_lite::FutureExt;
+    let worker = w.clone();
+    let served = std::panic::AssertUnwindSafe(serve_conn(w, client, peer, listener))
+        .catch_unwind()
+        .await;
+    if served.is_err() {
+        worker.panics.set(worker.panics.get() + 1);
+        log::error!(
+            "worker {}: a connection task panicked; connection closed",
+            worker.index
+        );
+    }
+}
+
+async fn serve_conn(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
     let slot = w.conns.register(client.fd());
     let config = w.shared.config.clone();
     let limits = config.limits.request;
@@ -72,6 +89,7 @@ pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: Li
         slot: &slot,
         client,
         peer,
+        client_ip: peer.ip(),
         listener,
         cbuf: Buf::new(limits.max_head + BUF_SLACK),
         ubuf: Buf::new(UPSTREAM_BUF.max(config.limits.max_response_head + BUF_SLACK)),
@@ -90,6 +108,8 @@ struct Conn<'a> {
     slot: &'a ConnSlot<'a>,
     client: Stream,
     peer: SocketAddr,
+    /// The client's address: the peer's, or the one a trusted proxy reported (real_ip).
+    client_ip: IpAddr,
     listener: ListenerId,
     /// Client bytes: the request head, then body bytes and pipelined requests.
     cbuf: Buf,
@@ -181,6 +201,12 @@ impl Conn<'_> {
             expect_continue: head.expect_continue,
             upgrade: head.upgrade.is_some(),
         };
+        self.client_ip = match &self.config.listeners[self.listener.0 as usize].real_ip {
+            Some(real_ip) if real_ip.trusts(self.peer.ip()) => {
+                real_client_ip(real_ip, buf, &head.headers).unwrap_or(self.peer.ip())
+            }
+            _ => self.peer.ip(),
+        };
         let host = head
             .host
             .map(|s| host_without_port(s.get(buf)))
@@ -194,7 +220,7 @@ impl Conn<'_> {
         let upstream = &self.config.upstreams[up.0 as usize];
         self.key.clear();
         if let crate::balance::Algorithm::Hash { key, .. } = &upstream.algorithm {
-            hash_key(key, buf, head, self.peer, &mut self.key);
+            hash_key(key, buf, head, self.client_ip, &mut self.key);
         }
 
         // The upstream request is built once; retries write the same bytes again.
@@ -254,6 +280,31 @@ impl Conn<'_> {
     }
 }
 
+/// The client address a trusted proxy reported: the rightmost address in the header(s) that
+/// is not itself a trusted proxy (nginx `real_ip_recursive on`). None if there is none.
+fn real_client_ip(
+    real_ip: &crate::config::RealIp,
+    buf: &[u8],
+    headers: &[http1::Header],
+) -> Option<IpAddr> {
+    let mut last = None;
+    // Later headers continue the list (RFC 9110 §5.3): walk everything from the right.
+    let named = headers
+        .iter()
+        .rev()
+        .filter(|h| h.name.get(buf).eq_ignore_ascii_case(&real_ip.header));
+    for h in named {
+        for item in h.value.get(buf).rsplit(|&b| b == b',') {
+            let ip: IpAddr = std::str::from_utf8(item).ok()?.trim().parse().ok()?;
+            last = Some(ip);
+            if !real_ip.trusts(ip) {
+                return last;
+            }
+        }
+    }
+    last
+}
+
 /// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
 fn host_without_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
@@ -287,7 +338,7 @@ fn hash_key(
     key: &crate::balance::HashKey,
     buf: &[u8],
     head: &RequestHead,
-    peer: SocketAddr,
+    client_ip: IpAddr,
     out: &mut Vec<u8>,
 ) {
     use crate::balance::HashKey;
@@ -295,7 +346,7 @@ fn hash_key(
     match key {
         HashKey::RequestUri => out.extend_from_slice(head.target.get(buf)),
         HashKey::RemoteAddr => {
-            let _ = write!(out, "{}", peer.ip());
+            let _ = write!(out, "{client_ip}");
         }
         HashKey::Header(name) => {
             if let Some(v) = http1::find_header(buf, &head.headers, name) {

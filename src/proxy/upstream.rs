@@ -12,11 +12,6 @@ use crate::upstream::state::{now_ms, ServerState, StateTable};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-/// Passive health defaults, as nginx (`max_fails=1 fail_timeout=10s`).
-const MAX_FAILS: u32 = 1;
-const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound on servers tried for one request.
-const MAX_TRIES: usize = 16;
 /// More informational (1xx) responses than this before the final one is a hostile server.
 const MAX_INFORMATIONAL: usize = 16;
 const EWMA_DECAY_NS: u64 = 10_000_000_000;
@@ -43,7 +38,11 @@ impl ServerView for View<'_> {
 
     fn usable(&self, i: usize) -> bool {
         let tried = i < 128 && self.tried & (1u128 << i) != 0;
-        !tried && self.state(i).usable(self.now)
+        let st = self.state(i);
+        let full = self.upstream.servers[i]
+            .max_conns
+            .is_some_and(|max| st.active.load(Relaxed) >= max);
+        !tried && !full && st.usable(self.now)
     }
 
     fn backup(&self, i: usize) -> bool {
@@ -55,7 +54,12 @@ impl ServerView for View<'_> {
         let weight = st.weight.load(Relaxed);
         match self.upstream.slow_start {
             Some(window) => {
-                let since = self.now.saturating_sub(st.up_since_ms.load(Relaxed));
+                // Back from a passive failure counts as newly up, like a passed check.
+                let up_since = st
+                    .up_since_ms
+                    .load(Relaxed)
+                    .max(st.down_until_ms.load(Relaxed));
+                let since = self.now.saturating_sub(up_since);
                 balance::slow_start_weight(weight, Duration::from_millis(since), window)
             }
             None => weight,
@@ -75,8 +79,9 @@ impl ServerView for View<'_> {
 enum Attempt {
     /// A response (or a failure after the client saw response bytes) was handled.
     Done(Next),
-    /// Failed before any response byte; `retry`: another server may be tried.
-    Failed { failure: Failure, retry: bool },
+    /// Failed before a response reached the client; whether another server may be tried
+    /// depends on how far it got.
+    Failed(Failed),
     /// The client failed or went away while sending its body: close without answering.
     ClientGone,
     /// The client sent an invalid or too slow body: answer with this status and close.
@@ -87,52 +92,103 @@ impl Conn<'_> {
     pub(super) async fn attempts(&mut self, up: UpstreamId, req: &Req, replayable: bool) -> Next {
         let config = self.config.clone();
         let upstream = &config.upstreams[up.0 as usize];
+        let policy = upstream.next_upstream;
+        let resendable = replayable && (req.method.is_idempotent() || policy.non_idempotent);
+        let started = Instant::now();
         let mut tried: u128 = 0;
         let mut last = Failure::NoServer;
         let mut body_pending = !replayable;
-        for _ in 0..upstream.servers.len().min(MAX_TRIES) {
+        for n in 0..upstream.tries {
             let Some(i) = self.pick(up, upstream, tried) else {
                 break;
             };
             if i < 128 {
                 tried |= 1u128 << i;
             }
+            let in_time = |t: Option<Duration>| t.is_none_or(|t| started.elapsed() < t);
+            let may_retry = n + 1 < upstream.tries
+                && in_time(upstream.retry_timeout)
+                && self.alternative_exists(upstream, tried);
             let server = &upstream.servers[i];
             let state = self.w.shared.state.get(server.id);
             let _active = state.begin();
-            match self.attempt(server, state, req, replayable).await {
+            let retry_status = may_retry && resendable;
+            let failed = match self
+                .attempt(upstream, server, state, req, replayable, retry_status)
+                .await
+            {
                 Attempt::Done(next) => return next,
                 Attempt::ClientGone => return Next::Close,
                 Attempt::ClientError(status) => {
                     self.send_error(status, true).await;
                     return Next::Close;
                 }
-                Attempt::Failed { failure, retry } => {
-                    if failure.is_server_fault()
-                        && state.record_failure(now_ms(), MAX_FAILS, FAIL_TIMEOUT)
-                    {
-                        log::warn!(
-                            "server {} ({}) of upstream {} marked down for {:?}: {failure:?}",
-                            server.name,
-                            server.addr,
-                            upstream.name,
-                            FAIL_TIMEOUT
-                        );
-                    }
-                    last = failure;
-                    if !replayable {
-                        // The body was (partly) consumed from the client: it cannot be sent
-                        // again, and the connection cannot be resynchronised.
-                        body_pending = true;
-                        break;
-                    }
-                    if !retry {
-                        break;
-                    }
-                }
+                Attempt::Failed(f) => f,
+            };
+            let failure = failed.failure();
+            match failed {
+                Failed::Status(code) => log::debug!(
+                    "server {} of upstream {} answered {code}: trying another",
+                    server.name,
+                    upstream.name
+                ),
+                _ => self.passive_failure(upstream, server, state, failure),
+            }
+            last = failure;
+            let timeout = failure == Failure::UpstreamTimeout;
+            let allowed_by_policy = if timeout {
+                policy.timeout
+            } else {
+                policy.error
+            };
+            let retry = match failed {
+                Failed::Connect(_) => allowed_by_policy,
+                Failed::NoResponse(_) => allowed_by_policy && resendable,
+                Failed::Status(_) => true,
+                Failed::BodySend(_) | Failed::BadResponse => false,
+            };
+            if matches!(failed, Failed::BodySend(_)) {
+                // The body was partly consumed from the client: the connection cannot be
+                // resynchronised.
+                body_pending = true;
+            }
+            if !(retry && may_retry) {
+                break;
             }
         }
         self.refuse(last, req, body_pending).await
+    }
+
+    /// Passive health (nginx `max_fails` / `fail_timeout`).
+    fn passive_failure(
+        &self,
+        upstream: &Upstream,
+        server: &Server,
+        state: &ServerState,
+        failure: Failure,
+    ) {
+        if failure.is_server_fault()
+            && state.record_failure(now_ms(), server.max_fails, server.fail_timeout)
+        {
+            log::warn!(
+                "server {} ({}) of upstream {} marked down for {:?}: {failure:?}",
+                server.name,
+                server.addr,
+                upstream.name,
+                server.fail_timeout
+            );
+        }
+    }
+
+    /// Whether a server not yet tried could take the request (without moving any balancer).
+    fn alternative_exists(&self, upstream: &Upstream, tried: u128) -> bool {
+        let view = View {
+            upstream,
+            table: &self.w.shared.state,
+            now: now_ms(),
+            tried,
+        };
+        (0..view.len()).any(|i| view.usable(i))
     }
 
     fn pick(&self, up: UpstreamId, upstream: &Upstream, tried: u128) -> Option<usize> {
@@ -143,7 +199,7 @@ impl Conn<'_> {
             tried,
         };
         let ctx = PickCtx {
-            client_ip: self.peer.ip(),
+            client_ip: self.client_ip,
             key: (!self.key.is_empty()).then_some(&self.key[..]),
         };
         let mut balancers = self.w.balancers.borrow_mut();
@@ -154,13 +210,14 @@ impl Conn<'_> {
     /// response byte) or a new one.
     async fn attempt(
         &mut self,
+        upstream: &Upstream,
         server: &Server,
         state: &ServerState,
         req: &Req,
         replayable: bool,
+        retry_status: bool,
     ) -> Attempt {
         let t = self.config.timeouts;
-        let idempotent = req.method.is_idempotent();
         let mut allow_pooled = true;
         loop {
             let pooled = if allow_pooled {
@@ -178,11 +235,7 @@ impl Conn<'_> {
                     }
                     Err(e) => {
                         log::debug!("connect to {} failed: {e}", server.addr);
-                        // Nothing was sent: always safe to try another server.
-                        return Attempt::Failed {
-                            failure: Failure::from_io(&e),
-                            retry: true,
-                        };
+                        return Attempt::Failed(Failed::Connect(Failure::from_io(&e)));
                     }
                 },
             };
@@ -192,10 +245,7 @@ impl Conn<'_> {
                     allow_pooled = false;
                     continue;
                 }
-                return Attempt::Failed {
-                    failure: Failure::from_io(&e),
-                    retry: idempotent,
-                };
+                return Attempt::Failed(Failed::NoResponse(Failure::from_io(&e)));
             }
             if !replayable {
                 if req.expect_continue && req.version == Version::Http11 && self.cbuf.is_empty() {
@@ -214,42 +264,38 @@ impl Conn<'_> {
                     Err(BodyEnd::Client) => return Attempt::ClientGone,
                     Err(BodyEnd::ClientTimeout) => return Attempt::ClientError(408),
                     Err(BodyEnd::ClientInvalid) => return Attempt::ClientError(400),
-                    Err(BodyEnd::Upstream(f)) => {
-                        return Attempt::Failed {
-                            failure: f,
-                            retry: false,
-                        }
-                    }
+                    Err(BodyEnd::Upstream(f)) => return Attempt::Failed(Failed::BodySend(f)),
                 }
             }
             match self.read_response_head(&mut up, req).await {
                 Ok(()) => {
                     let latency = sent_at.elapsed().as_nanos() as u64;
                     observe_latency(state, latency);
-                    state.record_success();
+                    let status = self.rhead.status;
+                    if upstream.next_upstream.status_fails(status) {
+                        // The server answered, but with a status the operator counts as a
+                        // failure (backends' 503 honoured).
+                        self.passive_failure(upstream, server, state, Failure::Upstream);
+                        if retry_status {
+                            return Attempt::Failed(Failed::Status(status));
+                        }
+                    } else {
+                        state.record_success();
+                    }
                     return Attempt::Done(self.respond(up, server, req).await);
                 }
                 Err(HeadFail::Closed { any_byte: false }) if reused && replayable => {
                     // The server closed an idle pooled connection as we reused it.
                     allow_pooled = false;
                 }
-                Err(HeadFail::Closed { any_byte }) => {
-                    return Attempt::Failed {
-                        failure: Failure::Upstream,
-                        retry: !any_byte && idempotent,
-                    }
+                Err(HeadFail::Closed { any_byte: false }) => {
+                    return Attempt::Failed(Failed::NoResponse(Failure::Upstream))
+                }
+                Err(HeadFail::Closed { any_byte: true }) | Err(HeadFail::Bad) => {
+                    return Attempt::Failed(Failed::BadResponse)
                 }
                 Err(HeadFail::Timeout) => {
-                    return Attempt::Failed {
-                        failure: Failure::UpstreamTimeout,
-                        retry: false,
-                    }
-                }
-                Err(HeadFail::Bad) => {
-                    return Attempt::Failed {
-                        failure: Failure::BadResponse,
-                        retry: false,
-                    }
+                    return Attempt::Failed(Failed::NoResponse(Failure::UpstreamTimeout))
                 }
                 Err(HeadFail::Client) => return Attempt::ClientGone,
             }
@@ -369,6 +415,30 @@ impl Conn<'_> {
                 }
                 Next::Close
             }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Failed {
+    /// Nothing was sent: connect failed.
+    Connect(Failure),
+    /// The request was (maybe partly) sent; no response byte arrived.
+    NoResponse(Failure),
+    /// The request body could not be sent completely: never retried.
+    BodySend(Failure),
+    /// Response bytes arrived but were not a valid response: never retried.
+    BadResponse,
+    /// A response status listed in `next_upstream` (e.g. 503), discarded for a retry.
+    Status(u16),
+}
+
+impl Failed {
+    fn failure(self) -> Failure {
+        match self {
+            Failed::Connect(f) | Failed::NoResponse(f) | Failed::BodySend(f) => f,
+            Failed::BadResponse => Failure::BadResponse,
+            Failed::Status(_) => Failure::Upstream,
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::balance::{Balancer, Member};
 use crate::runtime::conns::Conns;
 use crate::runtime::Shared;
 use crate::upstream::Pool;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 pub struct Worker {
@@ -15,6 +15,8 @@ pub struct Worker {
     pub balancers: RefCell<Vec<Balancer>>,
     pub pool: RefCell<Pool>,
     pub conns: Conns,
+    /// Connection tasks that panicked (contained in `proxy::serve`).
+    pub panics: Cell<u64>,
 }
 
 impl Worker {
@@ -41,6 +43,7 @@ impl Worker {
             pool: RefCell::new(Pool::new(config)),
             balancers: RefCell::new(balancers),
             conns: Conns::default(),
+            panics: Cell::new(0),
             shared,
         }
     }

@@ -17,6 +17,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use super::plan::{Load, Plan, Reuse, Stop};
 use super::record::{ErrorKind, Recorder};
 use super::stream::Stream;
+use super::watchdog::{Alarm, Watchdog};
 use crate::http::chunked;
 use crate::http::response::{self, BodyFraming};
 use crate::rt;
@@ -66,6 +67,7 @@ pub struct CoreCtx {
     /// Measured requests finished (answered or failed) on this core, for the progress line.
     pub progress: Arc<[crossbeam_utils::CachePadded<AtomicU64>]>,
     pub core: usize,
+    pub watchdog: Rc<Watchdog>,
 }
 
 impl CoreCtx {
@@ -189,6 +191,8 @@ enum End {
 
 struct Slot {
     ctx: Rc<CoreCtx>,
+    /// Tripped when the oldest request in flight has waited `--timeout`.
+    alarm: Rc<Alarm>,
     issuer: Issuer,
     rbuf: Vec<u8>,
     rpos: usize,
@@ -207,12 +211,13 @@ struct Slot {
 }
 
 /// Drives connection slot `slot` (a global index) until the plan says stop.
-pub async fn drive(ctx: Rc<CoreCtx>, slot: u32) {
+pub async fn drive(ctx: Rc<CoreCtx>, slot: u32, alarm: Rc<Alarm>) {
     let plan = ctx.plan.clone();
     let depth = plan.pipeline as usize;
     let mut s = Slot {
         issuer: Issuer::new(&plan, &ctx.phases, slot),
-        ctx,
+        ctx: ctx.clone(),
+        alarm,
         rbuf: vec![0; READ_BUF],
         rpos: 0,
         rend: 0,
@@ -228,6 +233,18 @@ pub async fn drive(ctx: Rc<CoreCtx>, slot: u32) {
         Reuse::KeepAlive => s.keep_alive().await,
         Reuse::PerRequest => s.per_request().await,
     }
+    ctx.watchdog.slot_done();
+}
+
+/// What woke a slot waiting for a response.
+enum Wake {
+    Read(std::io::Result<usize>),
+    /// The next request is due.
+    Due,
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::ErrorKind::TimedOut.into()
 }
 
 impl Slot {
@@ -295,6 +312,7 @@ impl Slot {
         let depth = self.ctx.plan.pipeline as usize;
         let one = self.ctx.plan.request.len();
         let per_request = self.ctx.plan.reuse == Reuse::PerRequest;
+        let timeout = self.ctx.plan.timeout.as_nanos() as u64;
         self.rpos = 0;
         self.rend = 0;
         self.reading = Reading::Head;
@@ -319,11 +337,17 @@ impl Slot {
                 }
             }
             if batch > 0 {
+                let alarm: &Alarm = &self.alarm;
+                alarm.arm(now + timeout);
                 let sent = async {
                     stream.write_all(&self.wbuf[..batch * one]).await?;
                     stream.flush().await
                 };
-                if let Err(e) = sent.await {
+                let rung = async {
+                    alarm.rung().await;
+                    Err(timed_out())
+                };
+                if let Err(e) = futures_lite::future::or(sent, rung).await {
                     self.fail_in_flight(ErrorKind::of(&e));
                     return End::Reconnect;
                 }
@@ -348,20 +372,28 @@ impl Slot {
                     self.rbuf.resize(self.rbuf.len() * 2, 0);
                 }
             }
+            let alarm: &Alarm = &self.alarm;
+            alarm.arm(ctx.clock.now() + timeout);
             let buf = &mut self.rbuf[self.rend..];
-            let read = match due {
-                None => stream.read(buf).await,
+            let read = async { Wake::Read(stream.read(buf).await) };
+            let rung = async {
+                alarm.rung().await;
+                Wake::Read(Err(timed_out()))
+            };
+            let read = futures_lite::future::or(read, rung);
+            let woke = match due {
+                None => read.await,
                 Some(t) => {
-                    let read = async { Some(stream.read(buf).await) };
                     let timer = async {
                         ctx.clock.sleep_until(t).await;
-                        None
+                        Wake::Due
                     };
-                    match futures_lite::future::or(read, timer).await {
-                        Some(r) => r,
-                        None => continue,
-                    }
+                    futures_lite::future::or(read, timer).await
                 }
+            };
+            let read = match woke {
+                Wake::Read(r) => r,
+                Wake::Due => continue,
             };
             let now = ctx.clock.now();
             match read {
@@ -478,6 +510,7 @@ impl Slot {
             self.ctx.record_error(intended, kind);
         }
         self.resend = 0;
+        self.alarm.disarm();
         self.reading = Reading::Head;
         self.bytes = 0;
     }

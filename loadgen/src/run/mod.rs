@@ -14,6 +14,7 @@ pub mod plan;
 pub mod record;
 mod stream;
 mod tls;
+mod watchdog;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::rc::Rc;
@@ -28,6 +29,9 @@ use crate::rt;
 use conn::{Clock, CoreCtx, Phases};
 use plan::{Plan, Stop};
 use record::Recorder;
+
+/// Bounds of the timeout check interval; timeouts fire up to one interval late.
+const WATCHDOG_TICK: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(100));
 
 /// How the report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,14 +93,20 @@ pub fn execute(plan: Arc<Plan>, stop: Arc<AtomicBool>) -> anyhow::Result<(Record
             recorder: std::cell::RefCell::new(Recorder::new()),
             progress: progress2.clone(),
             core,
+            watchdog: Default::default(),
         });
         let done = done_tx.clone();
         async move {
             let slots: Vec<_> = ctx
                 .plan
                 .connections_of(core)
-                .map(|slot| rt::spawn_local(conn::drive(ctx.clone(), slot)))
+                .map(|slot| {
+                    let alarm = ctx.watchdog.register();
+                    rt::spawn_local(conn::drive(ctx.clone(), slot, alarm))
+                })
                 .collect();
+            let tick = (ctx.plan.timeout / 20).clamp(WATCHDOG_TICK.0, WATCHDOG_TICK.1);
+            rt::spawn_local(ctx.watchdog.clone().run(clock, tick)).detach();
             for slot in slots {
                 slot.await;
             }
