@@ -62,6 +62,7 @@ pub struct TimeoutsFile {
     pub upstream_read: Option<String>,
     pub upstream_keepalive: Option<String>,
     pub client_send: Option<String>,
+    pub tunnel: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +88,8 @@ pub struct ListenerFile {
     pub real_ip_from: Vec<String>,
     /// Client connections this listener holds at once, across all workers.
     pub max_connections: Option<i64>,
+    /// Expect a PROXY protocol (v1 or v2) header on every connection (behind an L4 balancer).
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,8 +128,34 @@ pub struct UpstreamFile {
     /// "http_504", "non_idempotent" (nginx `proxy_next_upstream`).
     pub next_upstream: Option<Vec<String>>,
     pub health_check: Option<HealthCheckFile>,
+    /// Requests wait here when every usable server is at max_conns.
+    pub queue: Option<QueueFile>,
+    pub sticky: Option<StickyFile>,
+    /// Send a PROXY protocol header ("v1" or "v2") on upstream connections.
+    pub send_proxy_protocol: Option<String>,
     #[serde(default)]
     pub servers: Vec<ServerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    pub size: Option<i64>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyFile {
+    pub cookie: String,
+    pub mode: Option<String>,
+    pub expires: Option<String>,
+    pub domain: Option<String>,
+    pub path: Option<String>,
+    pub secure: Option<bool>,
+    pub httponly: Option<bool>,
+    pub indirect: Option<bool>,
+    pub nocache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

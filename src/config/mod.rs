@@ -74,6 +74,8 @@ pub struct Timeouts {
     pub upstream_keepalive: Duration,
     /// Between two writes to the client (`send_timeout`).
     pub client_send: Duration,
+    /// Idle WebSocket/Upgrade tunnel (HAProxy `timeout tunnel`).
+    pub tunnel: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +110,7 @@ pub struct Listener {
     pub real_ip: Option<RealIp>,
     /// Across all workers; None = unlimited.
     pub max_connections: Option<u64>,
+    pub proxy_protocol: bool,
 }
 
 /// Where the client address comes from when a trusted proxy is in front (nginx realip).
@@ -171,7 +174,39 @@ pub struct Upstream {
     pub retry_timeout: Option<Duration>,
     pub next_upstream: NextUpstream,
     pub health_check: Option<HealthCheck>,
+    pub queue: Option<Queue>,
+    pub sticky: Option<Sticky>,
+    pub send_proxy_protocol: Option<ProxyProtocol>,
     pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
+/// Requests wait (in arrival order on each worker) while every usable server is at max_conns.
+#[derive(Debug, Clone, Copy)]
+pub struct Queue {
+    /// Requests waiting across all workers; beyond it: 503.
+    pub size: u32,
+    pub timeout: Duration,
+}
+
+/// Cookie sticky sessions (`insert` mode, as nginx `sticky cookie` / HAProxy `cookie insert`).
+#[derive(Debug, Clone)]
+pub struct Sticky {
+    pub cookie: String,
+    pub expires: Option<Duration>,
+    pub domain: Option<String>,
+    pub path: String,
+    pub secure: bool,
+    pub httponly: bool,
+    /// Strip ringlb's cookie before the server sees it.
+    pub indirect: bool,
+    /// Mark responses that set the cookie non-cacheable.
+    pub nocache: bool,
 }
 
 /// When another server is tried (nginx `proxy_next_upstream`). A request whose body was

@@ -138,6 +138,7 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
             secs(60),
         ),
         client_send: p.duration("timeouts.client_send", t.client_send.as_ref(), secs(60)),
+        tunnel: p.duration("timeouts.tunnel", t.tunnel.as_ref(), secs(3600)),
     };
     let l = &file.limits;
     let limits = HttpLimits {
@@ -283,6 +284,7 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
             backlog,
             real_ip,
             max_connections,
+            proxy_protocol: l.proxy_protocol.unwrap_or(false),
         });
     }
     out
@@ -399,6 +401,57 @@ fn health_check(p: &mut Problems, path: &str, h: &super::file::HealthCheckFile) 
     }
 }
 
+fn sticky(p: &mut Problems, path: &str, st: &super::file::StickyFile) -> Sticky {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if !token(&st.cookie) {
+        p.add(
+            format!("{path}.cookie"),
+            "must be a cookie name (RFC 6265 token)",
+        );
+    }
+    if let Some(mode) = st.mode.as_deref() {
+        if mode != "insert" {
+            p.add(
+                format!("{path}.mode"),
+                format!("{mode:?}: only \"insert\" is supported"),
+            );
+        }
+    }
+    let attr_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+    if let Some(d) = &st.domain {
+        if !attr_ok(d) {
+            p.add(
+                format!("{path}.domain"),
+                "must be a domain without spaces or ';'",
+            );
+        }
+    }
+    let cookie_path = st.path.clone().unwrap_or_else(|| "/".into());
+    if !cookie_path.starts_with('/') || !attr_ok(&cookie_path) {
+        p.add(
+            format!("{path}.path"),
+            "must start with '/' and contain no spaces or ';'",
+        );
+    }
+    Sticky {
+        cookie: st.cookie.clone(),
+        expires: st
+            .expires
+            .as_ref()
+            .map(|e| p.duration(&format!("{path}.expires"), Some(e), secs(3600))),
+        domain: st.domain.clone(),
+        path: cookie_path,
+        secure: st.secure.unwrap_or(false),
+        httponly: st.httponly.unwrap_or(true),
+        indirect: st.indirect.unwrap_or(false),
+        nocache: st.nocache.unwrap_or(false),
+    }
+}
+
 fn status_range(v: &toml::Value) -> Option<std::ops::RangeInclusive<u16>> {
     let ok = |n: i64| (100..=599).contains(&n).then_some(n as u16);
     match v {
@@ -457,6 +510,36 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .health_check
             .as_ref()
             .map(|h| health_check(p, &format!("{path}.health_check"), h));
+        let queue = u.queue.as_ref().map(|q| Queue {
+            size: p.int(&format!("{path}.queue.size"), q.size, 100, (1, 1_000_000)) as u32,
+            timeout: p.duration(
+                &format!("{path}.queue.timeout"),
+                q.timeout.as_ref(),
+                secs(30),
+            ),
+        });
+        if queue.is_some() && servers.iter().all(|s| s.max_conns.is_none()) {
+            p.add(
+                format!("{path}.queue"),
+                "has no effect: no server of this upstream sets max_conns",
+            );
+        }
+        let sticky = u
+            .sticky
+            .as_ref()
+            .map(|st| sticky(p, &format!("{path}.sticky"), st));
+        let send_proxy_protocol = match u.send_proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(ProxyProtocol::V1),
+            Some("v2") => Some(ProxyProtocol::V2),
+            Some(other) => {
+                p.add(
+                    format!("{path}.send_proxy_protocol"),
+                    format!("{other:?}: use \"v1\" or \"v2\""),
+                );
+                None
+            }
+        };
         out.push(Upstream {
             name: name.clone(),
             algorithm,
@@ -465,6 +548,9 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             retry_timeout,
             next_upstream,
             health_check,
+            queue,
+            sticky,
+            send_proxy_protocol,
             servers,
         });
     }

@@ -41,6 +41,9 @@ pub struct HostFacts {
     /// that denies `io_uring_setup` (Docker 25+, containerd 2.0+ defaults) shows only here, and
     /// glommio then panics in the worker thread instead of returning an error.
     pub io_uring_setup_errno: Option<i32>,
+    /// The process has `CAP_IPC_LOCK`, so the kernel does not charge registered buffers to
+    /// `RLIMIT_MEMLOCK` (glommio's own 512 KiB minimum still applies).
+    pub cap_ipc_lock: bool,
 }
 
 impl HostFacts {
@@ -55,6 +58,10 @@ impl HostFacts {
             io_uring_disabled: read_sysctl("/proc/sys/kernel/io_uring_disabled"),
             memlock_soft: soft_limit(libc::RLIMIT_MEMLOCK).unwrap_or(u64::MAX),
             io_uring_setup_errno: probe_io_uring(),
+            cap_ipc_lock: fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| has_effective_cap(&status, CAP_IPC_LOCK))
+                .unwrap_or(false),
         }
     }
 }
@@ -160,7 +167,7 @@ pub fn evaluate(
             GLOMMIO_MIN_MEMLOCK / 1024,
             memlock_wanted / 1024
         ));
-    } else if facts.memlock_soft < memlock_wanted {
+    } else if facts.memlock_soft < memlock_wanted && !facts.cap_ipc_lock {
         warnings.push(format!(
             "locked memory limit (RLIMIT_MEMLOCK) is {} KiB, below {} KiB for {} workers; \
              io_uring buffer registration may fail and I/O falls back to unregistered buffers. \
@@ -225,6 +232,18 @@ fn probe_io_uring() -> Option<i32> {
     None
 }
 
+/// `CAP_IPC_LOCK` from linux/capability.h.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Whether capability `cap` is in the `CapEff` mask of a `/proc/PID/status` text.
+fn has_effective_cap(status: &str, cap: u32) -> Option<bool> {
+    let mask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?;
+    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+    Some(mask & (1 << cap) != 0)
+}
+
 fn read_sysctl<T: std::str::FromStr>(path: &str) -> Option<T> {
     parse_sysctl(&fs::read_to_string(path).ok()?)
 }
@@ -247,6 +266,7 @@ mod tests {
             io_uring_disabled: Some(0),
             memlock_soft: 64 * MIB,
             io_uring_setup_errno: None,
+            cap_ipc_lock: false,
         }
     }
 
@@ -263,6 +283,7 @@ mod tests {
             io_uring_disabled: None,
             memlock_soft: u64::MAX,
             io_uring_setup_errno: None,
+            cap_ipc_lock: false,
         };
         assert!(evaluate(&facts, 64, u64::MAX, u32::MAX).is_empty());
     }
@@ -353,6 +374,34 @@ mod tests {
     }
 
     #[test]
+    fn cap_ipc_lock_lifts_the_per_worker_memlock_need_but_not_glommios_minimum() {
+        let mut facts = fit();
+        facts.cap_ipc_lock = true;
+        facts.memlock_soft = GLOMMIO_MIN_MEMLOCK;
+        assert!(evaluate(&facts, 8, 100, 128).is_empty());
+
+        facts.memlock_soft = GLOMMIO_MIN_MEMLOCK - 1;
+        let warnings = evaluate(&facts, 8, 100, 128);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("refuses to start"), "{}", warnings[0]);
+    }
+
+    #[test]
+    fn reads_the_effective_capability_mask() {
+        let status = "Name:\tringlb\nCapPrm:\t0000000000004000\nCapEff:\t0000000000004000\n";
+        assert_eq!(has_effective_cap(status, CAP_IPC_LOCK), Some(true));
+        assert_eq!(has_effective_cap(status, 13), Some(false));
+        let root = "CapEff:\t000001fffeffffff\n";
+        assert_eq!(has_effective_cap(root, CAP_IPC_LOCK), Some(true));
+        assert_eq!(
+            has_effective_cap("CapEff:\t0000000000000000\n", CAP_IPC_LOCK),
+            Some(false)
+        );
+        assert_eq!(has_effective_cap("Name:\tx\n", CAP_IPC_LOCK), None);
+        assert_eq!(has_effective_cap("CapEff:\tzz\n", CAP_IPC_LOCK), None);
+    }
+
+    #[test]
     fn zero_workers_is_judged_as_one() {
         let mut facts = fit();
         facts.memlock_soft = MEMLOCK_PER_WORKER;
@@ -369,6 +418,7 @@ mod tests {
             io_uring_disabled: Some(2),
             memlock_soft: 64 * 1024,
             io_uring_setup_errno: Some(libc::EPERM),
+            cap_ipc_lock: false,
         };
         // EPERM from io_uring_disabled = 2 is reported once, by the sysctl's warning.
         assert_eq!(evaluate(&facts, 2, 10_000, 4096).len(), 4);

@@ -27,7 +27,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub state: StateTable,
     stopping: AtomicBool,
-    /// Workers whose executor has returned (or unwound).
+    /// Workers whose executor has started running, and those that have returned (or unwound).
+    started_workers: AtomicUsize,
     exited: AtomicUsize,
     pub started: std::time::SystemTime,
     pub workers: usize,
@@ -73,6 +74,10 @@ pub enum RunError {
     },
     #[error("{0}")]
     Cpus(String),
+    #[error("cannot use io_uring: {0}")]
+    IoUring(String),
+    #[error("worker {0} did not start within 10s (see the log above for why)")]
+    WorkerStart(usize),
 }
 
 /// The CPUs workers are pinned to, in worker order.
@@ -161,16 +166,36 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
     );
     let mut admin = Some(std::net::TcpListener::from(admin));
 
-    for w in host::check_host(
-        cpus.len(),
-        0,
-        config
-            .listeners
-            .iter()
-            .map(|l| l.backlog)
-            .max()
-            .unwrap_or(0),
-    ) {
+    let facts = host::HostFacts::read();
+    let max_connections = config
+        .listeners
+        .iter()
+        .map(|l| l.max_connections.unwrap_or(0))
+        .sum();
+    let backlog = config
+        .listeners
+        .iter()
+        .map(|l| l.backlog)
+        .max()
+        .unwrap_or(0);
+    let warnings = host::evaluate(&facts, cpus.len(), max_connections, backlog);
+    // glommio panics inside the worker thread when io_uring cannot be set up, so this is
+    // decided here, before any worker starts.
+    let io_uring_off =
+        facts.io_uring_setup_errno.is_some() || facts.io_uring_disabled.is_some_and(|d| d != 0);
+    if io_uring_off {
+        let reasons: Vec<&String> = warnings.iter().filter(|w| w.contains("io_uring")).collect();
+        return Err(RunError::IoUring(if reasons.is_empty() {
+            io_uring_hint("io_uring is unavailable")
+        } else {
+            reasons
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }));
+    }
+    for w in &warnings {
         log::warn!("{w}");
     }
 
@@ -178,6 +203,7 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         state: StateTable::new(&config),
         config: Arc::new(config),
         stopping: AtomicBool::new(false),
+        started_workers: AtomicUsize::new(0),
         exited: AtomicUsize::new(0),
         started: std::time::SystemTime::now(),
         workers: cpus.len(),
@@ -202,6 +228,20 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
             })?;
         handles.push(handle);
     }
+
+    // A worker whose executor cannot start (io_uring refused at run time) dies inside glommio
+    // without a word to us; wait for every worker to check in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.started_workers.load(Ordering::Relaxed) < cpus.len() {
+        if Instant::now() > deadline || shared.exited.load(Ordering::Relaxed) > 0 {
+            shared.stopping.store(true, Ordering::Relaxed);
+            return Err(RunError::WorkerStart(
+                shared.started_workers.load(Ordering::Relaxed),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    log::info!("{} workers running on CPUs {:?}", cpus.len(), cpus);
 
     // The control loop: signals arrive on the main thread; workers poll `stopping`.
     while !stop.is_triggered() {
@@ -258,6 +298,7 @@ async fn worker_main(
     admin: Option<std::net::TcpListener>,
 ) {
     let _exit = ExitGuard(shared.clone());
+    shared.started_workers.fetch_add(1, Ordering::Relaxed);
     let w = Rc::new(Worker::new(index, shared.clone()));
     let listeners: Vec<Rc<io::Listener>> = sockets
         .into_iter()
