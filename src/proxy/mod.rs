@@ -20,6 +20,7 @@
 mod body;
 mod buf;
 mod error;
+mod queue;
 mod upstream;
 
 use crate::config::{Config, ListenerId};
@@ -267,8 +268,12 @@ impl Conn<'_> {
     }
 
     async fn send_error(&mut self, status: u16, close: bool) {
+        self.send_error_with(status, close, &[]).await;
+    }
+
+    async fn send_error_with(&mut self, status: u16, close: bool, extra: &[(&[u8], &[u8])]) {
         self.resp.clear();
-        http1::write_error(status, close, &[], &mut self.resp);
+        http1::write_error(status, close, extra, &mut self.resp);
         let _ = self
             .client
             .write_all(&self.resp, self.config.timeouts.client_send)

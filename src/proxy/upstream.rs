@@ -3,9 +3,10 @@
 
 use super::body::BodyEnd;
 use super::error::{is_timeout, Failure};
+use super::queue::QueueEnd;
 use super::{Conn, Next, Req};
 use crate::balance::{self, PickCtx, ServerView};
-use crate::config::{Server, Upstream, UpstreamId};
+use crate::config::{Config, Server, Upstream, UpstreamId};
 use crate::http1::{self, ResponseBody, Status, Version};
 use crate::runtime::io::Stream;
 use crate::upstream::state::{now_ms, ServerState, StateTable};
@@ -18,11 +19,11 @@ const EWMA_DECAY_NS: u64 = 10_000_000_000;
 
 /// The servers of one upstream as a balancer sees them, with the servers this request has
 /// already tried excluded.
-struct View<'a> {
-    upstream: &'a Upstream,
-    table: &'a StateTable,
-    now: u64,
-    tried: u128,
+pub(super) struct View<'a> {
+    pub(super) upstream: &'a Upstream,
+    pub(super) table: &'a StateTable,
+    pub(super) now: u64,
+    pub(super) tried: u128,
 }
 
 impl View<'_> {
@@ -88,9 +89,9 @@ enum Attempt {
     ClientError(u16),
 }
 
-impl Conn<'_> {
+impl<'a> Conn<'a> {
     pub(super) async fn attempts(&mut self, up: UpstreamId, req: &Req, replayable: bool) -> Next {
-        let config = self.config.clone();
+        let config: &'a Config = self.config;
         let upstream = &config.upstreams[up.0 as usize];
         let policy = upstream.next_upstream;
         let resendable = replayable && (req.method.is_idempotent() || policy.non_idempotent);
@@ -99,8 +100,17 @@ impl Conn<'_> {
         let mut last = Failure::NoServer;
         let mut body_pending = !replayable;
         for n in 0..upstream.tries {
-            let Some(i) = self.pick(up, upstream, tried) else {
-                break;
+            let (i, _active) = match self.pick_slot(up, upstream, tried) {
+                Some(slot) => slot,
+                None => match upstream.queue {
+                    Some(q) if self.all_busy(upstream, tried) => {
+                        match self.wait_for_slot(up, upstream, q, tried).await {
+                            Ok(slot) => slot,
+                            Err(end) => return self.queue_refused(end, req, body_pending).await,
+                        }
+                    }
+                    _ => break,
+                },
             };
             if i < 128 {
                 tried |= 1u128 << i;
@@ -111,7 +121,6 @@ impl Conn<'_> {
                 && self.alternative_exists(upstream, tried);
             let server = &upstream.servers[i];
             let state = self.w.shared.state.get(server.id);
-            let _active = state.begin();
             let retry_status = may_retry && resendable;
             let failed = match self
                 .attempt(upstream, server, state, req, replayable, retry_status)
@@ -159,6 +168,25 @@ impl Conn<'_> {
         self.refuse(last, req, body_pending).await
     }
 
+    /// 503 with Retry-After: the queue was full, or the wait timed out.
+    async fn queue_refused(&mut self, end: QueueEnd, req: &Req, body_pending: bool) -> Next {
+        let why = match end {
+            QueueEnd::Full => "full",
+            QueueEnd::Timeout => "timeout",
+        };
+        log::debug!("{}: queue {why}: 503", self.peer);
+        let close = !req.keep_alive
+            || self.w.conns.closing()
+            || (body_pending && req.body != http1::RequestBody::None);
+        self.send_error_with(503, close, &[(b"Retry-After", b"1")])
+            .await;
+        if close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
     /// Passive health (nginx `max_fails` / `fail_timeout`).
     fn passive_failure(
         &self,
@@ -191,7 +219,7 @@ impl Conn<'_> {
         (0..view.len()).any(|i| view.usable(i))
     }
 
-    fn pick(&self, up: UpstreamId, upstream: &Upstream, tried: u128) -> Option<usize> {
+    pub(super) fn pick(&self, up: UpstreamId, upstream: &Upstream, tried: u128) -> Option<usize> {
         let view = View {
             upstream,
             table: &self.w.shared.state,

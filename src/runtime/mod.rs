@@ -355,10 +355,26 @@ async fn worker_main(
 }
 
 async fn accept_loop(w: Rc<Worker>, listener: Rc<io::Listener>, id: ListenerId) {
+    let max = w.shared.config.listeners[id.0 as usize].max_connections;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                io::spawn_detached(crate::proxy::serve(w.clone(), stream, peer, id));
+                let open = w.shared.state.connections(id);
+                if max.is_some_and(|max| open.load(Ordering::Relaxed) >= max) {
+                    // Over the listener's limit: closed at once, before reading anything.
+                    w.rejected.set(w.rejected.get() + 1);
+                    drop(stream);
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let w2 = w.clone();
+                io::spawn_detached(async move {
+                    crate::proxy::serve(w2.clone(), stream, peer, id).await;
+                    w2.shared
+                        .state
+                        .connections(id)
+                        .fetch_sub(1, Ordering::Relaxed);
+                });
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits.

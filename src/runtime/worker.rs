@@ -17,6 +17,11 @@ pub struct Worker {
     pub conns: Conns,
     /// Connection tasks that panicked (contained in `proxy::serve`).
     pub panics: Cell<u64>,
+    /// Per upstream: tickets of this core's requests waiting for a slot, oldest first.
+    pub queues: RefCell<Vec<std::collections::VecDeque<u64>>>,
+    pub queue_ticket: Cell<u64>,
+    /// Client connections closed at accept because a listener was at `max_connections`.
+    pub rejected: Cell<u64>,
 }
 
 impl Worker {
@@ -44,6 +49,19 @@ impl Worker {
             balancers: RefCell::new(balancers),
             conns: Conns::default(),
             panics: Cell::new(0),
+            queues: RefCell::new(
+                config
+                    .upstreams
+                    .iter()
+                    .map(|u| {
+                        std::collections::VecDeque::with_capacity(
+                            u.queue.map_or(0, |q| q.size.min(1024) as usize),
+                        )
+                    })
+                    .collect(),
+            ),
+            queue_ticket: Cell::new(0),
+            rejected: Cell::new(0),
             shared,
         }
     }

@@ -107,6 +107,27 @@ impl ServerState {
         Active(self)
     }
 
+    /// Like `begin`, but only while fewer than `max` requests are in flight: a hard limit
+    /// across all cores (HAProxy `maxconn`), taken with a compare-and-swap.
+    pub fn try_begin(&self, max: Option<u32>) -> Option<Active<'_>> {
+        let Some(max) = max else {
+            return Some(self.begin());
+        };
+        let mut cur = self.active.load(Relaxed);
+        loop {
+            if cur >= max {
+                return None;
+            }
+            match self
+                .active
+                .compare_exchange_weak(cur, cur + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return Some(Active(self)),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Passive health (nginx `max_fails` / `fail_timeout`): `max_fails` failures within
     /// `fail_timeout` mark the server down for `fail_timeout`. Returns true when this failure
     /// took the server down.
@@ -149,6 +170,10 @@ impl Drop for Active<'_> {
 /// Indexed by [`ServerId`].
 pub struct StateTable {
     servers: Box<[CachePadded<ServerState>]>,
+    /// Requests waiting in each upstream's queue, across all cores (by `UpstreamId`).
+    queued: Box<[CachePadded<AtomicU32>]>,
+    /// Client connections open on each listener, across all cores (by `ListenerId`).
+    connections: Box<[CachePadded<AtomicU64>]>,
 }
 
 impl StateTable {
@@ -167,7 +192,27 @@ impl StateTable {
                 CachePadded::new(st)
             })
             .collect();
-        StateTable { servers }
+        StateTable {
+            servers,
+            queued: config
+                .upstreams
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
+            connections: config
+                .listeners
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
+        }
+    }
+
+    pub fn queued(&self, upstream: crate::config::UpstreamId) -> &AtomicU32 {
+        &self.queued[upstream.0 as usize]
+    }
+
+    pub fn connections(&self, listener: crate::config::ListenerId) -> &AtomicU64 {
+        &self.connections[listener.0 as usize]
     }
 
     pub fn get(&self, id: ServerId) -> &ServerState {
@@ -217,6 +262,20 @@ mod tests {
             assert!(!s.record_failure(t, 0, Duration::from_secs(10)));
         }
         assert!(s.healthy(100));
+    }
+
+    #[test]
+    fn try_begin_is_a_hard_limit() {
+        let s = ServerState::default();
+        let a = s.try_begin(Some(2)).unwrap();
+        let b = s.try_begin(Some(2)).unwrap();
+        assert!(s.try_begin(Some(2)).is_none());
+        drop(a);
+        let c = s.try_begin(Some(2));
+        assert!(c.is_some());
+        drop((b, c));
+        assert_eq!(s.active.load(Relaxed), 0);
+        assert!(s.try_begin(None).is_some());
     }
 
     #[test]
