@@ -50,17 +50,8 @@ where
                 Pinning::Unpinned => Placement::Unbound,
             };
             let make = make.clone();
-            let spin: u64 = std::env::var("LG_SPIN_US")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let b = LocalExecutorBuilder::new(placement);
-            let b = if spin > 0 {
-                b.spin_before_park(Duration::from_micros(spin))
-            } else {
-                b
-            };
-            b.name(&format!("loadgen-{i}"))
+            LocalExecutorBuilder::new(placement)
+                .name(&format!("loadgen-{i}"))
                 .io_memory(IO_MEMORY)
                 .ring_depth(RING_DEPTH)
                 .spawn(move || make(i))

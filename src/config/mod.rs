@@ -284,6 +284,12 @@ pub struct Server {
     /// Passive health: 0 disables.
     pub max_fails: u32,
     pub fail_timeout: Duration,
+    /// Sticky cookie value naming this server: opaque (not its address), stable across
+    /// restarts, reloads and nodes (a hash of upstream and server names).
+    pub cookie: Box<[u8]>,
+    /// The whole `Set-Cookie` value sent when a client is pinned to this server (upstreams
+    /// with `sticky` only).
+    pub set_cookie: Option<Box<[u8]>>,
 }
 
 /// One problem found in the file, with the path of the offending field.

@@ -452,6 +452,29 @@ fn sticky(p: &mut Problems, path: &str, st: &super::file::StickyFile) -> Sticky 
     }
 }
 
+/// `name=value; Path=/; Domain=d; Max-Age=n; Secure; HttpOnly` (RFC 6265 §4.1).
+fn set_cookie(st: &Sticky, value: &[u8]) -> Box<[u8]> {
+    let mut c = format!(
+        "{}={}; Path={}",
+        st.cookie,
+        String::from_utf8_lossy(value),
+        st.path
+    );
+    if let Some(d) = &st.domain {
+        c.push_str(&format!("; Domain={d}"));
+    }
+    if let Some(e) = st.expires {
+        c.push_str(&format!("; Max-Age={}", e.as_secs()));
+    }
+    if st.secure {
+        c.push_str("; Secure");
+    }
+    if st.httponly {
+        c.push_str("; HttpOnly");
+    }
+    c.into_bytes().into()
+}
+
 fn status_range(v: &toml::Value) -> Option<std::ops::RangeInclusive<u16>> {
     let ok = |n: i64| (100..=599).contains(&n).then_some(n as u16);
     match v {
@@ -528,6 +551,12 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .sticky
             .as_ref()
             .map(|st| sticky(p, &format!("{path}.sticky"), st));
+        let mut servers = servers;
+        for s in &mut servers {
+            let id = crate::balance::stable_hash(format!("{name}/{}", s.name).as_bytes());
+            s.cookie = format!("{id:016x}").into_bytes().into();
+            s.set_cookie = sticky.as_ref().map(|st| set_cookie(st, &s.cookie));
+        }
         let send_proxy_protocol = match u.send_proxy_protocol.as_deref() {
             None => None,
             Some("v1") => Some(ProxyProtocol::V1),
@@ -724,6 +753,8 @@ fn servers(
             drain: s.drain.unwrap_or(false),
             max_fails,
             fail_timeout,
+            cookie: Box::default(),
+            set_cookie: None,
         });
         *next_id += 1;
     }

@@ -21,6 +21,7 @@ mod body;
 mod buf;
 mod error;
 mod queue;
+mod tunnel;
 mod upstream;
 
 use crate::config::{Config, ListenerId};
@@ -99,6 +100,9 @@ async fn serve_conn(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: L
         out: Vec::with_capacity(4096),
         resp: Vec::with_capacity(4096),
         key: Vec::with_capacity(64),
+        sticky_pref: None,
+        set_cookie: None,
+        cookie_nocache: false,
     };
     conn.run().await;
 }
@@ -124,6 +128,11 @@ struct Conn<'a> {
     resp: Vec<u8>,
     /// Hash key of the current request, for hash balancing.
     key: Vec<u8>,
+    /// The server the request's sticky cookie names, if it names one of the upstream's.
+    sticky_pref: Option<usize>,
+    /// `Set-Cookie` to add to the response (the client is (re)pinned to a server).
+    set_cookie: Option<&'a [u8]>,
+    cookie_nocache: bool,
 }
 
 impl Conn<'_> {
@@ -219,6 +228,13 @@ impl Conn<'_> {
             return self.refuse(Failure::NoRoute, &req, true).await;
         };
         let upstream = &self.config.upstreams[up.0 as usize];
+        self.sticky_pref = None;
+        self.set_cookie = None;
+        if let Some(st) = &upstream.sticky {
+            if let Some(v) = http1::find_cookie(buf, &head.headers, st.cookie.as_bytes()) {
+                self.sticky_pref = upstream.servers.iter().position(|s| *s.cookie == *v);
+            }
+        }
         self.key.clear();
         if let crate::balance::Algorithm::Hash { key, .. } = &upstream.algorithm {
             hash_key(key, buf, head, self.client_ip, &mut self.key);
@@ -238,7 +254,11 @@ impl Conn<'_> {
             default_host: upstream.name.as_bytes(),
             tunnel: req.upgrade,
             strip_expect: req.expect_continue,
-            drop_cookie: None,
+            drop_cookie: upstream
+                .sticky
+                .as_ref()
+                .filter(|st| st.indirect)
+                .map(|st| st.cookie.as_bytes()),
             request_id: None,
         };
         http1::write_request_head(buf, head, &fwd, &mut self.out);

@@ -9,7 +9,7 @@ use crate::balance::{self, PickCtx, ServerView};
 use crate::config::{Config, Server, Upstream, UpstreamId};
 use crate::http1::{self, ResponseBody, Status, Version};
 use crate::runtime::io::Stream;
-use crate::upstream::state::{now_ms, ServerState, StateTable};
+use crate::upstream::state::{now_ms, Active, AdminState, ServerState, StateTable};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,12 @@ impl<'a> Conn<'a> {
         let mut last = Failure::NoServer;
         let mut body_pending = !replayable;
         for n in 0..upstream.tries {
-            let (i, _active) = match self.pick_slot(up, upstream, tried) {
+            let pinned = if n == 0 {
+                self.sticky_slot(upstream)
+            } else {
+                None
+            };
+            let (i, _active) = match pinned.or_else(|| self.pick_slot(up, upstream, tried)) {
                 Some(slot) => slot,
                 None => match upstream.queue {
                     Some(q) if self.all_busy(upstream, tried) => {
@@ -121,6 +126,11 @@ impl<'a> Conn<'a> {
                 && self.alternative_exists(upstream, tried);
             let server = &upstream.servers[i];
             let state = self.w.shared.state.get(server.id);
+            if let Some(st) = &upstream.sticky {
+                let repin = self.sticky_pref != Some(i);
+                self.set_cookie = server.set_cookie.as_deref().filter(|_| repin);
+                self.cookie_nocache = repin && st.nocache;
+            }
             let retry_status = may_retry && resendable;
             let failed = match self
                 .attempt(upstream, server, state, req, replayable, retry_status)
@@ -166,6 +176,20 @@ impl<'a> Conn<'a> {
             }
         }
         self.refuse(last, req, body_pending).await
+    }
+
+    /// The server the sticky cookie names, with a slot, if it may take the request: usable,
+    /// or draining but up (draining servers keep their existing sessions).
+    fn sticky_slot(&self, upstream: &'a Upstream) -> Option<(usize, Active<'a>)> {
+        let i = self.sticky_pref?;
+        let server = upstream.servers.get(i)?;
+        let st = self.w.shared.state.get(server.id);
+        let now = now_ms();
+        let eligible = st.usable(now) || (st.admin() == AdminState::Drain && st.up(now));
+        if !eligible {
+            return None;
+        }
+        st.try_begin(server.max_conns).map(|a| (i, a))
     }
 
     /// 503 with Retry-After: the queue was full, or the wait timed out.
@@ -404,12 +428,26 @@ impl<'a> Conn<'a> {
         let closing = self.w.conns.closing();
         let rbody = self.rhead.body;
         if self.rhead.status == 101 {
-            // Tunnels are not supported yet: a 101 we did not ask for is a protocol error.
-            log::warn!(
-                "upstream {} answered 101; tunnels are not supported",
-                server.addr
-            );
-            self.send_error(502, true).await;
+            if !req.upgrade {
+                // A 101 we did not ask for is a protocol error.
+                log::warn!(
+                    "upstream {} answered 101 without an Upgrade request",
+                    server.addr
+                );
+                self.send_error(502, true).await;
+                return Next::Close;
+            }
+            self.resp.clear();
+            let fwd = http1::ResponseForward {
+                keep_alive: true,
+                client_version: req.version,
+                dechunk: false,
+                set_cookie: self.set_cookie,
+                nocache: false,
+            };
+            http1::write_response_head(self.ubuf.filled(), &self.rhead, &fwd, &mut self.resp);
+            self.ubuf.consume(self.rhead.head_len);
+            self.tunnel(&mut up).await;
             return Next::Close;
         }
         let dechunk = rbody == ResponseBody::Chunked && req.version == Version::Http10;
@@ -420,8 +458,8 @@ impl<'a> Conn<'a> {
             keep_alive,
             client_version: req.version,
             dechunk,
-            set_cookie: None,
-            nocache: false,
+            set_cookie: self.set_cookie,
+            nocache: self.cookie_nocache,
         };
         http1::write_response_head(self.ubuf.filled(), &self.rhead, &fwd, &mut self.resp);
         self.ubuf.consume(self.rhead.head_len);

@@ -39,10 +39,22 @@ impl Stream {
     }
 
     /// Waits until at least one byte can be read, without consuming it.
+    /// Ok(false) at end of stream; TimedOut when nothing arrives within `timeout`.
     pub async fn readable(&mut self, timeout: Duration) -> io::Result<bool> {
-        self.inner.set_read_timeout(Some(timeout))?;
-        let mut one = [0u8; 1];
-        Ok(self.inner.peek(&mut one).await? > 0)
+        // glommio's read timeout does not cover peek; a peek consumes nothing, so losing
+        // the race to the timer loses no data.
+        let inner = &self.inner;
+        futures_lite::future::or(
+            async {
+                let mut one = [0u8; 1];
+                Ok(inner.peek(&mut one).await? > 0)
+            },
+            async {
+                glommio::timer::sleep(timeout).await;
+                Err(io::ErrorKind::TimedOut.into())
+            },
+        )
+        .await
     }
 
     /// Writes all of `buf`; each write must make progress within `timeout`.

@@ -337,9 +337,6 @@ impl Slot {
                 }
             }
             if batch > 0 {
-                if std::env::var_os("LG_YIELD").is_some() {
-                    futures_lite::future::yield_now().await;
-                }
                 let alarm: &Alarm = &self.alarm;
                 alarm.arm(now + timeout);
                 let sent = async {
