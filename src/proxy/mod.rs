@@ -20,6 +20,7 @@
 mod body;
 mod buf;
 mod error;
+mod proxy_protocol;
 mod queue;
 mod tunnel;
 mod upstream;
@@ -137,6 +138,15 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     async fn run(&mut self) {
+        if self.config.listeners[self.listener.0 as usize].proxy_protocol {
+            match self.read_proxy_header().await {
+                Some(source) => {
+                    self.peer = source;
+                    self.client_ip = source.ip();
+                }
+                None => return,
+            }
+        }
         let mut first = true;
         loop {
             match self.read_head(first).await {

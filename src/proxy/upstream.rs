@@ -270,7 +270,8 @@ impl<'a> Conn<'a> {
         retry_status: bool,
     ) -> Attempt {
         let t = self.config.timeouts;
-        let mut allow_pooled = true;
+        // A PROXY header belongs to one client: such connections are never shared.
+        let mut allow_pooled = upstream.send_proxy_protocol.is_none();
         loop {
             let pooled = if allow_pooled {
                 self.w.pool.borrow_mut().take(server.id)
@@ -291,6 +292,11 @@ impl<'a> Conn<'a> {
                     }
                 },
             };
+            if let (Some(v), false) = (upstream.send_proxy_protocol, reused) {
+                if let Err(e) = self.send_proxy_header(&mut up, v).await {
+                    return Attempt::Failed(Failed::Connect(Failure::from_io(&e)));
+                }
+            }
             let sent_at = Instant::now();
             if let Err(e) = up.write_all(&self.out, t.upstream_send).await {
                 if reused && replayable {
@@ -334,7 +340,7 @@ impl<'a> Conn<'a> {
                     } else {
                         state.record_success();
                     }
-                    return Attempt::Done(self.respond(up, server, req).await);
+                    return Attempt::Done(self.respond(up, upstream, server, req).await);
                 }
                 Err(HeadFail::Closed { any_byte: false }) if reused && replayable => {
                     // The server closed an idle pooled connection as we reused it.
@@ -424,7 +430,13 @@ impl<'a> Conn<'a> {
 
     /// The response phase: head and body to the client; the connection back to the pool
     /// when the exchange was clean.
-    async fn respond(&mut self, mut up: Stream, server: &Server, req: &Req) -> Next {
+    async fn respond(
+        &mut self,
+        mut up: Stream,
+        upstream: &Upstream,
+        server: &Server,
+        req: &Req,
+    ) -> Next {
         let closing = self.w.conns.closing();
         let rbody = self.rhead.body;
         if self.rhead.status == 101 {
@@ -463,7 +475,7 @@ impl<'a> Conn<'a> {
         };
         http1::write_response_head(self.ubuf.filled(), &self.rhead, &fwd, &mut self.resp);
         self.ubuf.consume(self.rhead.head_len);
-        let upstream_reusable = self.rhead.keep_alive;
+        let upstream_reusable = self.rhead.keep_alive && upstream.send_proxy_protocol.is_none();
         match self.relay_body(&mut up, rbody, dechunk).await {
             Ok(()) => {
                 if upstream_reusable && self.ubuf.is_empty() {

@@ -80,6 +80,10 @@ impl Stream {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.inner.peer_addr()?)
     }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.inner.local_addr()?)
+    }
 }
 
 /// A listening socket owned by the current core (one per core per configured listener, all

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 
 use super::plan::{Load, Plan, Reuse, Stop};
 use super::record::{ErrorKind, Recorder};
@@ -375,7 +375,7 @@ impl Slot {
             let alarm: &Alarm = &self.alarm;
             alarm.arm(ctx.clock.now() + timeout);
             let buf = &mut self.rbuf[self.rend..];
-            let read = async { Wake::Read(stream.read(buf).await) };
+            let read = async { Wake::Read(stream.read_some(buf).await) };
             let rung = async {
                 alarm.rung().await;
                 Wake::Read(Err(timed_out()))

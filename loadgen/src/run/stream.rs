@@ -36,6 +36,16 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Reads what has arrived, waiting until something has (see `rt::read`).
+    pub async fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => rt::read(s, buf).await,
+            Stream::Tls(s) => futures_lite::AsyncReadExt::read(s.as_mut(), buf).await,
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

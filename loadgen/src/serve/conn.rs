@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 
 use super::route::{self, BodyChoice, Route};
 use super::write::{self, ConnHeader};
@@ -192,7 +192,7 @@ impl Conn {
                     s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
                 }
             }
-            let n = s.read(&mut self.rbuf[self.end..]).await?;
+            let n = rt::read(s, &mut self.rbuf[self.end..]).await?;
             if n == 0 {
                 return Ok(());
             }
@@ -387,7 +387,7 @@ impl Conn {
             s.write_all(&self.rbuf[self.start..self.end]).await?;
         }
         loop {
-            let n = s.read(&mut self.rbuf).await?;
+            let n = rt::read(s, &mut self.rbuf).await?;
             if n == 0 {
                 return Ok(());
             }
