@@ -108,3 +108,26 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let status = lb.proc.wait_exit(Duration::from_secs(5)).expect("exited");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn sigterm_during_200_in_flight_slow_requests_loses_none() {
+    let b = Backend::start("slow200", &["--cores", "2"]);
+    let mut lb = Ringlb::start(&config(&[server(b.addr)], "", "").replace("workers = 1", "workers = 2"));
+    let addr = lb.addr();
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.send(b"GET /delay/800 HTTP/1.1\r\nHost: h\r\n\r\n");
+                c.try_response(false).map(|r| r.status)
+            })
+        })
+        .collect();
+    // Let every request reach the backend, then stop.
+    std::thread::sleep(Duration::from_millis(400));
+    lb.proc.signal(libc::SIGTERM);
+    let statuses: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == Some(200)), "{statuses:?}");
+    let status = lb.proc.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+}
