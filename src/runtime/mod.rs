@@ -73,6 +73,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     Cpus(String),
+    #[error("{0}")]
+    Health(String),
 }
 
 /// The CPUs workers are pinned to, in worker order.
@@ -182,6 +184,8 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         started: std::time::SystemTime::now(),
         workers: cpus.len(),
     });
+    // Before the workers, so a failure to start it leaves nothing to stop.
+    let checker = crate::upstream::health::start(shared.clone()).map_err(RunError::Health)?;
 
     let mut handles = Vec::new();
     for (index, &cpu) in cpus.iter().enumerate() {
@@ -218,6 +222,9 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         if h.join().is_err() {
             failed = Some(index);
         }
+    }
+    if let Some(c) = checker {
+        c.join();
     }
     if let Some(index) = failed {
         return Err(RunError::Worker {
