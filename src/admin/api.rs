@@ -153,8 +153,7 @@ struct Valid {
 }
 
 fn parse_change(body: &[u8]) -> Result<Valid, String> {
-    let c: Change =
-        serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let c: Change = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
     let state = match c.state.as_deref() {
         None => None,
         Some("ready") => Some(AdminState::Ready),

@@ -255,7 +255,7 @@ fn ready(shared: &Shared) -> (u16, String) {
 }
 
 /// An answer, written with `Connection: close`.
-pub struct Response {
+struct Response {
     status: u16,
     content_type: &'static str,
     headers: Vec<(&'static str, String)>,
@@ -333,7 +333,10 @@ mod tests {
             Target::parse(b"/api/upstreams/app/servers/127.0.0.1%3A80"),
             Target::Server("app".into(), "127.0.0.1:80".into())
         );
-        assert_eq!(Target::parse(b"/api/upstreams/app/servers"), Target::ApiNotFound);
+        assert_eq!(
+            Target::parse(b"/api/upstreams/app/servers"),
+            Target::ApiNotFound
+        );
         assert_eq!(Target::parse(b"/api/upstreams//servers/a"), Target::BadPath);
         assert_eq!(Target::parse(b"/api/upstreams/%zz"), Target::BadPath);
         assert_eq!(Target::parse(b"/api/other"), Target::ApiNotFound);
@@ -348,11 +351,23 @@ mod tests {
         let t = b"0123456789abcdef";
         assert_eq!(authorize(t, None), Auth::Missing);
         assert_eq!(authorize(t, Some(b"Basic eDp5")), Auth::Missing);
-        assert_eq!(authorize(t, Some(b"Bearer 0123456789abcdef")), Auth::Granted);
-        assert_eq!(authorize(t, Some(b"bearer  0123456789abcdef")), Auth::Granted);
-        assert_eq!(authorize(t, Some(b"Bearer 0123456789abcdeF")), Auth::Invalid);
+        assert_eq!(
+            authorize(t, Some(b"Bearer 0123456789abcdef")),
+            Auth::Granted
+        );
+        assert_eq!(
+            authorize(t, Some(b"bearer  0123456789abcdef")),
+            Auth::Granted
+        );
+        assert_eq!(
+            authorize(t, Some(b"Bearer 0123456789abcdeF")),
+            Auth::Invalid
+        );
         assert_eq!(authorize(t, Some(b"Bearer 0123456789abcde")), Auth::Invalid);
-        assert_eq!(authorize(t, Some(b"Bearer 0123456789abcdef0")), Auth::Invalid);
+        assert_eq!(
+            authorize(t, Some(b"Bearer 0123456789abcdef0")),
+            Auth::Invalid
+        );
         assert_eq!(authorize(t, Some(b"Bearer")), Auth::Invalid);
     }
 
@@ -363,8 +378,14 @@ mod tests {
         r.write(false, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
-        assert!(text.contains("Allow: GET\r\nConnection: close\r\n\r\n"), "{text}");
-        assert!(text.ends_with("{\"error\":\"no upstream named \\\"x\\\"\"}\n"), "{text}");
+        assert!(
+            text.contains("Allow: GET\r\nConnection: close\r\n\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("{\"error\":\"no upstream named \\\"x\\\"\"}\n"),
+            "{text}"
+        );
         let mut head = Vec::new();
         r.write(true, &mut head);
         assert!(head.ends_with(b"\r\n\r\n"));

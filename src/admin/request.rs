@@ -147,7 +147,10 @@ impl Request {
         if self.len == self.buf.len() {
             return Err(ReadError::Status(413));
         }
-        match s.read(&mut self.buf[self.len..], left(self.deadline)?).await {
+        match s
+            .read(&mut self.buf[self.len..], left(self.deadline)?)
+            .await
+        {
             Ok(0) => Err(ReadError::Closed),
             Ok(n) => {
                 self.len += n;

@@ -105,10 +105,9 @@ async fn check_loop(shared: Arc<Shared>, u: usize, s: usize, i: usize, n: usize)
         let pass = matches!(outcome, Outcome::Status(code) if hc.expect.contains(&code));
         let now = now_ms();
         state.last_check_status.store(outcome.status(), Relaxed);
-        state.last_check_us.store(
-            u32::try_from(took.as_micros()).unwrap_or(u32::MAX),
-            Relaxed,
-        );
+        state
+            .last_check_us
+            .store(u32::try_from(took.as_micros()).unwrap_or(u32::MAX), Relaxed);
         state.last_check_ok.store(pass, Relaxed);
         state.last_check_ms.store(now, Relaxed);
 
@@ -357,7 +356,8 @@ mod tests {
         );
         h.host = Some("app.example".into());
         h.path = "/up?x=1".into();
-        assert!(check_request(&h, &server).starts_with(b"GET /up?x=1 HTTP/1.1\r\nHost: app.example\r\n"));
+        assert!(check_request(&h, &server)
+            .starts_with(b"GET /up?x=1 HTTP/1.1\r\nHost: app.example\r\n"));
     }
 
     #[test]
