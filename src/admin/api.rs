@@ -6,7 +6,7 @@
 use super::Response;
 use crate::config::{Server, Upstream};
 use crate::runtime::Shared;
-use crate::upstream::state::{now_ms, AdminState, ServerState};
+use crate::upstream::state::{now_ms, AdminState};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -186,12 +186,13 @@ pub fn change(shared: &Shared, upstream: &str, server: &str, body: &[u8]) -> Res
         Ok(c) => c,
         Err(why) => return Response::error(400, &why),
     };
-    apply(shared.state.get(s.id), &change, u, s, now_ms());
+    apply(shared, &change, u, s, now_ms());
     Response::json(200, &server_json(shared, s, now_ms()))
 }
 
 /// Applies `change`, logging what it changed, once.
-fn apply(st: &ServerState, change: &Valid, u: &Upstream, s: &Server, now: u64) {
+fn apply(shared: &Shared, change: &Valid, u: &Upstream, s: &Server, now: u64) {
+    let st = shared.state.get(s.id);
     if let Some(state) = change.state {
         let old = st.admin();
         if old != state {
@@ -212,6 +213,7 @@ fn apply(st: &ServerState, change: &Valid, u: &Upstream, s: &Server, now: u64) {
     if let Some(weight) = change.weight {
         let old = st.weight.swap(weight, Relaxed);
         if old != weight {
+            shared.state.bump_generation();
             log::info!(
                 "admin: server {} of upstream {} weight set to {weight} (was {old})",
                 s.name,

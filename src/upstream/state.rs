@@ -149,6 +149,10 @@ impl Drop for Active<'_> {
 /// Indexed by [`ServerId`].
 pub struct StateTable {
     servers: Box<[CachePadded<ServerState>]>,
+    /// Moves when per-core balancers built from weights (hash rings, `ip_hash`) must be
+    /// rebuilt: a weight set through the admin API. Algorithms that read the weight on each
+    /// pick see the change without it.
+    generation: CachePadded<AtomicU64>,
 }
 
 impl StateTable {
@@ -167,7 +171,18 @@ impl StateTable {
                 CachePadded::new(st)
             })
             .collect();
-        StateTable { servers }
+        StateTable {
+            servers,
+            generation: CachePadded::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    pub fn bump_generation(&self) {
+        self.generation.fetch_add(1, Relaxed);
     }
 
     pub fn get(&self, id: ServerId) -> &ServerState {
