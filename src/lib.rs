@@ -3,12 +3,14 @@
 //! # Layout
 //! - `config`   — TOML file → validated, typed [`config::Config`] (every problem with its path)
 //! - `runtime`  — executors pinned per core, SO_REUSEPORT listeners, lifecycle; `runtime::io`
-//!   is the only module that names glommio
+//!   is the only module that names glommio, apart from executor setup (`runtime`,
+//!   `upstream::health`)
 //! - `http1`    — I/O-free HTTP/1.1: request/response head parsing, chunked framing, head rewrite
 //! - `proxy`    — one client connection: head → route → attempt → response → next
 //! - `balance`  — I/O-free balancing algorithms, one file each, behind one enum
-//! - `upstream` — shared lock-free server state (atomics) and per-core keep-alive pools
-//! - `admin`    — the admin listener: liveness and readiness
+//! - `upstream` — shared lock-free server state (atomics), per-core keep-alive pools, the
+//!   active health checker (one thread for the process)
+//! - `admin`    — the admin listener: liveness, readiness, the JSON runtime API
 //!
 //! # Invariants
 //! 1. Nothing on the request path takes a lock or allocates per request in steady state.

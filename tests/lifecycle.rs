@@ -112,7 +112,8 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
 #[test]
 fn sigterm_during_200_in_flight_slow_requests_loses_none() {
     let b = Backend::start("slow200", &["--cores", "2"]);
-    let mut lb = Ringlb::start(&config(&[server(b.addr)], "", "").replace("workers = 1", "workers = 2"));
+    let mut lb =
+        Ringlb::start(&config(&[server(b.addr)], "", "").replace("workers = 1", "workers = 2"));
     let addr = lb.addr();
     let clients: Vec<_> = (0..200)
         .map(|_| {

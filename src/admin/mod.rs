@@ -1,13 +1,31 @@
-//! ringlb's own endpoints on the admin listener (loopback by default), served by worker 0,
-//! off the request path: `/live`, `/ready`.
+//! ringlb's own endpoints on the admin listener (loopback by default), served by worker 0, off
+//! the request path. One request per connection (`Connection: close`).
+//!
+//! | route                                   | methods                    | token |
+//! |-----------------------------------------|----------------------------|-------|
+//! | `/live`                                 | GET, HEAD                  | no    |
+//! | `/ready`                                | GET, HEAD                  | no    |
+//! | `/metrics`                              | GET, HEAD                  | yes   |
+//! | `/api/upstreams`                        | GET, HEAD                  | yes   |
+//! | `/api/upstreams/{u}`                    | GET, HEAD                  | yes   |
+//! | `/api/upstreams/{u}/servers/{s}`        | GET, HEAD, POST, PUT, PATCH| yes   |
+//!
+//! With `admin.token` set, `/api/*` and `/metrics` require `Authorization: Bearer <token>`
+//! (401 otherwise); `/live` and `/ready` stay open for probes. The JSON shapes are in `api.rs`.
+//! Errors under `/api` are JSON `{"error": "..."}`.
 
-use crate::http1::{self, Status};
+mod api;
+mod request;
+
+use crate::http1::{self, Method};
 use crate::runtime::io::{self, Listener, Stream};
-use crate::runtime::Worker;
+use crate::runtime::{Shared, Worker};
 use crate::upstream::state::now_ms;
+use request::{ReadError, Request};
 use std::rc::Rc;
 use std::time::Duration;
 
+/// Reading a whole request, and writing the answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(w: Rc<Worker>, listener: Listener) {
@@ -23,52 +41,205 @@ pub async fn serve(w: Rc<Worker>, listener: Listener) {
 }
 
 async fn handle(w: Rc<Worker>, mut s: Stream) {
-    let mut buf = vec![0u8; 8192];
-    let mut len = 0;
-    let mut head = http1::RequestHead::new();
-    let limits = http1::Limits::default();
-    loop {
-        match s.read(&mut buf[len..], TIMEOUT).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => len += n,
+    let mut req = match request::read_head(&mut s, TIMEOUT).await {
+        Ok(r) => r,
+        Err(ReadError::Closed) => return,
+        Err(ReadError::Status(status)) => {
+            let mut out = Vec::new();
+            http1::write_error(status, true, &[], &mut out);
+            let _ = s.write_all(&out, TIMEOUT).await;
+            return;
         }
-        match http1::parse_request(&buf[..len], &limits, &mut head) {
-            Ok(Status::Complete) => break,
-            Ok(Status::Partial) if len < buf.len() => continue,
-            _ => {
-                let mut out = Vec::new();
-                http1::write_error(400, true, &[], &mut out);
-                let _ = s.write_all(&out, TIMEOUT).await;
-                return;
+    };
+    let response = respond(&w.shared, &mut req, &mut s).await;
+    let mut out = Vec::with_capacity(256 + response.body.len());
+    response.write(req.method == Method::Head, &mut out);
+    if s.write_all(&out, TIMEOUT).await.is_ok() && req.body_unread() {
+        request::linger(&mut s).await;
+    }
+}
+
+/// What a path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Live,
+    Ready,
+    Metrics,
+    Upstreams,
+    Upstream(String),
+    Server(String, String),
+    /// Under `/api/` but no such route.
+    ApiNotFound,
+    /// A path segment that is not valid percent-encoded UTF-8.
+    BadPath,
+    NotFound,
+}
+
+impl Target {
+    fn parse(path: &[u8]) -> Target {
+        match path {
+            b"/live" => return Target::Live,
+            b"/ready" => return Target::Ready,
+            b"/metrics" => return Target::Metrics,
+            _ => {}
+        }
+        let Some(rest) = path.strip_prefix(b"/api/") else {
+            return Target::NotFound;
+        };
+        let rest = rest.strip_suffix(b"/").unwrap_or(rest);
+        let parts: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
+        let decode = |p: &[u8]| percent_decode(p).filter(|s| !s.is_empty());
+        match parts.as_slice() {
+            [b"upstreams"] => Target::Upstreams,
+            [b"upstreams", u] => match decode(u) {
+                Some(u) => Target::Upstream(u),
+                None => Target::BadPath,
+            },
+            [b"upstreams", u, b"servers", s] => match (decode(u), decode(s)) {
+                (Some(u), Some(s)) => Target::Server(u, s),
+                _ => Target::BadPath,
+            },
+            _ => Target::ApiNotFound,
+        }
+    }
+
+    fn protected(&self) -> bool {
+        !matches!(self, Target::Live | Target::Ready | Target::NotFound)
+    }
+
+    /// The `Allow` value, or None when any method gets the same answer (404).
+    fn allow(&self) -> Option<&'static str> {
+        match self {
+            Target::Server(..) => Some("GET, HEAD, POST, PUT, PATCH"),
+            Target::ApiNotFound | Target::BadPath | Target::NotFound => None,
+            _ => Some("GET, HEAD"),
+        }
+    }
+}
+
+/// `%XX` escapes decoded; None for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = std::str::from_utf8(s.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response {
+    let target = Target::parse(req.path());
+    if target.protected() {
+        if let Some(token) = &shared.config.admin.token {
+            match authorize(token.as_bytes(), req.authorization.as_deref()) {
+                Auth::Granted => {}
+                Auth::Missing => {
+                    return Response::error(401, "a bearer token is required")
+                        .header("WWW-Authenticate", "Bearer realm=\"ringlb\"".into())
+                }
+                Auth::Invalid => {
+                    return Response::error(401, "invalid token").header(
+                        "WWW-Authenticate",
+                        "Bearer realm=\"ringlb\", error=\"invalid_token\"".into(),
+                    )
+                }
             }
         }
     }
-    let path = head.target.get(&buf[..len]);
-    let path = path.split(|&b| b == b'?').next().unwrap_or(path);
-    let (status, body) = match path {
-        b"/live" => (200, "ok\n".to_string()),
-        b"/ready" => ready(&w),
-        _ => (404, "not found\n".to_string()),
+    let write = matches!(req.method, Method::Post | Method::Put | Method::Patch);
+    let read = matches!(req.method, Method::Get | Method::Head);
+    let allowed = match target {
+        Target::Server(..) => read || write,
+        _ => read,
     };
-    let mut out = Vec::with_capacity(256 + body.len());
-    out.extend_from_slice(
-        format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n",
-            http1::reason(status),
-            body.len()
-        )
-        .as_bytes(),
-    );
-    if head.method != http1::Method::Head {
-        out.extend_from_slice(body.as_bytes());
+    if let Some(allow) = target.allow().filter(|_| !allowed) {
+        let r = if target.protected() {
+            Response::error(405, "method not allowed")
+        } else {
+            Response::text(405, "method not allowed\n".into())
+        };
+        return r.header("Allow", allow.into());
     }
-    let _ = s.write_all(&out, TIMEOUT).await;
+    match target {
+        Target::Live => Response::text(200, "ok\n".into()),
+        Target::Ready => {
+            let (status, body) = ready(shared);
+            Response::text(status, body)
+        }
+        // issue 8: /metrics — `crate::metrics::render(shared)` once the metrics module exists.
+        Target::Metrics => Response::text(404, "not found\n".into()),
+        Target::Upstreams => api::upstreams(shared),
+        Target::Upstream(u) => api::upstream(shared, &u),
+        Target::Server(u, srv) if write => {
+            if req.body_too_large() {
+                return Response::error(413, "the body is larger than 64 KiB");
+            }
+            match req.body(s).await {
+                Ok(body) => api::change(shared, &u, &srv, &body),
+                Err(ReadError::Status(413)) => {
+                    Response::error(413, "the body is larger than 64 KiB")
+                }
+                Err(ReadError::Status(status)) => {
+                    Response::error(status, "the request body could not be read")
+                }
+                Err(ReadError::Closed) => Response::error(400, "the request body was cut short"),
+            }
+        }
+        Target::Server(u, srv) => api::server(shared, &u, &srv),
+        Target::ApiNotFound => Response::error(404, "no such API route"),
+        Target::BadPath => Response::error(400, "invalid percent-encoding in the path"),
+        Target::NotFound => Response::text(404, "not found\n".into()),
+    }
 }
 
-/// 200 when serving; 503 while stopping or when a routed upstream has no usable server.
-fn ready(w: &Worker) -> (u16, String) {
-    let shared = &w.shared;
+#[derive(Debug, PartialEq, Eq)]
+enum Auth {
+    Granted,
+    Missing,
+    Invalid,
+}
+
+/// Checks an `Authorization` value against `token` (RFC 6750 §2.1: `Bearer <token>`, the
+/// scheme case-insensitive).
+fn authorize(token: &[u8], header: Option<&[u8]>) -> Auth {
+    let Some(value) = header else {
+        return Auth::Missing;
+    };
+    let (scheme, given) = match value.iter().position(|&b| b == b' ') {
+        Some(i) => (&value[..i], value[i..].trim_ascii()),
+        None => (value, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Auth::Missing;
+    }
+    if constant_time_eq(given, token) {
+        Auth::Granted
+    } else {
+        Auth::Invalid
+    }
+}
+
+/// Compares in time that depends only on the length of `expected`, so response timing does
+/// not reveal how much of a guess was right.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for (i, &e) in expected.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(0);
+        diff |= usize::from(g ^ e);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// 200 when serving; 503 while stopping or when a routed upstream has no usable server
+/// (drained, in maintenance, or down by passive or active checks).
+fn ready(shared: &Shared) -> (u16, String) {
     if shared.stopping() {
         return (503, "stopping\n".into());
     }
@@ -81,4 +252,142 @@ fn ready(w: &Worker) -> (u16, String) {
         }
     }
     (200, "ready\n".into())
+}
+
+/// An answer, written with `Connection: close`.
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+impl Response {
+    fn text(status: u16, body: String) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn json(status: u16, value: &impl serde::Serialize) -> Response {
+        let mut body = serde_json::to_string(value)
+            .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode: {e}\"}}"));
+        body.push('\n');
+        Response {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Response {
+        Response::json(status, &serde_json::json!({ "error": message }))
+    }
+
+    fn header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
+    }
+
+    fn write(&self, head_only: bool, out: &mut Vec<u8>) {
+        use std::fmt::Write;
+        let mut head = String::with_capacity(256);
+        let _ = write!(
+            head,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\n",
+            self.status,
+            http1::reason(self.status),
+            self.content_type,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        out.extend_from_slice(head.as_bytes());
+        if !head_only {
+            out.extend_from_slice(self.body.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_targets() {
+        assert_eq!(Target::parse(b"/live"), Target::Live);
+        assert_eq!(Target::parse(b"/api/upstreams"), Target::Upstreams);
+        assert_eq!(Target::parse(b"/api/upstreams/"), Target::Upstreams);
+        assert_eq!(
+            Target::parse(b"/api/upstreams/app"),
+            Target::Upstream("app".into())
+        );
+        assert_eq!(
+            Target::parse(b"/api/upstreams/app/servers/127.0.0.1%3A80"),
+            Target::Server("app".into(), "127.0.0.1:80".into())
+        );
+        assert_eq!(
+            Target::parse(b"/api/upstreams/app/servers"),
+            Target::ApiNotFound
+        );
+        assert_eq!(Target::parse(b"/api/upstreams//servers/a"), Target::BadPath);
+        assert_eq!(Target::parse(b"/api/upstreams/%zz"), Target::BadPath);
+        assert_eq!(Target::parse(b"/api/other"), Target::ApiNotFound);
+        assert_eq!(Target::parse(b"/apix"), Target::NotFound);
+        assert!(!Target::parse(b"/ready").protected());
+        assert!(Target::parse(b"/metrics").protected());
+        assert!(Target::parse(b"/api/nope").protected());
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let t = b"0123456789abcdef";
+        assert_eq!(authorize(t, None), Auth::Missing);
+        assert_eq!(authorize(t, Some(b"Basic eDp5")), Auth::Missing);
+        assert_eq!(
+            authorize(t, Some(b"Bearer 0123456789abcdef")),
+            Auth::Granted
+        );
+        assert_eq!(
+            authorize(t, Some(b"bearer  0123456789abcdef")),
+            Auth::Granted
+        );
+        assert_eq!(
+            authorize(t, Some(b"Bearer 0123456789abcdeF")),
+            Auth::Invalid
+        );
+        assert_eq!(authorize(t, Some(b"Bearer 0123456789abcde")), Auth::Invalid);
+        assert_eq!(
+            authorize(t, Some(b"Bearer 0123456789abcdef0")),
+            Auth::Invalid
+        );
+        assert_eq!(authorize(t, Some(b"Bearer")), Auth::Invalid);
+    }
+
+    #[test]
+    fn responses_close_and_head_has_no_body() {
+        let r = Response::error(404, "no upstream named \"x\"").header("Allow", "GET".into());
+        let mut out = Vec::new();
+        r.write(false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
+        assert!(
+            text.contains("Allow: GET\r\nConnection: close\r\n\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("{\"error\":\"no upstream named \\\"x\\\"\"}\n"),
+            "{text}"
+        );
+        let mut head = Vec::new();
+        r.write(true, &mut head);
+        assert!(head.ends_with(b"\r\n\r\n"));
+    }
 }

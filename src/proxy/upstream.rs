@@ -254,6 +254,7 @@ impl<'a> Conn<'a> {
             client_ip: self.client_ip,
             key: (!self.key.is_empty()).then_some(&self.key[..]),
         };
+        self.w.refresh_balancers();
         let mut balancers = self.w.balancers.borrow_mut();
         balancers.get_mut(up.0 as usize)?.pick(&view, &ctx)
     }

@@ -78,6 +78,8 @@ pub enum RunError {
     IoUring(String),
     #[error("worker {0} did not start within 10s (see the log above for why)")]
     WorkerStart(usize),
+    #[error("{0}")]
+    Health(String),
 }
 
 /// The CPUs workers are pinned to, in worker order.
@@ -208,6 +210,8 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         started: std::time::SystemTime::now(),
         workers: cpus.len(),
     });
+    // Before the workers, so a failure to start it leaves nothing to stop.
+    let checker = crate::upstream::health::start(shared.clone()).map_err(RunError::Health)?;
 
     let mut handles = Vec::new();
     for (index, &cpu) in cpus.iter().enumerate() {
@@ -258,6 +262,9 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         if h.join().is_err() {
             failed = Some(index);
         }
+    }
+    if let Some(c) = checker {
+        c.join();
     }
     if let Some(index) = failed {
         return Err(RunError::Worker {

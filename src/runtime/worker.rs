@@ -6,6 +6,7 @@ use crate::runtime::conns::Conns;
 use crate::runtime::Shared;
 use crate::upstream::Pool;
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 pub struct Worker {
@@ -22,27 +23,44 @@ pub struct Worker {
     pub queue_ticket: Cell<u64>,
     /// Client connections closed at accept because a listener was at `max_connections`.
     pub rejected: Cell<u64>,
+    balancer_generation: Cell<u64>,
+}
+
+/// One balancer per upstream for core `index`, with the weights now in force.
+fn balancers(shared: &Shared, index: usize) -> Vec<Balancer> {
+    shared
+        .config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let members: Vec<Member> = u
+                .servers
+                .iter()
+                .map(|s| Member {
+                    id: &s.name,
+                    weight: shared.state.get(s.id).weight.load(Relaxed),
+                    backup: s.backup,
+                })
+                .collect();
+            Balancer::new(&u.algorithm, &members, index, 0x9e37_79b9 ^ index as u64)
+        })
+        .collect()
 }
 
 impl Worker {
+    /// Rebuilds the balancers when weights changed (the state table's generation moved);
+    /// a load and a compare otherwise.
+    pub fn refresh_balancers(&self) {
+        let generation = self.shared.state.generation();
+        if generation != self.balancer_generation.get() {
+            self.balancer_generation.set(generation);
+            *self.balancers.borrow_mut() = balancers(&self.shared, self.index);
+        }
+    }
+
     pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
         let config = &shared.config;
-        let balancers = config
-            .upstreams
-            .iter()
-            .map(|u| {
-                let members: Vec<Member> = u
-                    .servers
-                    .iter()
-                    .map(|s| Member {
-                        id: &s.name,
-                        weight: s.weight,
-                        backup: s.backup,
-                    })
-                    .collect();
-                Balancer::new(&u.algorithm, &members, index, 0x9e37_79b9 ^ index as u64)
-            })
-            .collect();
+        let balancers = balancers(&shared, index);
         Worker {
             index,
             pool: RefCell::new(Pool::new(config)),
@@ -62,6 +80,7 @@ impl Worker {
             ),
             queue_ticket: Cell::new(0),
             rejected: Cell::new(0),
+            balancer_generation: Cell::new(shared.state.generation()),
             shared,
         }
     }

@@ -1,6 +1,7 @@
-//! Upstream servers: the shared state table every core reads on each pick (`state.rs`) and the
-//! per-core keep-alive pools (`pool.rs`).
+//! Upstream servers: the shared state table every core reads on each pick (`state.rs`), the
+//! per-core keep-alive pools (`pool.rs`) and the active health checker (`health.rs`).
 
+pub mod health;
 pub mod pool;
 pub mod state;
 

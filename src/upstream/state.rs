@@ -174,6 +174,10 @@ pub struct StateTable {
     queued: Box<[CachePadded<AtomicU32>]>,
     /// Client connections open on each listener, across all cores (by `ListenerId`).
     connections: Box<[CachePadded<AtomicU64>]>,
+    /// Moves when per-core balancers built from weights (hash rings, `ip_hash`) must be
+    /// rebuilt: a weight set through the admin API. Algorithms that read the weight on each
+    /// pick see the change without it.
+    generation: CachePadded<AtomicU64>,
 }
 
 impl StateTable {
@@ -204,6 +208,7 @@ impl StateTable {
                 .iter()
                 .map(|_| Default::default())
                 .collect(),
+            generation: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
@@ -213,6 +218,14 @@ impl StateTable {
 
     pub fn connections(&self, listener: crate::config::ListenerId) -> &AtomicU64 {
         &self.connections[listener.0 as usize]
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    pub fn bump_generation(&self) {
+        self.generation.fetch_add(1, Relaxed);
     }
 
     pub fn get(&self, id: ServerId) -> &ServerState {
