@@ -23,6 +23,7 @@ use crate::runtime::{Shared, Worker};
 use crate::upstream::state::now_ms;
 use request::{ReadError, Request};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Reading a whole request, and writing the answer.
@@ -51,7 +52,9 @@ async fn handle(w: Rc<Worker>, mut s: Stream) {
             return;
         }
     };
-    let response = respond(&w.shared, &mut req, &mut s).await;
+    // The generation in force now, not the one this core started with.
+    let shared = w.current.load_full();
+    let response = respond(&shared, &mut req, &mut s).await;
     let mut out = Vec::with_capacity(256 + response.body.len());
     response.write(req.method == Method::Head, &mut out);
     if s.write_all(&out, TIMEOUT).await.is_ok() && req.body_unread() {
@@ -66,6 +69,7 @@ enum Target {
     Ready,
     Metrics,
     Upstreams,
+    Reload,
     Upstream(String),
     Server(String, String),
     /// Under `/api/` but no such route.
@@ -91,6 +95,7 @@ impl Target {
         let decode = |p: &[u8]| percent_decode(p).filter(|s| !s.is_empty());
         match parts.as_slice() {
             [b"upstreams"] => Target::Upstreams,
+            [b"reload"] => Target::Reload,
             [b"upstreams", u] => match decode(u) {
                 Some(u) => Target::Upstream(u),
                 None => Target::BadPath,
@@ -111,6 +116,7 @@ impl Target {
     fn allow(&self) -> Option<&'static str> {
         match self {
             Target::Server(..) => Some("GET, HEAD, POST, PUT, PATCH"),
+            Target::Reload => Some("POST"),
             Target::ApiNotFound | Target::BadPath | Target::NotFound => None,
             _ => Some("GET, HEAD"),
         }
@@ -157,6 +163,7 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
     let read = matches!(req.method, Method::Get | Method::Head);
     let allowed = match target {
         Target::Server(..) => read || write,
+        Target::Reload => req.method == Method::Post,
         _ => read,
     };
     if let Some(allow) = target.allow().filter(|_| !allowed) {
@@ -176,6 +183,7 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
         // issue 8: /metrics — `crate::metrics::render(shared)` once the metrics module exists.
         Target::Metrics => Response::text(404, "not found\n".into()),
         Target::Upstreams => api::upstreams(shared),
+        Target::Reload => reload(shared).await,
         Target::Upstream(u) => api::upstream(shared, &u),
         Target::Server(u, srv) if write => {
             if req.body_too_large() {
@@ -196,6 +204,27 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
         Target::ApiNotFound => Response::error(404, "no such API route"),
         Target::BadPath => Response::error(400, "invalid percent-encoding in the path"),
         Target::NotFound => Response::text(404, "not found\n".into()),
+    }
+}
+
+/// Asks the control loop to reload the configuration file and waits for the outcome.
+async fn reload(shared: &Shared) -> Response {
+    let life = &shared.life;
+    let before = life.reloads.load(Ordering::Relaxed);
+    life.reload_requested.store(true, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while life.reloads.load(Ordering::Relaxed) == before {
+        if std::time::Instant::now() > deadline {
+            return Response::error(504, "the reload did not finish in time");
+        }
+        io::sleep(Duration::from_millis(10)).await;
+    }
+    match life.last_reload_error.load_full() {
+        None => Response::json(
+            200,
+            &serde_json::json!({ "reloaded": true, "generation": life.generation() }),
+        ),
+        Some(e) => Response::error(422, &format!("configuration refused: {e}")),
     }
 }
 

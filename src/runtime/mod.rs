@@ -8,53 +8,89 @@
 //! is reported once, naming the address, and the process exits before serving anything.
 
 pub mod conns;
+mod core;
 pub mod host;
 pub mod io;
+mod reload;
 pub mod worker;
 
-use crate::config::{Config, ListenerId, Workers};
+use crate::config::{Config, Workers};
 use crate::upstream::StateTable;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 pub use worker::Worker;
 
-/// State every core reads; written rarely.
+/// One configuration generation: the validated config and the server state table every core
+/// reads. Immutable once published; a reload publishes a new one (see `reload.rs`).
 pub struct Shared {
     pub config: Arc<Config>,
     pub state: StateTable,
-    stopping: AtomicBool,
-    /// Workers whose executor has started running, and those that have returned (or unwound).
-    started_workers: AtomicUsize,
-    exited: AtomicUsize,
+    /// 0 at start, +1 per successful reload.
+    pub generation: u64,
+    pub life: Arc<Life>,
     pub started: std::time::SystemTime,
     pub workers: usize,
 }
 
 impl Shared {
     pub fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
+        self.life.stopping.load(Ordering::Relaxed)
     }
 }
 
-/// Set by the signal handler (or a test) to begin a graceful stop.
+/// The generation in force; cores and the control plane load it, reloads store it.
+pub type Current = arc_swap::ArcSwap<Shared>;
+
+/// Process-wide lifecycle state, the same across generations.
+#[derive(Default)]
+pub struct Life {
+    stopping: AtomicBool,
+    /// Workers whose executor has started running, and those that have returned (or unwound).
+    started_workers: AtomicUsize,
+    exited: AtomicUsize,
+    /// Set by the admin API; the control loop reloads and clears it.
+    pub reload_requested: AtomicBool,
+    /// Reloads attempted, and those that failed (the old generation kept serving).
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    /// Why the last reload failed; None after a success.
+    pub last_reload_error: arc_swap::ArcSwapOption<String>,
+    /// The generation in force.
+    generation: AtomicU64,
+}
+
+impl Life {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+}
+
+/// Flags set by signal handlers (or a test): stop gracefully (SIGTERM/SIGINT), reload the
+/// configuration (SIGHUP).
 #[derive(Clone, Default)]
-pub struct Stop(Arc<AtomicBool>);
+pub struct Stop {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
 
 impl Stop {
     pub fn trigger(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 
     pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed)
     }
 
     pub fn flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
+        self.stop.clone()
+    }
+
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        self.reload.clone()
     }
 }
 
@@ -150,7 +186,7 @@ fn bind_listeners(
 }
 
 /// Runs until `stop` is triggered, then stops gracefully within `runtime.shutdown_grace`.
-pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
+pub fn run(config: Config, path: &std::path::Path, stop: Stop) -> Result<(), RunError> {
     let cpus = worker_cpus(&config)?;
     let mut listeners = bind_listeners(&config, cpus.len())?;
     let admin = bind_one(config.admin.listen, 128, false).map_err(|source| RunError::Bind {
@@ -201,30 +237,31 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         log::warn!("{w}");
     }
 
+    let life = Arc::new(Life::default());
     let shared = Arc::new(Shared {
         state: StateTable::new(&config),
         config: Arc::new(config),
-        stopping: AtomicBool::new(false),
-        started_workers: AtomicUsize::new(0),
-        exited: AtomicUsize::new(0),
+        generation: 0,
+        life: life.clone(),
         started: std::time::SystemTime::now(),
         workers: cpus.len(),
     });
+    let current = Arc::new(Current::new(shared.clone()));
     // Before the workers, so a failure to start it leaves nothing to stop.
-    let checker = crate::upstream::health::start(shared.clone()).map_err(RunError::Health)?;
+    let checker = crate::upstream::health::start(current.clone()).map_err(RunError::Health)?;
 
     let mut handles = Vec::new();
     for (index, &cpu) in cpus.iter().enumerate() {
         let sockets = std::mem::take(&mut listeners[index]);
         let admin = if index == 0 { admin.take() } else { None };
-        let shared = shared.clone();
+        let current = current.clone();
         let builder = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
             .name(&format!("ringlb-w{index}"))
             .io_memory(shared.config.runtime.io_memory)
             .ring_depth(256)
             .preempt_timer(Duration::from_millis(50));
         let handle = builder
-            .spawn(move || async move { worker_main(index, shared, sockets, admin).await })
+            .spawn(move || async move { core::main(index, current, sockets, admin).await })
             .map_err(|e| RunError::Worker {
                 index,
                 cpu,
@@ -232,31 +269,37 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
             })?;
         handles.push(handle);
     }
+    drop(shared);
 
     // A worker whose executor cannot start (io_uring refused at run time) dies inside glommio
     // without a word to us; wait for every worker to check in.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.started_workers.load(Ordering::Relaxed) < cpus.len() {
-        if Instant::now() > deadline || shared.exited.load(Ordering::Relaxed) > 0 {
-            shared.stopping.store(true, Ordering::Relaxed);
+    while life.started_workers.load(Ordering::Relaxed) < cpus.len() {
+        if Instant::now() > deadline || life.exited.load(Ordering::Relaxed) > 0 {
+            life.stopping.store(true, Ordering::Relaxed);
             return Err(RunError::WorkerStart(
-                shared.started_workers.load(Ordering::Relaxed),
+                life.started_workers.load(Ordering::Relaxed),
             ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     log::info!("{} workers running on CPUs {:?}", cpus.len(), cpus);
 
-    // The control loop: signals arrive on the main thread; workers poll `stopping`.
+    // The control loop: signals arrive on the main thread; workers poll `stopping` and the
+    // current generation.
     while !stop.is_triggered() {
-        if shared.exited.load(Ordering::Relaxed) > 0 {
+        if life.exited.load(Ordering::Relaxed) > 0 {
             log::error!("a worker stopped unexpectedly; stopping all");
             break;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let by_signal = stop.reload.swap(false, Ordering::Relaxed);
+        if by_signal || life.reload_requested.swap(false, Ordering::Relaxed) {
+            reload::reload(path, &current);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     log::info!("stopping: no new connections, finishing in-flight requests");
-    shared.stopping.store(true, Ordering::Relaxed);
+    life.stopping.store(true, Ordering::Relaxed);
     let mut failed = None;
     for (index, h) in handles.into_iter().enumerate() {
         if h.join().is_err() {
@@ -296,107 +339,4 @@ fn io_uring_hint(err: &str) -> String {
         );
     }
     msg
-}
-
-async fn worker_main(
-    index: usize,
-    shared: Arc<Shared>,
-    sockets: Vec<std::net::TcpListener>,
-    admin: Option<std::net::TcpListener>,
-) {
-    let _exit = ExitGuard(shared.clone());
-    shared.started_workers.fetch_add(1, Ordering::Relaxed);
-    let w = Rc::new(Worker::new(index, shared.clone()));
-    let listeners: Vec<Rc<io::Listener>> = sockets
-        .into_iter()
-        .map(|s| Rc::new(io::Listener::from_std(s)))
-        .collect();
-    let accepts: Vec<io::Task<()>> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| io::spawn(accept_loop(w.clone(), l.clone(), ListenerId(i as u32))))
-        .collect();
-    let admin = admin.map(|a| io::spawn(crate::admin::serve(w.clone(), io::Listener::from_std(a))));
-    let sweeper = io::spawn({
-        let w = w.clone();
-        async move {
-            loop {
-                io::sleep(Duration::from_secs(1)).await;
-                w.pool.borrow_mut().sweep();
-            }
-        }
-    });
-
-    while !shared.stopping() {
-        io::sleep(Duration::from_millis(50)).await;
-    }
-
-    // Stop accepting: serve what the kernel already queued, then close the sockets.
-    drop(accepts);
-    for (i, l) in listeners.iter().enumerate() {
-        for (stream, peer) in l.accept_queued() {
-            io::spawn_detached(crate::proxy::serve(
-                w.clone(),
-                stream,
-                peer,
-                ListenerId(i as u32),
-            ));
-        }
-    }
-    drop(listeners);
-    w.conns.close_idle();
-
-    let deadline = Instant::now() + shared.config.runtime.shutdown_grace;
-    while w.conns.live() > 0 && Instant::now() < deadline {
-        io::sleep(Duration::from_millis(20)).await;
-    }
-    if w.conns.live() > 0 {
-        log::warn!(
-            "worker {index}: shutdown grace over, closing {} connections",
-            w.conns.live()
-        );
-    }
-    drop(admin);
-    drop(sweeper);
-    w.pool.borrow_mut().clear();
-}
-
-async fn accept_loop(w: Rc<Worker>, listener: Rc<io::Listener>, id: ListenerId) {
-    let max = w.shared.config.listeners[id.0 as usize].max_connections;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let open = w.shared.state.connections(id);
-                if max.is_some_and(|max| open.load(Ordering::Relaxed) >= max) {
-                    // Over the listener's limit: closed at once, before reading anything.
-                    w.rejected.set(w.rejected.get() + 1);
-                    drop(stream);
-                    continue;
-                }
-                open.fetch_add(1, Ordering::Relaxed);
-                let w2 = w.clone();
-                io::spawn_detached(async move {
-                    crate::proxy::serve(w2.clone(), stream, peer, id).await;
-                    w2.shared
-                        .state
-                        .connections(id)
-                        .fetch_sub(1, Ordering::Relaxed);
-                });
-            }
-            Err(e) => {
-                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits.
-                log::warn!("accept failed: {e}; retrying in 100ms");
-                io::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Counts a worker as exited however its executor ends, panics included.
-struct ExitGuard(Arc<Shared>);
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        self.0.exited.fetch_add(1, Ordering::Relaxed);
-    }
 }

@@ -3,7 +3,7 @@
 
 use crate::balance::{Balancer, Member};
 use crate::runtime::conns::Conns;
-use crate::runtime::Shared;
+use crate::runtime::{Current, Shared};
 use crate::upstream::Pool;
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,6 +24,8 @@ pub struct Worker {
     /// Client connections closed at accept because a listener was at `max_connections`.
     pub rejected: Cell<u64>,
     balancer_generation: Cell<u64>,
+    /// The generation in force, for the control plane (admin) on this core.
+    pub current: Arc<Current>,
 }
 
 /// One balancer per upstream for core `index`, with the weights now in force.
@@ -58,7 +60,14 @@ impl Worker {
         }
     }
 
-    pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
+    /// This generation is replaced: its connections close after the request in flight (idle
+    /// ones now), and its pooled upstream connections close.
+    pub fn retire(&self) {
+        self.conns.close_idle();
+        self.pool.borrow_mut().retire();
+    }
+
+    pub fn new(index: usize, shared: Arc<Shared>, current: Arc<Current>) -> Worker {
         let config = &shared.config;
         let balancers = balancers(&shared, index);
         Worker {
@@ -81,6 +90,7 @@ impl Worker {
             queue_ticket: Cell::new(0),
             rejected: Cell::new(0),
             balancer_generation: Cell::new(shared.state.generation()),
+            current,
             shared,
         }
     }

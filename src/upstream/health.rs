@@ -14,7 +14,7 @@
 use crate::config::{HealthCheck, Server, Upstream};
 use crate::http1::{self, Method, ResponseHead, Status};
 use crate::runtime::io::{self, Stream};
-use crate::runtime::Shared;
+use crate::runtime::{Current, Shared};
 use crate::upstream::state::now_ms;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,30 +40,36 @@ impl Checker {
     }
 }
 
-/// Starts the checker thread when any upstream has `health_check`; `Ok(None)` otherwise.
-pub fn start(shared: Arc<Shared>) -> Result<Option<Checker>, String> {
-    let targets = targets(&shared.config.upstreams);
-    if targets.is_empty() {
-        return Ok(None);
-    }
-    let n = targets.len();
+/// Starts the checker thread. It checks the servers of the generation in force, and starts
+/// over with the new servers when a reload publishes another.
+pub fn start(current: Arc<Current>) -> Result<Option<Checker>, String> {
     let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("ringlb-health")
         .io_memory(IO_MEMORY)
         .spawn(move || async move {
-            let tasks: Vec<io::Task<()>> = targets
-                .iter()
-                .enumerate()
-                .map(|(i, &(u, s))| io::spawn(check_loop(shared.clone(), u, s, i, n)))
-                .collect();
-            while !shared.stopping() {
-                io::sleep(STOP_POLL).await;
+            loop {
+                let shared = current.load_full();
+                let targets = targets(&shared.config.upstreams);
+                let n = targets.len();
+                if n > 0 {
+                    log::info!("health checks: {n} servers");
+                }
+                let tasks: Vec<io::Task<()>> = targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(u, s))| io::spawn(check_loop(shared.clone(), u, s, i, n)))
+                    .collect();
+                while !shared.stopping() && current.load().generation == shared.generation {
+                    io::sleep(STOP_POLL).await;
+                }
+                // Dropping a task cancels it, with any check in progress.
+                drop(tasks);
+                if shared.stopping() {
+                    return;
+                }
             }
-            // Dropping a task cancels it, with any check in progress.
-            drop(tasks);
         })
         .map_err(|e| format!("cannot start the health check thread: {e}"))?;
-    log::info!("health checks: {n} servers");
     Ok(Some(Checker { handle }))
 }
 

@@ -69,6 +69,12 @@ impl Pool {
         }
     }
 
+    /// Keeps nothing from now on (a replaced generation's pool).
+    pub fn retire(&mut self) {
+        self.caps.iter_mut().for_each(|c| *c = 0);
+        self.clear();
+    }
+
     /// Closes every idle connection (shutdown).
     pub fn clear(&mut self) {
         for stack in &mut self.idle {

@@ -5,7 +5,7 @@
 use crate::config::{Config, ServerId};
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Operator-set state (config `drain`, admin API). Independent of health.
@@ -169,11 +169,14 @@ impl Drop for Active<'_> {
 
 /// Indexed by [`ServerId`].
 pub struct StateTable {
-    servers: Box<[CachePadded<ServerState>]>,
+    /// Shared with the next generation for servers that stay (identity: upstream and server
+    /// names), so health, failures and in-flight counts survive a reload.
+    servers: Box<[Arc<CachePadded<ServerState>>]>,
     /// Requests waiting in each upstream's queue, across all cores (by `UpstreamId`).
     queued: Box<[CachePadded<AtomicU32>]>,
-    /// Client connections open on each listener, across all cores (by `ListenerId`).
-    connections: Box<[CachePadded<AtomicU64>]>,
+    /// Client connections open on each listener, across all cores (by `ListenerId`); carried
+    /// across reloads, which keep the listeners.
+    connections: Arc<[CachePadded<AtomicU64>]>,
     /// Moves when per-core balancers built from weights (hash rings, `ip_hash`) must be
     /// rebuilt: a weight set through the admin API. Algorithms that read the weight on each
     /// pick see the change without it.
@@ -193,7 +196,7 @@ impl StateTable {
                 if s.drain {
                     st.set_admin(AdminState::Drain);
                 }
-                CachePadded::new(st)
+                Arc::new(CachePadded::new(st))
             })
             .collect();
         StateTable {
@@ -218,6 +221,30 @@ impl StateTable {
 
     pub fn connections(&self, listener: crate::config::ListenerId) -> &AtomicU64 {
         &self.connections[listener.0 as usize]
+    }
+
+    /// The table for `config` replacing `old` (built from `old_config`): servers found in both
+    /// keep their state; a weight changed in the file or `drain = true` is applied.
+    pub fn carry(config: &Config, old_config: &Config, old: &StateTable) -> StateTable {
+        let mut fresh = StateTable::new(config);
+        for (u, s) in config.servers() {
+            let before = old_config
+                .upstreams
+                .iter()
+                .find(|ou| ou.name == u.name)
+                .and_then(|ou| ou.servers.iter().find(|os| os.name == s.name));
+            let Some(before) = before else { continue };
+            let kept = old.servers[before.id.0 as usize].clone();
+            if before.weight != s.weight {
+                kept.weight.store(s.weight, Relaxed);
+            }
+            if s.drain {
+                kept.set_admin(AdminState::Drain);
+            }
+            fresh.servers[s.id.0 as usize] = kept;
+        }
+        fresh.connections = old.connections.clone();
+        fresh
     }
 
     pub fn generation(&self) -> u64 {

@@ -1,0 +1,74 @@
+//! Configuration reload (SIGHUP, or `POST /api/reload`): the file is read and validated again
+//! off the cores; if it is valid and compatible with what is bound, it is published as a new
+//! generation. Otherwise the reason is logged and kept for the admin API, and the running
+//! configuration stays.
+
+use super::{Current, Shared};
+use crate::config::Config;
+use crate::upstream::StateTable;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+pub(super) fn reload(path: &Path, current: &Current) {
+    let old = current.load_full();
+    let life = old.life.clone();
+    match next_generation(path, &old) {
+        Ok(shared) => {
+            log::info!(
+                "reloaded {}: generation {}, {} upstreams, {} servers",
+                path.display(),
+                shared.generation,
+                shared.config.upstreams.len(),
+                shared.config.server_count()
+            );
+            life.generation.store(shared.generation, Relaxed);
+            current.store(Arc::new(shared));
+            life.last_reload_error.store(None);
+        }
+        Err(e) => {
+            log::error!(
+                "reload of {} refused, the running configuration stays: {e}",
+                path.display()
+            );
+            life.reload_failures.fetch_add(1, Relaxed);
+            life.last_reload_error.store(Some(Arc::new(e)));
+        }
+    }
+    life.reloads.fetch_add(1, Relaxed);
+}
+
+fn next_generation(path: &Path, old: &Shared) -> Result<Shared, String> {
+    let config = Config::load(path).map_err(|e| e.lines().join("; "))?;
+    compatible(&old.config, &config)?;
+    let state = StateTable::carry(&config, &old.config, &old.state);
+    Ok(Shared {
+        config: Arc::new(config),
+        state,
+        generation: old.generation + 1,
+        life: old.life.clone(),
+        started: old.started,
+        workers: old.workers,
+    })
+}
+
+/// What is bound or spawned at start cannot change without a restart.
+fn compatible(old: &Config, new: &Config) -> Result<(), String> {
+    let restart = |what: &str| Err(format!("{what} changed: this needs a restart"));
+    if old.listeners.len() != new.listeners.len() {
+        return restart("the number of listeners");
+    }
+    for (o, n) in old.listeners.iter().zip(&new.listeners) {
+        if o.name != n.name || o.addr != n.addr || o.backlog != n.backlog {
+            return restart(&format!("listener {:?} (name, listen or backlog)", o.name));
+        }
+    }
+    if old.admin.listen != new.admin.listen {
+        return restart("admin.listen");
+    }
+    let (o, n) = (&old.runtime, &new.runtime);
+    if o.workers != n.workers || o.cpus != n.cpus || o.io_memory != n.io_memory {
+        return restart("runtime.workers, runtime.cpus or runtime.io_memory");
+    }
+    Ok(())
+}
