@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: help run build test lint unit bench bench-criterion fuzz ha-test clean
+.PHONY: help run build test lint unit bench bench-criterion fuzz ha-test ops-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,14 @@ fuzz: ## run each fuzz target for FUZZ_SECONDS (default 30) with cargo-fuzz
 	@bash scripts/fuzz.sh $${FUZZ_SECONDS:-30}
 
 ha-test: build ## two ringlb + keepalived hosts in network namespaces; kill the primary
+	bash tuning/keepalived/ha-test.sh
+
+ops-test: build ## tuning scripts, systemd unit, Kubernetes manifests, seccomp profile, HA failover
+	bash tuning/test-apply.sh
+	bash tuning/test-irq-affinity.sh
+	bash tuning/systemd/verify.sh
+	bash tuning/kubernetes/validate.sh
+	bash tuning/kubernetes/seccomp/test-profile.sh
 	bash tuning/keepalived/ha-test.sh
 
 clean: ## remove build output
