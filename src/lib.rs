@@ -9,6 +9,8 @@
 //! - `balance`  — I/O-free balancing algorithms, one file each, behind one enum
 //! - `upstream` — shared lock-free server state (atomics) and per-core keep-alive pools
 //! - `admin`    — the admin listener: liveness and readiness
+//! - `tls`      — rustls configs: termination (SNI, tickets shared by all cores), upstream TLS,
+//!   certificate reload
 //!
 //! # Invariants
 //! 1. Nothing on the request path takes a lock or allocates per request in steady state.
@@ -28,4 +30,5 @@ pub mod config;
 pub mod http1;
 pub mod proxy;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;

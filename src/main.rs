@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the load balancer (SIGTERM/SIGINT: graceful stop).
+    /// Run the load balancer (SIGTERM/SIGINT: graceful stop; SIGHUP: reload certificates).
     Run {
         /// Configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
@@ -75,6 +75,9 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, stop.flag())
             .with_context(|| format!("cannot install the handler for signal {sig}"))?;
     }
+    // SIGHUP reloads the certificates (only them; see `ringlb::tls`).
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, stop.reload_flag())
+        .context("cannot install the handler for SIGHUP")?;
     runtime::run(config, stop)?;
     Ok(())
 }

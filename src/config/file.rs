@@ -87,6 +87,43 @@ pub struct ListenerFile {
     pub real_ip_from: Vec<String>,
     /// Client connections this listener holds at once, across all workers.
     pub max_connections: Option<i64>,
+    /// TLS termination: the listener serves HTTPS.
+    pub tls: Option<ListenerTlsFile>,
+    /// On a plain listener: answer every request with a 301 to the same URL over https.
+    pub redirect_https: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// Chosen by SNI from their subjectAltName DNS names; the first is the default.
+    #[serde(default)]
+    pub certs: Vec<CertFile>,
+    /// "1.2" (default) or "1.3".
+    pub min_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    /// PEM: the certificate, then its intermediates.
+    pub cert: String,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// PEM: the CA certificate(s) the servers' certificates are verified against.
+    pub ca: Option<String>,
+    /// Name verified in the servers' certificates and sent as SNI (default: the server's IP).
+    pub server_name: Option<String>,
+    /// Verify the servers' certificates (default true).
+    pub verify: Option<bool>,
+    /// PEM: client certificate and key presented to the servers (mutual TLS).
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +162,8 @@ pub struct UpstreamFile {
     /// "http_504", "non_idempotent" (nginx `proxy_next_upstream`).
     pub next_upstream: Option<Vec<String>>,
     pub health_check: Option<HealthCheckFile>,
+    /// Connect to the servers with TLS.
+    pub tls: Option<UpstreamTlsFile>,
     #[serde(default)]
     pub servers: Vec<ServerFile>,
 }

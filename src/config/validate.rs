@@ -108,7 +108,10 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
         .as_deref()
         .is_some_and(|t| t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
     {
-        p.add("admin.token", "must be at least 16 visible ASCII characters");
+        p.add(
+            "admin.token",
+            "must be at least 16 visible ASCII characters",
+        );
     }
     if !admin.listen.ip().is_loopback() && admin.token.is_none() {
         log::warn!(
@@ -274,12 +277,22 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
         if addr.port() != 0 && !addrs.insert(addr) {
             p.add(format!("{path}.listen"), format!("{addr} is used twice"));
         }
+        let tls = l.tls.as_ref().and_then(|t| listener_tls(p, &path, t));
+        let redirect_https = l.redirect_https.unwrap_or(false);
+        if redirect_https && l.tls.is_some() {
+            p.add(
+                format!("{path}.redirect_https"),
+                "applies to plain listeners; this one has tls",
+            );
+        }
         out.push(Listener {
             name: l.name.clone(),
             addr,
             backlog,
             real_ip,
             max_connections,
+            tls,
+            redirect_https,
         });
     }
     out
@@ -324,6 +337,75 @@ fn real_ip(p: &mut Problems, path: &str, l: &super::file::ListenerFile) -> Optio
     }
 }
 
+/// Reads the certificate and key files, so `ringlb check` reports a bad file as startup would.
+fn listener_tls(
+    p: &mut Problems,
+    path: &str,
+    t: &super::file::ListenerTlsFile,
+) -> Option<ListenerTls> {
+    let path = format!("{path}.tls");
+    let min_version = match t.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::Tls12,
+        Some("1.3") => TlsVersion::Tls13,
+        Some(other) => {
+            p.add(
+                format!("{path}.min_version"),
+                format!("{other:?} is not supported; \"1.2\" or \"1.3\""),
+            );
+            return None;
+        }
+    };
+    let tls = ListenerTls {
+        certs: t
+            .certs
+            .iter()
+            .map(|c| CertKey {
+                cert: PathBuf::from(&c.cert),
+                key: PathBuf::from(&c.key),
+            })
+            .collect(),
+        min_version,
+    };
+    let errors = crate::tls::check_listener(&tls);
+    for e in &errors {
+        p.add(format!("{path}.{}", e.field), e.message.clone());
+    }
+    errors.is_empty().then_some(tls)
+}
+
+fn upstream_tls(
+    p: &mut Problems,
+    path: &str,
+    t: &super::file::UpstreamTlsFile,
+) -> Option<UpstreamTls> {
+    let client_cert = match (&t.client_cert, &t.client_key) {
+        (Some(cert), Some(key)) => Some(CertKey {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.add(format!("{path}.client_key"), "required with client_cert");
+            return None;
+        }
+        (None, Some(_)) => {
+            p.add(format!("{path}.client_cert"), "required with client_key");
+            return None;
+        }
+    };
+    let tls = UpstreamTls {
+        ca: t.ca.as_ref().map(PathBuf::from),
+        server_name: t.server_name.clone(),
+        verify: t.verify.unwrap_or(true),
+        client_cert,
+    };
+    let errors = crate::tls::check_upstream(&tls);
+    for e in &errors {
+        p.add(format!("{path}.{}", e.field), e.message.clone());
+    }
+    errors.is_empty().then_some(tls)
+}
+
 fn next_upstream(p: &mut Problems, path: &str, list: Option<&Vec<String>>) -> NextUpstream {
     let Some(list) = list else {
         return NextUpstream::default();
@@ -358,7 +440,10 @@ fn next_upstream(p: &mut Problems, path: &str, list: Option<&Vec<String>>) -> Ne
 fn health_check(p: &mut Problems, path: &str, h: &super::file::HealthCheckFile) -> HealthCheck {
     let check_path = h.path.clone().unwrap_or_else(|| "/health".into());
     if !check_path.starts_with('/') || check_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        p.add(format!("{path}.path"), "must start with '/' and contain no spaces");
+        p.add(
+            format!("{path}.path"),
+            "must start with '/' and contain no spaces",
+        );
     }
     let interval = p.duration(&format!("{path}.interval"), h.interval.as_ref(), secs(5));
     let timeout = p.duration(&format!("{path}.timeout"), h.timeout.as_ref(), secs(1));
@@ -442,12 +527,19 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .retry_timeout
             .as_ref()
             .map(|t| p.duration(&format!("{path}.retry_timeout"), Some(t), secs(10)));
-        let next_upstream =
-            next_upstream(p, &format!("{path}.next_upstream"), u.next_upstream.as_ref());
+        let next_upstream = next_upstream(
+            p,
+            &format!("{path}.next_upstream"),
+            u.next_upstream.as_ref(),
+        );
         let health_check = u
             .health_check
             .as_ref()
             .map(|h| health_check(p, &format!("{path}.health_check"), h));
+        let tls = u
+            .tls
+            .as_ref()
+            .and_then(|t| upstream_tls(p, &format!("{path}.tls"), t));
         out.push(Upstream {
             name: name.clone(),
             algorithm,
@@ -456,6 +548,7 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             retry_timeout,
             next_upstream,
             health_check,
+            tls,
             servers,
         });
     }
@@ -599,7 +692,12 @@ fn servers(
             (0, 10_000),
         ) as usize;
         let max_conns = s.max_conns.map(|_| {
-            p.int(&format!("{spath}.max_conns"), s.max_conns, 1, (1, 1_000_000)) as u32
+            p.int(
+                &format!("{spath}.max_conns"),
+                s.max_conns,
+                1,
+                (1, 1_000_000),
+            ) as u32
         });
         let max_fails = p.int(
             &format!("{spath}.max_fails"),
@@ -694,7 +792,7 @@ fn routes(
         out.push(route);
     }
     for (i, l) in listeners.iter().enumerate() {
-        if !out.iter().any(|r| r.listener.0 as usize == i) {
+        if !l.redirect_https && !out.iter().any(|r| r.listener.0 as usize == i) {
             p.add("routes", format!("listener {:?} has no route", l.name));
         }
     }

@@ -82,6 +82,8 @@ pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: Li
         key: Vec::with_capacity(64),
     };
     conn.run().await;
+    // TLS: close_notify, so a client reading to the end sees a clean end, not a truncation.
+    conn.client.close(config.timeouts.client_send).await;
 }
 
 struct Conn<'a> {
@@ -186,6 +188,11 @@ impl Conn<'_> {
             .map(|s| host_without_port(s.get(buf)))
             .unwrap_or(b"");
         let path = request_path(head.target.get(buf));
+        if self.config.listeners[self.listener.0 as usize].redirect_https {
+            return self
+                .redirect_https(&req, host.to_vec(), path.to_vec())
+                .await;
+        }
         let Some(up) = self.config.route(self.listener, host, path) else {
             let head_len = head.head_len;
             self.cbuf.consume(head_len);
@@ -207,7 +214,11 @@ impl Conn<'_> {
         self.out.clear();
         let fwd = http1::RequestForward {
             client_ip: self.peer.ip(),
-            proto: http1::Proto::Http,
+            proto: if self.client.is_tls() {
+                http1::Proto::Https
+            } else {
+                http1::Proto::Http
+            },
             default_host: upstream.name.as_bytes(),
             tunnel: req.upgrade,
             strip_expect: req.expect_continue,
@@ -234,6 +245,32 @@ impl Conn<'_> {
             || (body_pending && req.body != RequestBody::None);
         self.send_error(f.status(), close).await;
         if close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// `redirect_https` listeners: 301 to the same host (without port) and target over https,
+    /// as nginx `return 301 https://$host$request_uri`. Rare, so the two copies do not matter.
+    async fn redirect_https(&mut self, req: &Req, host: Vec<u8>, target: Vec<u8>) -> Next {
+        self.cbuf.consume(self.head.head_len);
+        if host.is_empty() {
+            self.send_error(400, true).await;
+            return Next::Close;
+        }
+        let close = !req.keep_alive || self.w.conns.closing() || req.body != RequestBody::None;
+        let mut location = Vec::with_capacity(8 + host.len() + target.len());
+        location.extend_from_slice(b"https://");
+        location.extend_from_slice(&host);
+        location.extend_from_slice(&target);
+        self.resp.clear();
+        http1::write_error(301, close, &[(b"Location", &location)], &mut self.resp);
+        let sent = self
+            .client
+            .write_all(&self.resp, self.config.timeouts.client_send)
+            .await;
+        if close || sent.is_err() {
             Next::Close
         } else {
             Next::KeepAlive

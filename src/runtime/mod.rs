@@ -26,6 +26,8 @@ pub use worker::Worker;
 pub struct Shared {
     pub config: Arc<Config>,
     pub state: StateTable,
+    /// TLS configs of listeners and upstreams; certificates are swapped by `tls::reload`.
+    pub tls: crate::tls::Tls,
     stopping: AtomicBool,
     /// Workers whose executor has returned (or unwound).
     exited: AtomicUsize,
@@ -39,21 +41,33 @@ impl Shared {
     }
 }
 
-/// Set by the signal handler (or a test) to begin a graceful stop.
+/// Set by the signal handlers (or a test): begin a graceful stop; reload certificates.
 #[derive(Clone, Default)]
-pub struct Stop(Arc<AtomicBool>);
+pub struct Stop {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
 
 impl Stop {
     pub fn trigger(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 
     pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed)
     }
 
     pub fn flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
+        self.stop.clone()
+    }
+
+    /// Set on SIGHUP: the control loop reloads the TLS certificates.
+    pub fn reload_flag(&self) -> Arc<AtomicBool> {
+        self.reload.clone()
+    }
+
+    fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -73,6 +87,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     Cpus(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The CPUs workers are pinned to, in worker order.
@@ -174,7 +190,9 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         log::warn!("{w}");
     }
 
+    let tls = crate::tls::Tls::new(&config).map_err(RunError::Tls)?;
     let shared = Arc::new(Shared {
+        tls,
         state: StateTable::new(&config),
         config: Arc::new(config),
         stopping: AtomicBool::new(false),
@@ -208,6 +226,12 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         if shared.exited.load(Ordering::Relaxed) > 0 {
             log::error!("a worker stopped unexpectedly; stopping all");
             break;
+        }
+        if stop.take_reload() {
+            // Only certificates: the rest of the config is not reloaded here.
+            if let Err(e) = crate::tls::reload(&shared) {
+                log::error!("certificate reload failed; the old certificates keep serving:\n{e}");
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -287,12 +311,7 @@ async fn worker_main(
     drop(accepts);
     for (i, l) in listeners.iter().enumerate() {
         for (stream, peer) in l.accept_queued() {
-            io::spawn_detached(crate::proxy::serve(
-                w.clone(),
-                stream,
-                peer,
-                ListenerId(i as u32),
-            ));
+            serve_accepted(&w, stream, peer, ListenerId(i as u32));
         }
     }
     drop(listeners);
@@ -316,14 +335,22 @@ async fn worker_main(
 async fn accept_loop(w: Rc<Worker>, listener: Rc<io::Listener>, id: ListenerId) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                io::spawn_detached(crate::proxy::serve(w.clone(), stream, peer, id));
-            }
+            Ok((stream, peer)) => serve_accepted(&w, stream, peer, id),
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits.
                 log::warn!("accept failed: {e}; retrying in 100ms");
                 io::sleep(Duration::from_millis(100)).await;
             }
+        }
+    }
+}
+
+/// One task per connection; on a TLS listener it runs the handshake first (on this core).
+fn serve_accepted(w: &Rc<Worker>, stream: io::Stream, peer: SocketAddr, id: ListenerId) {
+    match w.shared.tls.server(id) {
+        None => io::spawn_detached(crate::proxy::serve(w.clone(), stream, peer, id)),
+        Some(tls) => {
+            io::spawn_detached(crate::tls::accept::serve(w.clone(), stream, peer, id, tls))
         }
     }
 }
