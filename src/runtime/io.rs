@@ -168,10 +168,12 @@ impl Stream {
 
     /// The first byte the peer sent, without consuming it (None: closed before sending).
     pub async fn peek_byte(&mut self, timeout: Duration) -> io::Result<Option<u8>> {
+        // glommio's peek ignores the socket's read timeout.
+        let deadline = Instant::now() + timeout;
         let tcp = self.inner.tcp();
-        tcp.set_read_timeout(Some(timeout))?;
         let mut one = [0u8; 1];
-        Ok((tcp.peek(&mut one).await? > 0).then_some(one[0]))
+        let n = within(deadline, async { Ok(tcp.peek(&mut one).await?) }).await?;
+        Ok((n > 0).then_some(one[0]))
     }
 
     /// Reads at most `buf.len()` bytes; Ok(0) is end of stream. Fails with TimedOut when
@@ -207,10 +209,12 @@ impl Stream {
         if buffered > 0 {
             return Ok(true);
         }
+        // glommio's peek ignores the socket's read timeout.
+        let deadline = Instant::now() + timeout;
         let tcp = self.inner.tcp();
-        tcp.set_read_timeout(Some(timeout))?;
         let mut one = [0u8; 1];
-        Ok(tcp.peek(&mut one).await? > 0)
+        let n = within(deadline, async { Ok(tcp.peek(&mut one).await?) }).await?;
+        Ok(n > 0)
     }
 
     /// Writes all of `buf`; each write must make progress within `timeout`. TLS records are
