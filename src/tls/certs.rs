@@ -232,3 +232,73 @@ impl ResolvesServerCert for SniResolver {
         Some(self.pick(hello.server_name()).clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(names: &[&str], tag: &str) -> CertKey {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = std::env::temp_dir();
+        let base = format!("ringlb-unit-{}-{tag}", std::process::id());
+        let pair = CertKey {
+            cert: dir.join(format!("{base}.crt")),
+            key: dir.join(format!("{base}.key")),
+        };
+        std::fs::write(&pair.cert, cert.pem()).unwrap();
+        std::fs::write(&pair.key, key.serialize_pem()).unwrap();
+        pair
+    }
+
+    #[test]
+    fn sni_exact_then_wildcard_then_default() {
+        let pairs = [
+            pair(&["a.test"], "a"),
+            pair(&["*.b.test", "c.test"], "b"),
+            pair(&["a.test", "d.test"], "d"),
+        ];
+        let provider = rustls::crypto::ring::default_provider();
+        let r = SniResolver::load(&pairs, &provider).unwrap();
+        let a = r.pick(Some("a.test")).clone();
+        let b = r.pick(Some("c.test")).clone();
+        let d = r.pick(Some("d.test")).clone();
+        assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &d));
+        // The first certificate naming a host wins; names compare without case.
+        assert!(Arc::ptr_eq(r.pick(Some("A.Test")), &a));
+        assert!(Arc::ptr_eq(r.pick(Some("x.b.test")), &b));
+        assert!(Arc::ptr_eq(r.pick(Some("x.b.test.")), &b));
+        // A wildcard covers exactly one label: not the apex, not deeper names.
+        assert!(Arc::ptr_eq(r.pick(Some("b.test")), &a));
+        assert!(Arc::ptr_eq(r.pick(Some("y.x.b.test")), &a));
+        assert!(Arc::ptr_eq(r.pick(Some("other.test")), &a));
+        assert!(Arc::ptr_eq(r.pick(None), &a));
+    }
+
+    #[test]
+    fn mismatched_key_and_missing_files_name_the_field_and_file() {
+        let a = pair(&["a.test"], "mm-a");
+        let b = pair(&["b.test"], "mm-b");
+        let provider = rustls::crypto::ring::default_provider();
+        let crossed = CertKey {
+            cert: a.cert.clone(),
+            key: b.key.clone(),
+        };
+        let missing = CertKey {
+            cert: "/nonexistent/c.pem".into(),
+            key: "/nonexistent/k.pem".into(),
+        };
+        let errors = SniResolver::load(&[crossed, missing], &provider).unwrap_err();
+        let lines: Vec<String> = errors.iter().map(|e| e.at("tls")).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("tls.certs[0].key: the key in"),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with("tls.certs[1].cert: cannot read /nonexistent/c.pem"));
+        assert!(lines[2].starts_with("tls.certs[1].key: cannot read /nonexistent/k.pem"));
+    }
+}
