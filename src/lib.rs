@@ -11,6 +11,7 @@
 //! - `upstream` — shared lock-free server state (atomics), per-core keep-alive pools, the
 //!   active health checker (one thread for the process)
 //! - `admin`    — the admin listener: liveness, readiness, the JSON runtime API
+//! - `tls`      — rustls configs: termination (SNI, tickets shared by all cores), upstream TLS
 //!
 //! # Invariants
 //! 1. Nothing on the request path takes a lock or allocates per request in steady state.
@@ -30,4 +31,5 @@ pub mod config;
 pub mod http1;
 pub mod proxy;
 pub mod runtime;
+pub mod tls;
 pub mod upstream;

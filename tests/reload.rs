@@ -193,27 +193,32 @@ fn a_server_that_stays_keeps_its_state_and_sticky_cookies_survive() {
 }
 
 #[test]
-fn in_flight_requests_finish_across_a_reload() {
-    let b = Backend::start("slow", &[]);
-    let text = config(&servers_of(&[&b]), "", "");
+fn in_flight_requests_finish_and_open_connections_continue_on_the_new_config() {
+    let a = Backend::start("a", &[]);
+    let b = Backend::start("b", &[]);
+    let text = config(&servers_of(&[&a]), "", "");
     let lb = Ringlb::start(&text);
     let addr = lb.addr();
     let slow = std::thread::spawn(move || {
         let mut c = Client::connect(addr);
         c.send(b"GET /delay/700 HTTP/1.1\r\nHost: h\r\n\r\n");
         let r = c.response();
-        // Served by the old generation, which closes the connection after it.
-        (r.status, r.header("connection").map(str::to_string))
+        assert_eq!((r.status, r.header("connection")), (200, None));
+        // The same connection, after the reload: served by the new configuration.
+        c.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        c.response().header("x-backend").map(str::to_string)
     });
+    // An idle keep-alive connection opened before the reload.
+    let mut idle = Client::connect(addr);
+    idle.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(idle.response().header("x-backend"), Some("a"));
     std::thread::sleep(Duration::from_millis(200));
-    rewrite(
-        &lb,
-        &text.replace(
-            "[upstreams.app]",
-            "[upstreams.app]\nbalance = \"least_conn\"",
-        ),
-    );
+    // Only b now.
+    rewrite(&lb, &config(&servers_of(&[&b]), "", ""));
     assert_eq!(post(&lb, "/api/reload", "").status, 200);
-    assert_eq!(slow.join().unwrap(), (200, Some("close".to_string())));
-    assert_eq!(lb.get("/").status, 200);
+    assert_eq!(slow.join().unwrap().as_deref(), Some("b"));
+    for _ in 0..3 {
+        idle.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(idle.response().header("x-backend"), Some("b"));
+    }
 }

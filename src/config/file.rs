@@ -90,6 +90,43 @@ pub struct ListenerFile {
     pub max_connections: Option<i64>,
     /// Expect a PROXY protocol (v1 or v2) header on every connection (behind an L4 balancer).
     pub proxy_protocol: Option<bool>,
+    /// TLS termination: the listener serves HTTPS.
+    pub tls: Option<ListenerTlsFile>,
+    /// On a plain listener: answer every request with a 301 to the same URL over https.
+    pub redirect_https: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// Chosen by SNI from their subjectAltName DNS names; the first is the default.
+    #[serde(default)]
+    pub certs: Vec<CertFile>,
+    /// "1.2" (default) or "1.3".
+    pub min_version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    /// PEM: the certificate, then its intermediates.
+    pub cert: String,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// PEM: the CA certificate(s) the servers' certificates are verified against.
+    pub ca: Option<String>,
+    /// Name verified in the servers' certificates and sent as SNI (default: the server's IP).
+    pub server_name: Option<String>,
+    /// Verify the servers' certificates (default true).
+    pub verify: Option<bool>,
+    /// PEM: client certificate and key presented to the servers (mutual TLS).
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +170,8 @@ pub struct UpstreamFile {
     pub sticky: Option<StickyFile>,
     /// Send a PROXY protocol header ("v1" or "v2") on upstream connections.
     pub send_proxy_protocol: Option<String>,
+    /// Connect to the servers with TLS.
+    pub tls: Option<UpstreamTlsFile>,
     #[serde(default)]
     pub servers: Vec<ServerFile>,
 }

@@ -9,7 +9,7 @@ use crate::balance::Algorithm;
 use crate::http1::Limits;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Dense index of a listener in [`Config::listeners`].
@@ -111,6 +111,44 @@ pub struct Listener {
     /// Across all workers; None = unlimited.
     pub max_connections: Option<u64>,
     pub proxy_protocol: bool,
+    /// TLS termination; None for a plain listener.
+    pub tls: Option<ListenerTls>,
+    /// Plain listener answering every request with a 301 to https.
+    pub redirect_https: bool,
+}
+
+/// TLS termination on a listener. The files are read at start and on reload
+/// (`crate::tls`); validation reads them once to report problems early.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// Chosen by SNI; the first is the default.
+    pub certs: Vec<CertKey>,
+    pub min_version: TlsVersion,
+}
+
+/// A certificate (chain) file and its private key file, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKey {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// TLS to the servers of an upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// Required when `verify`.
+    pub ca: Option<PathBuf>,
+    /// None: each server's IP address.
+    pub server_name: Option<String>,
+    pub verify: bool,
+    /// Mutual TLS.
+    pub client_cert: Option<CertKey>,
 }
 
 /// Where the client address comes from when a trusted proxy is in front (nginx realip).
@@ -177,6 +215,7 @@ pub struct Upstream {
     pub queue: Option<Queue>,
     pub sticky: Option<Sticky>,
     pub send_proxy_protocol: Option<ProxyProtocol>,
+    pub tls: Option<UpstreamTls>,
     pub servers: Vec<Server>,
 }
 

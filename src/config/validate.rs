@@ -278,6 +278,14 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
         if addr.port() != 0 && !addrs.insert(addr) {
             p.add(format!("{path}.listen"), format!("{addr} is used twice"));
         }
+        let tls = l.tls.as_ref().and_then(|t| listener_tls(p, &path, t));
+        let redirect_https = l.redirect_https.unwrap_or(false);
+        if redirect_https && l.tls.is_some() {
+            p.add(
+                format!("{path}.redirect_https"),
+                "applies to plain listeners; this one has tls",
+            );
+        }
         out.push(Listener {
             name: l.name.clone(),
             addr,
@@ -285,6 +293,8 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
             real_ip,
             max_connections,
             proxy_protocol: l.proxy_protocol.unwrap_or(false),
+            tls,
+            redirect_https,
         });
     }
     out
@@ -327,6 +337,75 @@ fn real_ip(p: &mut Problems, path: &str, l: &super::file::ListenerFile) -> Optio
             })
         }
     }
+}
+
+/// Reads the certificate and key files, so `ringlb check` reports a bad file as startup would.
+fn listener_tls(
+    p: &mut Problems,
+    path: &str,
+    t: &super::file::ListenerTlsFile,
+) -> Option<ListenerTls> {
+    let path = format!("{path}.tls");
+    let min_version = match t.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::Tls12,
+        Some("1.3") => TlsVersion::Tls13,
+        Some(other) => {
+            p.add(
+                format!("{path}.min_version"),
+                format!("{other:?} is not supported; \"1.2\" or \"1.3\""),
+            );
+            return None;
+        }
+    };
+    let tls = ListenerTls {
+        certs: t
+            .certs
+            .iter()
+            .map(|c| CertKey {
+                cert: PathBuf::from(&c.cert),
+                key: PathBuf::from(&c.key),
+            })
+            .collect(),
+        min_version,
+    };
+    let errors = crate::tls::check_listener(&tls);
+    for e in &errors {
+        p.add(format!("{path}.{}", e.field), e.message.clone());
+    }
+    errors.is_empty().then_some(tls)
+}
+
+fn upstream_tls(
+    p: &mut Problems,
+    path: &str,
+    t: &super::file::UpstreamTlsFile,
+) -> Option<UpstreamTls> {
+    let client_cert = match (&t.client_cert, &t.client_key) {
+        (Some(cert), Some(key)) => Some(CertKey {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            p.add(format!("{path}.client_key"), "required with client_cert");
+            return None;
+        }
+        (None, Some(_)) => {
+            p.add(format!("{path}.client_cert"), "required with client_key");
+            return None;
+        }
+    };
+    let tls = UpstreamTls {
+        ca: t.ca.as_ref().map(PathBuf::from),
+        server_name: t.server_name.clone(),
+        verify: t.verify.unwrap_or(true),
+        client_cert,
+    };
+    let errors = crate::tls::check_upstream(&tls);
+    for e in &errors {
+        p.add(format!("{path}.{}", e.field), e.message.clone());
+    }
+    errors.is_empty().then_some(tls)
 }
 
 fn next_upstream(p: &mut Problems, path: &str, list: Option<&Vec<String>>) -> NextUpstream {
@@ -569,6 +648,10 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
                 None
             }
         };
+        let tls = u
+            .tls
+            .as_ref()
+            .and_then(|t| upstream_tls(p, &format!("{path}.tls"), t));
         out.push(Upstream {
             name: name.clone(),
             algorithm,
@@ -580,6 +663,7 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             queue,
             sticky,
             send_proxy_protocol,
+            tls,
             servers,
         });
     }
@@ -825,7 +909,7 @@ fn routes(
         out.push(route);
     }
     for (i, l) in listeners.iter().enumerate() {
-        if !out.iter().any(|r| r.listener.0 as usize == i) {
+        if !l.redirect_https && !out.iter().any(|r| r.listener.0 as usize == i) {
             p.add("routes", format!("listener {:?} has no route", l.name));
         }
     }

@@ -11,9 +11,10 @@ pub struct Buf {
 }
 
 impl Buf {
-    pub fn new(size: usize) -> Buf {
+    /// No storage until `ensure`.
+    pub fn empty() -> Buf {
         Buf {
-            data: vec![0; size].into_boxed_slice(),
+            data: Box::default(),
             start: 0,
             end: 0,
         }
@@ -64,5 +65,113 @@ impl Buf {
         let n = s.read(&mut self.data[self.end..], timeout).await?;
         self.end += n;
         Ok(n)
+    }
+}
+
+// Idle keep-alive connections hold no large buffers: they return them here while waiting,
+// and take them back when the next request arrives. One free list per core (thread-local:
+// a glommio executor is one thread), bounded so a burst of connections does not pin memory.
+thread_local! {
+    static FREE: std::cell::RefCell<Free> = std::cell::RefCell::new(Free::default());
+}
+
+/// Buffers kept for reuse per kind and size, per core.
+const KEEP: usize = 1024;
+
+#[derive(Default)]
+struct Free {
+    /// By exact length (a few distinct sizes: request and response buffers).
+    bytes: Vec<(usize, Vec<Box<[u8]>>)>,
+    vecs: Vec<Vec<u8>>,
+    headers: Vec<Vec<crate::http1::Header>>,
+}
+
+fn take_bytes(size: usize) -> Box<[u8]> {
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        f.bytes
+            .iter_mut()
+            .find(|(len, _)| *len == size)
+            .and_then(|(_, stack)| stack.pop())
+    })
+    .unwrap_or_else(|| vec![0; size].into_boxed_slice())
+}
+
+fn give_bytes(b: Box<[u8]>) {
+    if b.is_empty() {
+        return;
+    }
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        let len = b.len();
+        match f.bytes.iter_mut().find(|(l, _)| *l == len) {
+            Some((_, stack)) if stack.len() < KEEP => stack.push(b),
+            Some(_) => {}
+            None => f.bytes.push((len, vec![b])),
+        }
+    });
+}
+
+/// A cleared Vec with at least `cap` capacity, reused when one is free.
+pub fn take_vec(cap: usize) -> Vec<u8> {
+    FREE.with(|f| f.borrow_mut().vecs.pop())
+        .filter(|v| v.capacity() >= cap)
+        .unwrap_or_else(|| Vec::with_capacity(cap))
+}
+
+pub fn give_vec(mut v: Vec<u8>) {
+    if v.capacity() == 0 {
+        return;
+    }
+    v.clear();
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.vecs.len() < KEEP {
+            f.vecs.push(v);
+        }
+    });
+}
+
+pub fn take_headers() -> Vec<crate::http1::Header> {
+    FREE.with(|f| f.borrow_mut().headers.pop())
+        .unwrap_or_else(|| Vec::with_capacity(crate::http1::MAX_HEADERS))
+}
+
+pub fn give_headers(mut v: Vec<crate::http1::Header>) {
+    if v.capacity() == 0 {
+        return;
+    }
+    v.clear();
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.headers.len() < KEEP {
+            f.headers.push(v);
+        }
+    });
+}
+
+impl Buf {
+    /// Returns the storage to the core's free list; only an empty buffer gives it up.
+    pub fn release(&mut self) {
+        if self.start == self.end {
+            give_bytes(std::mem::take(&mut self.data));
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Storage of `size` bytes, if released.
+    pub fn ensure(&mut self, size: usize) {
+        if self.data.is_empty() {
+            self.data = take_bytes(size);
+        }
+    }
+
+    /// Appends `bytes` (the caller made sure they fit: they came from a smaller buffer).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
+        let n = bytes.len().min(self.data.len() - self.end);
+        self.data[self.end..self.end + n].copy_from_slice(&bytes[..n]);
+        self.end += n;
     }
 }

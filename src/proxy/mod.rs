@@ -62,6 +62,8 @@ struct Req {
 enum HeadRead {
     Ready,
     Closed,
+    /// The generation was retired: continue on the next (nothing consumed).
+    Switch,
     Refuse(u16),
 }
 
@@ -83,30 +85,85 @@ pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: Li
 }
 
 async fn serve_conn(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
-    let slot = w.conns.register(client.fd());
-    let config = w.shared.config.clone();
-    let limits = config.limits.request;
-    let mut conn = Conn {
-        w: &w,
-        config: &config,
-        slot: &slot,
-        client,
-        peer,
-        client_ip: peer.ip(),
-        listener,
-        cbuf: Buf::new(limits.max_head + BUF_SLACK),
-        ubuf: Buf::new(UPSTREAM_BUF.max(config.limits.max_response_head + BUF_SLACK)),
-        head: RequestHead::new(),
-        rhead: ResponseHead::new(),
-        out: Vec::with_capacity(4096),
-        resp: Vec::with_capacity(4096),
-        key: Vec::with_capacity(64),
-        sticky_pref: None,
-        set_cookie: None,
-        cookie_nocache: false,
-    };
-    conn.run().await;
+    let mut w = w;
+    let mut parts = Parts::new(client, peer, listener);
+    loop {
+        let config = w.shared.config.clone();
+        let slot = w.conns.register(parts.client.fd());
+        let mut conn = Conn::from_parts(parts, &w, &config, &slot);
+        let end = conn.run().await;
+        conn.release();
+        parts = conn.into_parts();
+        drop(slot);
+        // A reload published a newer generation: carry on there, between two requests.
+        let next = w.successor.borrow().clone();
+        match (end, next) {
+            (End::Switch, Some(next)) => w = next,
+            _ => {
+                // TLS: close_notify, so a client reading to the end sees a clean end.
+                parts.client.close(config.timeouts.client_send).await;
+                return;
+            }
+        }
+    }
 }
+
+/// What a client connection owns, whatever config generation serves it.
+struct Parts {
+    client: Stream,
+    peer: SocketAddr,
+    client_ip: IpAddr,
+    listener: ListenerId,
+    cbuf: Buf,
+    ubuf: Buf,
+    head: RequestHead,
+    rhead: ResponseHead,
+    out: Vec<u8>,
+    resp: Vec<u8>,
+    key: Vec<u8>,
+    /// Requests served so far (the first waits `client_header`, later ones `keepalive`).
+    served: u64,
+    /// The PROXY protocol header was read.
+    proxied: bool,
+}
+
+impl Parts {
+    /// No buffer is taken before the first bytes arrive (see `Conn::read_head`).
+    fn new(client: Stream, peer: SocketAddr, listener: ListenerId) -> Parts {
+        Parts {
+            client,
+            peer,
+            client_ip: peer.ip(),
+            listener,
+            cbuf: Buf::empty(),
+            ubuf: Buf::empty(),
+            head: RequestHead {
+                headers: Vec::new(),
+                ..RequestHead::new()
+            },
+            rhead: ResponseHead {
+                headers: Vec::new(),
+                ..ResponseHead::new()
+            },
+            out: Vec::new(),
+            resp: Vec::new(),
+            key: Vec::new(),
+            served: 0,
+            proxied: false,
+        }
+    }
+}
+
+/// Why `Conn::run` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Closed,
+    /// Between requests on a retired generation: continue on its successor.
+    Switch,
+}
+
+/// Bytes read while a connection waits for its next request with no buffer of its own.
+const IDLE_READ: usize = 1024;
 
 struct Conn<'a> {
     w: &'a Worker,
@@ -134,51 +191,153 @@ struct Conn<'a> {
     /// `Set-Cookie` to add to the response (the client is (re)pinned to a server).
     set_cookie: Option<&'a [u8]>,
     cookie_nocache: bool,
+    served: u64,
+    proxied: bool,
+    /// Where an idle connection reads, having given its buffers back.
+    idle: [u8; IDLE_READ],
+}
+
+impl<'a> Conn<'a> {
+    fn from_parts(
+        p: Parts,
+        w: &'a Worker,
+        config: &'a Arc<Config>,
+        slot: &'a ConnSlot<'a>,
+    ) -> Conn<'a> {
+        Conn {
+            w,
+            config,
+            slot,
+            client: p.client,
+            peer: p.peer,
+            client_ip: p.client_ip,
+            listener: p.listener,
+            cbuf: p.cbuf,
+            ubuf: p.ubuf,
+            head: p.head,
+            rhead: p.rhead,
+            out: p.out,
+            resp: p.resp,
+            key: p.key,
+            sticky_pref: None,
+            set_cookie: None,
+            cookie_nocache: false,
+            served: p.served,
+            proxied: p.proxied,
+            idle: [0; IDLE_READ],
+        }
+    }
+
+    fn into_parts(self) -> Parts {
+        Parts {
+            client: self.client,
+            peer: self.peer,
+            client_ip: self.client_ip,
+            listener: self.listener,
+            cbuf: self.cbuf,
+            ubuf: self.ubuf,
+            head: self.head,
+            rhead: self.rhead,
+            out: self.out,
+            resp: self.resp,
+            key: self.key,
+            served: self.served,
+            proxied: self.proxied,
+        }
+    }
 }
 
 impl Conn<'_> {
-    async fn run(&mut self) {
-        if self.config.listeners[self.listener.0 as usize].proxy_protocol {
+    async fn run(&mut self) -> End {
+        if !self.proxied && self.config.listeners[self.listener.0 as usize].proxy_protocol {
+            self.acquire();
             match self.read_proxy_header().await {
                 Some(source) => {
                     self.peer = source;
                     self.client_ip = source.ip();
+                    self.proxied = true;
                 }
-                None => return,
+                None => return End::Closed,
             }
         }
-        let mut first = true;
         loop {
-            match self.read_head(first).await {
+            match self.read_head().await {
                 HeadRead::Ready => {}
-                HeadRead::Closed => return,
+                HeadRead::Closed => return End::Closed,
+                HeadRead::Switch => return End::Switch,
                 HeadRead::Refuse(status) => {
                     self.send_error(status, true).await;
-                    return;
+                    return End::Closed;
                 }
             }
-            first = false;
+            self.served += 1;
             if self.exchange().await == Next::Close {
-                return;
+                return End::Closed;
             }
         }
     }
 
-    async fn read_head(&mut self, first: bool) -> HeadRead {
+    /// Gives every large buffer back to the core's free list (those that are empty).
+    fn release(&mut self) {
+        self.cbuf.release();
+        self.ubuf.release();
+        buf::give_vec(std::mem::take(&mut self.out));
+        buf::give_vec(std::mem::take(&mut self.resp));
+        buf::give_headers(std::mem::take(&mut self.head.headers));
+        buf::give_headers(std::mem::take(&mut self.rhead.headers));
+    }
+
+    /// Takes the buffers back (from the free list, or new ones).
+    fn acquire(&mut self) {
+        let limits = &self.config.limits;
+        self.cbuf.ensure(limits.request.max_head + BUF_SLACK);
+        self.ubuf
+            .ensure(UPSTREAM_BUF.max(limits.max_response_head + BUF_SLACK));
+        if self.out.capacity() == 0 {
+            self.out = buf::take_vec(4096);
+        }
+        if self.resp.capacity() == 0 {
+            self.resp = buf::take_vec(4096);
+        }
+        if self.head.headers.capacity() == 0 {
+            self.head.headers = buf::take_headers();
+        }
+        if self.rhead.headers.capacity() == 0 {
+            self.rhead.headers = buf::take_headers();
+        }
+    }
+
+    async fn read_head(&mut self) -> HeadRead {
         let t = &self.config.timeouts;
+        if self.w.retired.get() {
+            return HeadRead::Switch;
+        }
         self.cbuf.compact();
         if self.cbuf.is_empty() {
             if self.w.conns.closing() {
                 return HeadRead::Closed;
             }
-            // Idle between requests: closable at shutdown.
+            // Idle between requests: no large buffer held, closable at shutdown.
+            self.release();
             self.slot.set_idle(true);
-            let wait = if first { t.client_header } else { t.keepalive };
-            let r = self.cbuf.fill(&mut self.client, wait).await;
+            let wait = if self.served == 0 {
+                t.client_header
+            } else {
+                t.keepalive
+            };
+            let r = self.client.read(&mut self.idle, wait).await;
             self.slot.set_idle(false);
-            if !matches!(r, Ok(n) if n > 0) {
-                return HeadRead::Closed;
+            let n = match r {
+                Ok(n) if n > 0 => n,
+                _ => return HeadRead::Closed,
+            };
+            self.acquire();
+            self.cbuf.push(&self.idle[..n]);
+            if self.w.retired.get() {
+                return HeadRead::Switch;
             }
+        } else {
+            self.acquire();
         }
         let limits = self.config.limits.request.limits();
         let deadline = Instant::now() + t.client_header;
@@ -232,6 +391,11 @@ impl Conn<'_> {
             .map(|s| host_without_port(s.get(buf)))
             .unwrap_or(b"");
         let path = request_path(head.target.get(buf));
+        if self.config.listeners[self.listener.0 as usize].redirect_https {
+            return self
+                .redirect_https(&req, host.to_vec(), path.to_vec())
+                .await;
+        }
         let Some(up) = self.config.route(self.listener, host, path) else {
             let head_len = head.head_len;
             self.cbuf.consume(head_len);
@@ -260,7 +424,11 @@ impl Conn<'_> {
         self.out.clear();
         let fwd = http1::RequestForward {
             client_ip: self.peer.ip(),
-            proto: http1::Proto::Http,
+            proto: if self.client.is_tls() {
+                http1::Proto::Https
+            } else {
+                http1::Proto::Http
+            },
             default_host: upstream.name.as_bytes(),
             tunnel: req.upgrade,
             strip_expect: req.expect_continue,
@@ -291,6 +459,32 @@ impl Conn<'_> {
             || (body_pending && req.body != RequestBody::None);
         self.send_error(f.status(), close).await;
         if close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// `redirect_https` listeners: 301 to the same host (without port) and target over https,
+    /// as nginx `return 301 https://$host$request_uri`. Rare, so the two copies do not matter.
+    async fn redirect_https(&mut self, req: &Req, host: Vec<u8>, target: Vec<u8>) -> Next {
+        self.cbuf.consume(self.head.head_len);
+        if host.is_empty() {
+            self.send_error(400, true).await;
+            return Next::Close;
+        }
+        let close = !req.keep_alive || self.w.conns.closing() || req.body != RequestBody::None;
+        let mut location = Vec::with_capacity(8 + host.len() + target.len());
+        location.extend_from_slice(b"https://");
+        location.extend_from_slice(&host);
+        location.extend_from_slice(&target);
+        self.resp.clear();
+        http1::write_error(301, close, &[(b"Location", &location)], &mut self.resp);
+        let sent = self
+            .client
+            .write_all(&self.resp, self.config.timeouts.client_send)
+            .await;
+        if close || sent.is_err() {
             Next::Close
         } else {
             Next::KeepAlive

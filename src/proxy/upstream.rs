@@ -282,7 +282,13 @@ impl<'a> Conn<'a> {
             let reused = pooled.is_some();
             let mut up = match pooled {
                 Some(s) => s,
-                None => match Stream::connect(server.addr, t.upstream_connect).await {
+                None => match Stream::connect_upstream(
+                    server.addr,
+                    t.upstream_connect,
+                    self.w.shared.tls.upstream(server.id),
+                )
+                .await
+                {
                     Ok(s) => {
                         self.w.pool.borrow_mut().opened += 1;
                         s

@@ -9,6 +9,7 @@
 use super::{io, Current, Shared, Worker};
 use crate::config::ListenerId;
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// The worker new connections are given, and the retired ones still serving connections.
 struct Generations {
+    index: usize,
+    published: Arc<Current>,
     current: RefCell<Rc<Worker>>,
     retired: RefCell<Vec<Weak<Worker>>>,
 }
@@ -28,6 +31,17 @@ impl Generations {
         self.current.borrow().clone()
     }
 
+    /// The worker for a new connection: the published generation's, switching to it first
+    /// if a reload just published one (so no connection accepted after a reload uses the
+    /// old configuration or certificates).
+    fn for_new_connection(&self) -> Rc<Worker> {
+        let published = self.published.load().generation;
+        if published != self.current.borrow().shared.generation {
+            self.follow(self.published.load_full());
+        }
+        self.current()
+    }
+
     fn live(&self) -> Vec<Rc<Worker>> {
         let mut all = vec![self.current()];
         all.extend(self.retired.borrow().iter().filter_map(Weak::upgrade));
@@ -35,13 +49,13 @@ impl Generations {
     }
 
     /// Moves to `shared` when it is newer than the current worker's generation.
-    fn follow(&self, index: usize, shared: Arc<Shared>, current: &Arc<Current>) {
-        if shared.generation == self.current.borrow().shared.generation {
+    fn follow(&self, shared: Arc<Shared>) {
+        if shared.generation <= self.current.borrow().shared.generation {
             return;
         }
-        let next = Rc::new(Worker::new(index, shared, current.clone()));
-        let old = self.current.replace(next);
-        old.retire();
+        let next = Rc::new(Worker::new(self.index, shared, self.published.clone()));
+        let old = self.current.replace(next.clone());
+        old.retire(next);
         let mut retired = self.retired.borrow_mut();
         retired.retain(|w| w.strong_count() > 0);
         retired.push(Rc::downgrade(&old));
@@ -60,6 +74,8 @@ pub(super) async fn main(
     life.started_workers.fetch_add(1, Ordering::Relaxed);
     let grace = first.config.runtime.shutdown_grace;
     let gens = Rc::new(Generations {
+        index,
+        published: current.clone(),
         current: RefCell::new(Rc::new(Worker::new(index, first, current.clone()))),
         retired: RefCell::new(Vec::new()),
     });
@@ -90,7 +106,7 @@ pub(super) async fn main(
 
     while !life.stopping.load(Ordering::Relaxed) {
         io::sleep(TICK).await;
-        gens.follow(index, current.load_full(), &current);
+        gens.follow(current.load_full());
     }
 
     // Stop accepting: serve what the kernel already queued, then close the sockets.
@@ -98,7 +114,7 @@ pub(super) async fn main(
     let w = gens.current();
     for (i, l) in listeners.iter().enumerate() {
         for (stream, peer) in l.accept_queued() {
-            io::spawn_detached(crate::proxy::serve(
+            io::spawn_detached(serve_accepted(
                 w.clone(),
                 stream,
                 peer,
@@ -134,7 +150,7 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<io::Listener>, id: List
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let w = gens.current();
+                let w = gens.for_new_connection();
                 let max = w.shared.config.listeners[id.0 as usize].max_connections;
                 let open = w.shared.state.connections(id);
                 if max.is_some_and(|max| open.load(Ordering::Relaxed) >= max) {
@@ -145,7 +161,7 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<io::Listener>, id: List
                 }
                 open.fetch_add(1, Ordering::Relaxed);
                 io::spawn_detached(async move {
-                    crate::proxy::serve(w.clone(), stream, peer, id).await;
+                    serve_accepted(w.clone(), stream, peer, id).await;
                     w.shared
                         .state
                         .connections(id)
@@ -158,6 +174,14 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<io::Listener>, id: List
                 io::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// One connection; on a TLS listener the handshake runs first, on this core.
+async fn serve_accepted(w: Rc<Worker>, stream: io::Stream, peer: SocketAddr, id: ListenerId) {
+    match w.shared.tls.server(id) {
+        None => crate::proxy::serve(w, stream, peer, id).await,
+        Some(tls) => crate::tls::accept::serve(w, stream, peer, id, tls).await,
     }
 }
 

@@ -3,24 +3,104 @@
 //! balancing and config code never name it, so replacing it means rewriting this file and the
 //! executor setup in `runtime/mod.rs` only.
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::{client, server, TlsAcceptor, TlsConnector};
 use glommio::net::{TcpListener, TcpStream};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-/// A TCP connection owned by the current core.
+/// A TCP connection owned by the current core, plain or TLS. Timeouts are set on the TCP
+/// socket (glommio keeps them there), so they bound TLS reads and writes the same way.
 pub struct Stream {
-    inner: TcpStream,
+    inner: Inner,
+}
+
+enum Inner {
+    Plain(TcpStream),
+    /// Boxed: a rustls connection is over a kilobyte, and most streams are plain.
+    Server(Box<server::TlsStream<TcpStream>>),
+    Client(Box<client::TlsStream<TcpStream>>),
+}
+
+impl Inner {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Inner::Plain(s) => s,
+            Inner::Server(t) => t.get_ref().0,
+            Inner::Client(t) => t.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Inner {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Server(t) => Pin::new(&mut **t).poll_read(cx, buf),
+            Inner::Client(t) => Pin::new(&mut **t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Inner {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Server(t) => Pin::new(&mut **t).poll_write(cx, buf),
+            Inner::Client(t) => Pin::new(&mut **t).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_flush(cx),
+            Inner::Server(t) => Pin::new(&mut **t).poll_flush(cx),
+            Inner::Client(t) => Pin::new(&mut **t).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Inner::Plain(s) => Pin::new(s).poll_close(cx),
+            Inner::Server(t) => Pin::new(&mut **t).poll_close(cx),
+            Inner::Client(t) => Pin::new(&mut **t).poll_close(cx),
+        }
+    }
+}
+
+/// `fut`, or TimedOut once `deadline` passes.
+async fn within<T>(deadline: Instant, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    futures_lite::future::or(fut, async {
+        sleep(deadline.saturating_duration_since(Instant::now())).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        ))
+    })
+    .await
 }
 
 impl Stream {
     fn new(inner: TcpStream) -> Stream {
         // Small request/response heads must not wait for Nagle.
         let _ = inner.set_nodelay(true);
-        Stream { inner }
+        Stream {
+            inner: Inner::Plain(inner),
+        }
     }
 
     /// Connects within `timeout` (io::ErrorKind::TimedOut past it).
@@ -31,36 +111,131 @@ impl Stream {
         }
     }
 
+    /// Connects to an upstream server, with TLS when its upstream has `tls`; `timeout` bounds
+    /// the TCP connect and the TLS handshake together (as nginx `proxy_connect_timeout`). A
+    /// failed handshake (untrusted or expired certificate, wrong name) is logged here and
+    /// returned as an error of kind InvalidData or ConnectionAborted.
+    pub async fn connect_upstream(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&crate::tls::Connector>,
+    ) -> io::Result<Stream> {
+        let deadline = Instant::now() + timeout;
+        let plain = Stream::connect(addr, timeout).await?;
+        let Some(tls) = tls else {
+            return Ok(plain);
+        };
+        let Inner::Plain(tcp) = plain.inner else {
+            unreachable!("connect returns a plain stream")
+        };
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let connector = TlsConnector::from(tls.config());
+        match within(deadline, connector.connect(tls.server_name(addr), tcp)).await {
+            Ok(t) => Ok(Stream {
+                inner: Inner::Client(Box::new(t)),
+            }),
+            Err(e) => {
+                log::warn!("TLS handshake with upstream server {addr} failed: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the server side of a TLS handshake on an accepted connection, within `timeout`
+    /// as a whole.
+    pub async fn accept_tls(
+        self,
+        config: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    ) -> io::Result<Stream> {
+        let deadline = Instant::now() + timeout;
+        let Inner::Plain(tcp) = self.inner else {
+            return Err(io::Error::other("TLS is already established"));
+        };
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let t = within(deadline, TlsAcceptor::from(config).accept(tcp)).await?;
+        Ok(Stream {
+            inner: Inner::Server(Box::new(t)),
+        })
+    }
+
+    /// Whether this connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self.inner, Inner::Plain(_))
+    }
+
+    /// The first byte the peer sent, without consuming it (None: closed before sending).
+    pub async fn peek_byte(&mut self, timeout: Duration) -> io::Result<Option<u8>> {
+        // glommio's peek ignores the socket's read timeout.
+        let deadline = Instant::now() + timeout;
+        let tcp = self.inner.tcp();
+        let mut one = [0u8; 1];
+        let n = within(deadline, async { Ok(tcp.peek(&mut one).await?) }).await?;
+        Ok((n > 0).then_some(one[0]))
+    }
+
     /// Reads at most `buf.len()` bytes; Ok(0) is end of stream. Fails with TimedOut when
-    /// nothing arrives within `timeout`.
+    /// nothing arrives within `timeout`. A TLS peer that closes without close_notify is end
+    /// of stream too, as nginx treats it (many servers and clients never send it).
     pub async fn read(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        self.inner.set_read_timeout(Some(timeout))?;
-        self.inner.read(buf).await
+        self.inner.tcp().set_read_timeout(Some(timeout))?;
+        match self.inner.read(buf).await {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.is_tls() => Ok(0),
+            r => r,
+        }
     }
 
-    /// Waits until at least one byte can be read, without consuming it.
-    /// Ok(false) at end of stream; TimedOut when nothing arrives within `timeout`.
+    /// Waits until at least one byte can be read, without consuming it. For TLS, decrypted
+    /// bytes already buffered count, and so does any TLS record on the socket (a record may
+    /// turn out to carry no data, e.g. a TLS 1.3 session ticket).
     pub async fn readable(&mut self, timeout: Duration) -> io::Result<bool> {
-        // glommio's read timeout does not cover peek; a peek consumes nothing, so losing
-        // the race to the timer loses no data.
-        let inner = &self.inner;
-        futures_lite::future::or(
-            async {
-                let mut one = [0u8; 1];
-                Ok(inner.peek(&mut one).await? > 0)
-            },
-            async {
-                glommio::timer::sleep(timeout).await;
-                Err(io::ErrorKind::TimedOut.into())
-            },
-        )
-        .await
+        let buffered = match &mut self.inner {
+            Inner::Plain(_) => 0,
+            Inner::Server(t) => t
+                .get_mut()
+                .1
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+                .plaintext_bytes_to_read(),
+            Inner::Client(t) => t
+                .get_mut()
+                .1
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+                .plaintext_bytes_to_read(),
+        };
+        if buffered > 0 {
+            return Ok(true);
+        }
+        // glommio's peek ignores the socket's read timeout.
+        let deadline = Instant::now() + timeout;
+        let tcp = self.inner.tcp();
+        let mut one = [0u8; 1];
+        let n = within(deadline, async { Ok(tcp.peek(&mut one).await?) }).await?;
+        Ok(n > 0)
     }
 
-    /// Writes all of `buf`; each write must make progress within `timeout`.
+    /// Writes all of `buf`; each write must make progress within `timeout`. TLS records are
+    /// flushed to the socket before this returns.
     pub async fn write_all(&mut self, buf: &[u8], timeout: Duration) -> io::Result<()> {
-        self.inner.set_write_timeout(Some(timeout))?;
-        self.inner.write_all(buf).await
+        self.inner.tcp().set_write_timeout(Some(timeout))?;
+        self.inner.write_all(buf).await?;
+        if self.is_tls() {
+            self.inner.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the connection politely: TLS sends close_notify (clients that read to the end of
+    /// the stream see a clean end instead of a truncation error). Plain TCP needs nothing; the
+    /// descriptor closes on drop either way.
+    pub async fn close(&mut self, timeout: Duration) {
+        if self.is_tls() {
+            let _ = self.inner.tcp().set_write_timeout(Some(timeout));
+            let _ = self.inner.close().await;
+        }
     }
 
     /// Ends the read side now, from outside the task that reads: a pending read returns 0.
@@ -74,15 +249,15 @@ impl Stream {
     }
 
     pub fn fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
+        self.inner.tcp().as_raw_fd()
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.peer_addr()?)
+        Ok(self.inner.tcp().peer_addr()?)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.local_addr()?)
+        Ok(self.inner.tcp().local_addr()?)
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Shared {
     /// 0 at start, +1 per successful reload.
     pub generation: u64,
     pub life: Arc<Life>,
+    /// TLS configs of listeners and upstreams; certificates are swapped by `tls::reload`.
+    pub tls: crate::tls::Tls,
     pub started: std::time::SystemTime,
     pub workers: usize,
 }
@@ -116,6 +118,8 @@ pub enum RunError {
     WorkerStart(usize),
     #[error("{0}")]
     Health(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The CPUs workers are pinned to, in worker order.
@@ -238,7 +242,9 @@ pub fn run(config: Config, path: &std::path::Path, stop: Stop) -> Result<(), Run
     }
 
     let life = Arc::new(Life::default());
+    let tls = crate::tls::Tls::new(&config).map_err(RunError::Tls)?;
     let shared = Arc::new(Shared {
+        tls,
         state: StateTable::new(&config),
         config: Arc::new(config),
         generation: 0,

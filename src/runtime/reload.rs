@@ -42,7 +42,9 @@ fn next_generation(path: &Path, old: &Shared) -> Result<Shared, String> {
     let config = Config::load(path).map_err(|e| e.lines().join("; "))?;
     compatible(&old.config, &config)?;
     let state = StateTable::carry(&config, &old.config, &old.state);
+    let tls = old.tls.rebuild(&config)?;
     Ok(Shared {
+        tls,
         config: Arc::new(config),
         state,
         generation: old.generation + 1,

@@ -6,6 +6,7 @@ use crate::runtime::conns::Conns;
 use crate::runtime::{Current, Shared};
 use crate::upstream::Pool;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -26,6 +27,9 @@ pub struct Worker {
     balancer_generation: Cell<u64>,
     /// The generation in force, for the control plane (admin) on this core.
     pub current: Arc<Current>,
+    /// Set when a reload replaced this generation, with the worker that replaces it.
+    pub retired: Cell<bool>,
+    pub successor: RefCell<Option<Rc<Worker>>>,
 }
 
 /// One balancer per upstream for core `index`, with the weights now in force.
@@ -60,10 +64,12 @@ impl Worker {
         }
     }
 
-    /// This generation is replaced: its connections close after the request in flight (idle
-    /// ones now), and its pooled upstream connections close.
-    pub fn retire(&self) {
-        self.conns.close_idle();
+    /// This generation is replaced by `next`: its connections move there before their next
+    /// request (`proxy` checks `retired` between requests); its pooled upstream
+    /// connections close.
+    pub fn retire(&self, next: Rc<Worker>) {
+        *self.successor.borrow_mut() = Some(next);
+        self.retired.set(true);
         self.pool.borrow_mut().retire();
     }
 
@@ -91,6 +97,8 @@ impl Worker {
             rejected: Cell::new(0),
             balancer_generation: Cell::new(shared.state.generation()),
             current,
+            retired: Cell::new(false),
+            successor: RefCell::new(None),
             shared,
         }
     }

@@ -106,7 +106,7 @@ async fn check_loop(shared: Arc<Shared>, u: usize, s: usize, i: usize, n: usize)
     io::sleep(first_delay(hc.interval, i, n)).await;
     loop {
         let started = Instant::now();
-        let outcome = check(server, &request, hc.timeout, &mut buf, &mut head).await;
+        let outcome = check(&shared, server, &request, hc.timeout, &mut buf, &mut head).await;
         let took = started.elapsed();
         let pass = matches!(outcome, Outcome::Status(code) if hc.expect.contains(&code));
         let now = now_ms();
@@ -198,10 +198,10 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Opens the connection a check runs over. This is the seam for TLS upstreams (issue 6): a
-/// version that also performs the handshake when the upstream has `tls` replaces it.
-async fn connect(server: &Server, timeout: Duration) -> std::io::Result<Stream> {
-    Stream::connect(server.addr, timeout).await
+/// Opens the connection a check runs over: TLS, verified as for requests, when the upstream
+/// has `tls`.
+async fn connect(shared: &Shared, server: &Server, timeout: Duration) -> std::io::Result<Stream> {
+    Stream::connect_upstream(server.addr, timeout, shared.tls.upstream(server.id)).await
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
@@ -213,6 +213,7 @@ fn is_timeout(e: &std::io::Error) -> bool {
 
 /// One check within `timeout` overall. `buf` holds the response head (its length bounds it).
 async fn check(
+    shared: &Shared,
     server: &Server,
     request: &[u8],
     timeout: Duration,
@@ -221,7 +222,7 @@ async fn check(
 ) -> Outcome {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let mut s = match connect(server, timeout).await {
+    let mut s = match connect(shared, server, timeout).await {
         Ok(s) => s,
         Err(e) if is_timeout(&e) => return Outcome::Timeout,
         Err(e) => return Outcome::Connect(e.kind()),

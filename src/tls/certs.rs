@@ -1,0 +1,304 @@
+//! PEM files → rustls keys and certificates, with errors that name the file; certificate
+//! choice by SNI.
+
+use crate::config::CertKey;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A problem with one field of a TLS section (`field` is relative, e.g. `certs[0].key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `prefix.field: message`, the form config validation reports.
+    pub fn at(&self, prefix: &str) -> String {
+        format!("{prefix}.{}: {}", self.field, self.message)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Every certificate in a PEM file, in file order (leaf first, then intermediates).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(path)?;
+    let mut out = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&pem) {
+        match item {
+            Ok(c) => out.push(c),
+            Err(e) => return Err(format!("invalid PEM in {}: {e}", path.display())),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "no certificate (BEGIN CERTIFICATE) in {}",
+            path.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// The first private key (PKCS#8, PKCS#1 RSA or SEC1 EC) in a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            format!("no private key (BEGIN PRIVATE KEY) in {}", path.display())
+        }
+        e => format!("invalid PEM in {}: {e}", path.display()),
+    })
+}
+
+/// A certificate chain with its key, checked to belong together.
+pub struct Loaded {
+    pub key: Arc<CertifiedKey>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key_der: PrivateKeyDer<'static>,
+}
+
+/// Loads `pair`; `prefix` names the pair in errors (`certs[0]`, or `` for an upstream's
+/// client certificate whose fields are `client_cert` / `client_key`).
+pub fn load_pair(
+    pair: &CertKey,
+    cert_field: &str,
+    key_field: &str,
+    provider: &CryptoProvider,
+) -> Result<Loaded, Vec<FieldError>> {
+    let chain = load_certs(&pair.cert).map_err(|m| FieldError::new(cert_field, m));
+    let key_der = load_key(&pair.key).map_err(|m| FieldError::new(key_field, m));
+    let (chain, key_der) = match (chain, key_der) {
+        (Ok(c), Ok(k)) => (c, k),
+        (c, k) => return Err(c.err().into_iter().chain(k.err()).collect()),
+    };
+    let signer = provider
+        .key_provider
+        .load_private_key(key_der.clone_key())
+        .map_err(|e| {
+            vec![FieldError::new(
+                key_field,
+                format!(
+                    "unsupported private key in {}: {e} (RSA, ECDSA P-256/P-384 and Ed25519 \
+                     are supported)",
+                    pair.key.display()
+                ),
+            )]
+        })?;
+    let key = CertifiedKey::new(chain.clone(), signer);
+    match key.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(vec![FieldError::new(
+                key_field,
+                format!(
+                    "the key in {} does not match the certificate in {}",
+                    pair.key.display(),
+                    pair.cert.display()
+                ),
+            )])
+        }
+        Err(e) => {
+            return Err(vec![FieldError::new(
+                cert_field,
+                format!("invalid certificate in {}: {e}", pair.cert.display()),
+            )])
+        }
+    }
+    Ok(Loaded {
+        key: Arc::new(key),
+        chain,
+        key_der,
+    })
+}
+
+/// DNS names of a certificate's subjectAltName extension, lowercase (`*.b.test` included).
+pub fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| format!("{e:?}"))?;
+    Ok(ee
+        .valid_dns_names()
+        .map(|n| n.to_ascii_lowercase())
+        .collect())
+}
+
+/// Chooses the certificate by the client's SNI: an exact SAN first, then a wildcard SAN
+/// (`*.b.test` covers exactly one more label, as RFC 6125), else the first certificate. Where
+/// two certificates name the same host, the earlier one in the list wins.
+#[derive(Debug)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the part after `*.`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    pub fn load(
+        pairs: &[CertKey],
+        provider: &CryptoProvider,
+    ) -> Result<SniResolver, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        let mut default = None;
+        for (i, pair) in pairs.iter().enumerate() {
+            let loaded = match load_pair(
+                pair,
+                &format!("certs[{i}].cert"),
+                &format!("certs[{i}].key"),
+                provider,
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    errors.extend(e);
+                    continue;
+                }
+            };
+            let names = match dns_names(&loaded.chain[0]) {
+                Ok(n) => n,
+                Err(e) => {
+                    errors.push(FieldError::new(
+                        format!("certs[{i}].cert"),
+                        format!(
+                            "cannot parse the certificate in {}: {e}",
+                            pair.cert.display()
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            for name in names {
+                match name.strip_prefix("*.") {
+                    Some(rest) => wildcard
+                        .entry(rest.to_string())
+                        .or_insert_with(|| loaded.key.clone()),
+                    None => exact.entry(name).or_insert_with(|| loaded.key.clone()),
+                };
+            }
+            default.get_or_insert(loaded.key);
+        }
+        if pairs.is_empty() {
+            errors.push(FieldError::new(
+                "certs",
+                "at least one certificate is required",
+            ));
+        }
+        match default {
+            Some(default) if errors.is_empty() => Ok(SniResolver {
+                exact,
+                wildcard,
+                default,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The certificate for `sni` (None: no SNI sent).
+    pub fn pick(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(name) = sni else {
+            return &self.default;
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(k) = self.exact.get(&name) {
+            return k;
+        }
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(k) = self.wildcard.get(parent) {
+                return k;
+            }
+        }
+        &self.default
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.pick(hello.server_name()).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(names: &[&str], tag: &str) -> CertKey {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = std::env::temp_dir();
+        let base = format!("ringlb-unit-{}-{tag}", std::process::id());
+        let pair = CertKey {
+            cert: dir.join(format!("{base}.crt")),
+            key: dir.join(format!("{base}.key")),
+        };
+        std::fs::write(&pair.cert, cert.pem()).unwrap();
+        std::fs::write(&pair.key, key.serialize_pem()).unwrap();
+        pair
+    }
+
+    #[test]
+    fn sni_exact_then_wildcard_then_default() {
+        let pairs = [
+            pair(&["a.test"], "a"),
+            pair(&["*.b.test", "c.test"], "b"),
+            pair(&["a.test", "d.test"], "d"),
+        ];
+        let provider = rustls::crypto::ring::default_provider();
+        let r = SniResolver::load(&pairs, &provider).unwrap();
+        let a = r.pick(Some("a.test")).clone();
+        let b = r.pick(Some("c.test")).clone();
+        let d = r.pick(Some("d.test")).clone();
+        assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &d));
+        // The first certificate naming a host wins; names compare without case.
+        assert!(Arc::ptr_eq(r.pick(Some("A.Test")), &a));
+        assert!(Arc::ptr_eq(r.pick(Some("x.b.test")), &b));
+        assert!(Arc::ptr_eq(r.pick(Some("x.b.test.")), &b));
+        // A wildcard covers exactly one label: not the apex, not deeper names.
+        assert!(Arc::ptr_eq(r.pick(Some("b.test")), &a));
+        assert!(Arc::ptr_eq(r.pick(Some("y.x.b.test")), &a));
+        assert!(Arc::ptr_eq(r.pick(Some("other.test")), &a));
+        assert!(Arc::ptr_eq(r.pick(None), &a));
+    }
+
+    #[test]
+    fn mismatched_key_and_missing_files_name_the_field_and_file() {
+        let a = pair(&["a.test"], "mm-a");
+        let b = pair(&["b.test"], "mm-b");
+        let provider = rustls::crypto::ring::default_provider();
+        let crossed = CertKey {
+            cert: a.cert.clone(),
+            key: b.key.clone(),
+        };
+        let missing = CertKey {
+            cert: "/nonexistent/c.pem".into(),
+            key: "/nonexistent/k.pem".into(),
+        };
+        let errors = SniResolver::load(&[crossed, missing], &provider).unwrap_err();
+        let lines: Vec<String> = errors.iter().map(|e| e.at("tls")).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("tls.certs[0].key: the key in"),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with("tls.certs[1].cert: cannot read /nonexistent/c.pem"));
+        assert!(lines[2].starts_with("tls.certs[1].key: cannot read /nonexistent/k.pem"));
+    }
+}
