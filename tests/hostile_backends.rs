@@ -299,14 +299,48 @@ fn chunked_body_cut_mid_chunk_is_truncated_on_a_closed_connection() {
 }
 
 #[test]
-fn invalid_chunked_response_body_closes_both_sides() {
+fn invalid_chunked_response_body_is_502_or_cut() {
+    // Invalid in the first bytes, read with the head: nothing was sent yet, so 502.
     let raw = answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n");
     let lb = lb_for(raw.addr, "");
     let mut c = get(&lb, "/");
-    let bytes = c.read_to_close();
-    assert!(bytes.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    assert!(!bytes.ends_with(b"0\r\n\r\n"), "the invalid body was passed on whole");
+    let r = c.response();
+    assert_eq!(r.status, 502);
+    assert!(closed(&mut c), "client connection left open");
     assert_eq!(raw.event(), Event::Closed);
+
+    // Invalid after the head and a first chunk went out: the client's response is cut.
+    let raw = Raw::start(|s, _, tx| {
+        if read_head(s).is_none() {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+        thread::sleep(Duration::from_millis(50));
+        let _ = s.write_all(b"3\r\nabcX\r\n0\r\n\r\n");
+        let _ = tx.send(after(s, Duration::from_secs(3)));
+    });
+    let lb = lb_for(raw.addr, "");
+    let mut c = get(&lb, "/");
+    let bytes = c.read_to_close();
+    assert!(bytes.starts_with(b"HTTP/1.1 200 OK\r\n"), "{bytes:?}");
+    assert!(bytes.ends_with(b"3\r\nabc\r\n"), "{:?}", String::from_utf8_lossy(&bytes));
+    assert_eq!(raw.event(), Event::Closed);
+}
+
+/// True when the peer closes the connection (end of stream or reset) within 5 s; bytes still
+/// arriving before that are skipped.
+fn closed(c: &mut Client) -> bool {
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
 }
 
 #[test]
@@ -384,15 +418,21 @@ fn early_response_before_the_request_body_is_read() {
         matches!(status, Some(413) | Some(502)),
         "want the server's 413 or a 502, got {status:?}"
     );
-    assert!(c.closed_within(Duration::from_secs(5)), "client connection left open");
+    assert!(closed(&mut c), "client connection left open");
     assert!(started.elapsed() < Duration::from_secs(8));
     let _ = sender.join();
 }
 
 /// Two clients interleave requests through one ringlb (one core, one pool) to a server that
-/// misbehaves on every request of one client: extra bytes after the body (at once or a little
-/// later), or a short body and a close. Every response each client gets is the one for its own
-/// request.
+/// misbehaves on every request of one client: a forged response right after the body, a close
+/// after the response, or a short body and a close. Every response each client gets is the one
+/// for its own request.
+///
+/// Extra bytes that arrive later are covered by
+/// `extra_bytes_arriving_after_the_body_never_reach_the_next_client`: they are caught when they
+/// arrive before the connection is taken from the pool again. Bytes arriving after ringlb
+/// checked the idle connection and wrote the next request cannot be told from that request's
+/// response by any HTTP/1.1 proxy; that window is not tested here.
 #[test]
 fn misbehaving_exchange_never_answers_another_client() {
     let raw = Raw::start(|s, _, _| {
@@ -407,9 +447,9 @@ fn misbehaving_exchange_never_answers_another_client() {
                     let _ = s.write_all(format!("{ok}{forged}").as_bytes());
                 }
                 (true, Some(1)) => {
+                    // Closes after the response without saying so.
                     let _ = s.write_all(ok.as_bytes());
-                    thread::sleep(Duration::from_millis(5));
-                    let _ = s.write_all(forged.as_bytes());
+                    return;
                 }
                 (true, _) => {
                     let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{body}");
