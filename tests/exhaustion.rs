@@ -51,7 +51,10 @@ fn rss_kib(pid: i32) -> u64 {
 fn backend_active(b: &Backend) -> u64 {
     let body = b.request("GET", "/stats").text();
     let k = "\"active_connections\":";
-    let at = body.find(k).map(|i| i + k.len()).expect("active_connections");
+    let at = body
+        .find(k)
+        .map(|i| i + k.len())
+        .expect("active_connections");
     let n: u64 = body[at..]
         .split(|c: char| !c.is_ascii_digit())
         .next()
@@ -124,8 +127,9 @@ fn slowloris_does_not_starve_a_normal_client() {
     }
     assert_eq!(timed_out, slow.len());
     drop(slow);
-    assert!(eventually(Duration::from_secs(3), || fd_count(lb.proc.pid())
-        < 100));
+    assert!(eventually(Duration::from_secs(3), || fd_count(
+        lb.proc.pid()
+    ) < 100));
 }
 
 #[test]
@@ -221,7 +225,10 @@ fn out_of_descriptors_backs_off_and_recovers() {
     thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;
     eprintln!("CPU while out of descriptors: {used} ticks of {tps} in 1 s");
-    assert!(used * 4 < tps, "ringlb spins while accept fails: {used}/{tps} ticks");
+    assert!(
+        used * 4 < tps,
+        "ringlb spins while accept fails: {used}/{tps} ticks"
+    );
     assert!(
         matches!(lb.proc.child.id(), id if std::fs::metadata(format!("/proc/{id}")).is_ok()),
         "ringlb died"
@@ -230,7 +237,8 @@ fn out_of_descriptors_backs_off_and_recovers() {
     // Every held connection gets an answer eventually, or at least is not lost forever: close
     // them and check a new client is served.
     for s in &mut held {
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
     }
     drop(held);
     assert!(
@@ -279,7 +287,8 @@ fn soak_10k_keepalive_connections() {
     for i in 0..N {
         let mut s = TcpStream::connect(lb.addr()).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /size/100 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        s.write_all(b"GET /size/100 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
         let mut got = 0;
         loop {
             match s.read(&mut buf[got..]) {
@@ -305,7 +314,8 @@ fn soak_10k_keepalive_connections() {
     // Still serving, and every held connection still works.
     assert_eq!(quick_get(lb.addr(), Duration::from_secs(5)), Some(200));
     for s in conns.iter_mut().step_by(1000) {
-        s.write_all(b"GET /size/1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        s.write_all(b"GET /size/1 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
         let n = s.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
     }

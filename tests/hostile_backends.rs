@@ -34,7 +34,9 @@ struct Raw {
 type Handler = dyn Fn(&mut TcpStream, usize, &mpsc::Sender<Event>) + Send + Sync;
 
 impl Raw {
-    fn start(handler: impl Fn(&mut TcpStream, usize, &mpsc::Sender<Event>) + Send + Sync + 'static) -> Raw {
+    fn start(
+        handler: impl Fn(&mut TcpStream, usize, &mpsc::Sender<Event>) + Send + Sync + 'static,
+    ) -> Raw {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let conns = Arc::new(AtomicUsize::new(0));
@@ -131,7 +133,11 @@ fn assert_502_not_pooled(response: &'static [u8]) {
     let lb = lb_for(raw.addr, "");
     let r = get(&lb, "/").response();
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(response));
-    assert_eq!(raw.event(), Event::Closed, "the upstream connection was kept");
+    assert_eq!(
+        raw.event(),
+        Event::Closed,
+        "the upstream connection was kept"
+    );
 }
 
 #[test]
@@ -225,7 +231,10 @@ fn truncated(c: &mut Client) -> (u16, Option<usize>, usize) {
     let mut r = httparse::Response::new(&mut hs);
     let n = match r.parse(&raw) {
         Ok(httparse::Status::Complete(n)) => n,
-        other => panic!("no response head: {other:?} {:?}", String::from_utf8_lossy(&raw)),
+        other => panic!(
+            "no response head: {other:?} {:?}",
+            String::from_utf8_lossy(&raw)
+        ),
     };
     let cl = r
         .headers
@@ -249,7 +258,10 @@ fn response_that_never_ends_times_out_and_closes() {
     let started = Instant::now();
     let (status, cl, got) = truncated(&mut c);
     assert_eq!((status, cl, got), (200, Some(100), 10));
-    assert!(started.elapsed() < Duration::from_secs(3), "not closed in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not closed in time"
+    );
     assert_eq!(raw.event(), Event::Closed);
 }
 
@@ -295,13 +307,18 @@ fn chunked_body_cut_mid_chunk_is_truncated_on_a_closed_connection() {
     let mut c = get(&lb, "/");
     let bytes = c.read_to_close();
     assert!(bytes.starts_with(b"HTTP/1.1 200 OK\r\n"), "{bytes:?}");
-    assert!(bytes.ends_with(b"a\r\nabc"), "{:?}", String::from_utf8_lossy(&bytes));
+    assert!(
+        bytes.ends_with(b"a\r\nabc"),
+        "{:?}",
+        String::from_utf8_lossy(&bytes)
+    );
 }
 
 #[test]
 fn invalid_chunked_response_body_is_502_or_cut() {
     // Invalid in the first bytes, read with the head: nothing was sent yet, so 502.
-    let raw = answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n");
+    let raw =
+        answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n");
     let lb = lb_for(raw.addr, "");
     let mut c = get(&lb, "/");
     let r = c.response();
@@ -323,7 +340,11 @@ fn invalid_chunked_response_body_is_502_or_cut() {
     let mut c = get(&lb, "/");
     let bytes = c.read_to_close();
     assert!(bytes.starts_with(b"HTTP/1.1 200 OK\r\n"), "{bytes:?}");
-    assert!(bytes.ends_with(b"3\r\nabc\r\n"), "{:?}", String::from_utf8_lossy(&bytes));
+    assert!(
+        bytes.ends_with(b"3\r\nabc\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&bytes)
+    );
     assert_eq!(raw.event(), Event::Closed);
 }
 
@@ -366,7 +387,11 @@ fn extra_bytes_arriving_after_the_body_never_reach_the_next_client() {
     let raw = Raw::start(|s, i, tx| {
         while let Some(head) = read_head(s) {
             let body = format!("for {}", path_of(&head));
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
             if i == 0 {
                 thread::sleep(Duration::from_millis(50));
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged");
@@ -381,8 +406,16 @@ fn extra_bytes_arriving_after_the_body_never_reach_the_next_client() {
     thread::sleep(Duration::from_millis(200));
     let mut c = get(&lb, "/second");
     let r = c.response();
-    assert_eq!(r.text(), "for /second", "a response meant for nobody was delivered");
-    assert_eq!(raw.event(), Event::Closed, "the dirty connection was reused");
+    assert_eq!(
+        r.text(),
+        "for /second",
+        "a response meant for nobody was delivered"
+    );
+    assert_eq!(
+        raw.event(),
+        Event::Closed,
+        "the dirty connection was reused"
+    );
 }
 
 #[test]
@@ -439,7 +472,10 @@ fn misbehaving_exchange_never_answers_another_client() {
         while let Some(head) = read_head(s) {
             let path = path_of(&head);
             let body = format!("for {path}");
-            let ok = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let ok = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
             let forged = "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nfor /good/0-0";
             let kind = path.rsplit('-').next().and_then(|n| n.parse::<u32>().ok());
             match (path.starts_with("/bad"), kind.map(|k| k % 3)) {
@@ -490,6 +526,10 @@ fn misbehaving_exchange_never_answers_another_client() {
     let bad = run("bad");
     let mut wrong = good.join().unwrap();
     wrong.extend(bad.join().unwrap());
-    assert!(wrong.is_empty(), "responses for the wrong request:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "responses for the wrong request:\n{}",
+        wrong.join("\n")
+    );
     assert!(raw.conns.load(Ordering::SeqCst) > 1);
 }

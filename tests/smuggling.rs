@@ -246,7 +246,11 @@ impl Outcome {
         s.push_str(&format!(
             ", client got [{}]{}",
             st.join(", "),
-            if self.closed { ", closed" } else { ", NOT closed" }
+            if self.closed {
+                ", closed"
+            } else {
+                ", NOT closed"
+            }
         ));
         s
     }
@@ -559,7 +563,9 @@ fn framing_matrix() {
         }
     }
     assert!(
-        rec.requests.recv_timeout(Duration::from_millis(300)).is_err(),
+        rec.requests
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
         "a request reached the server after its variant was done"
     );
     assert!(

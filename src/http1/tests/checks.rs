@@ -98,7 +98,12 @@ pub fn request_split(data: &[u8], cuts: &[usize]) {
             (Ok(Status::Complete), Ok(Status::Complete)) => {
                 assert_eq!(format!("{head:?}"), format!("{whole:?}"), "split at {c}");
             }
-            _ => assert_eq!(got, want, "split at {c}: {:?}", String::from_utf8_lossy(data)),
+            _ => assert_eq!(
+                got,
+                want,
+                "split at {c}: {:?}",
+                String::from_utf8_lossy(data)
+            ),
         }
         return;
     }
