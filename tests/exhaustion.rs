@@ -196,6 +196,59 @@ fn vanished_clients_release_everything() {
 }
 
 #[test]
+fn slow_body_and_slow_reader_are_cut_off() {
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&config(
+        &[server(b.addr)],
+        "keepalive = 2",
+        "[timeouts]\nclient_body = \"500ms\"\nclient_send = \"500ms\"\n",
+    ));
+    // A body that stalls after its first bytes: 408 and a close once client_body passes.
+    let mut body = TcpStream::connect(lb.addr()).unwrap();
+    body.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    body.write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nabc")
+        .unwrap();
+    // A client that asks for a large body and never reads it: cut once client_send passes.
+    let mut reader = TcpStream::connect(lb.addr()).unwrap();
+    reader
+        .write_all(b"GET /size/200000000 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let _ = body.read_to_end(&mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // The stalled writes give up: the upstream connections close, none is pooled mid-body.
+    assert!(
+        eventually(Duration::from_secs(5), || backend_active(&b) == 0),
+        "backend still has {} connections",
+        backend_active(&b)
+    );
+    // The reader's connection was closed by ringlb: reading drains what was buffered, then ends.
+    reader
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                break;
+            }
+        }
+    }
+    assert!(total < 200_000_000, "the whole body was delivered");
+    assert_eq!(lb.get("/").status, 200);
+}
+
+#[test]
 fn out_of_descriptors_backs_off_and_recovers() {
     let b = Backend::start("b", &[]);
     let lb = Ringlb::start(&config(&[server(b.addr)], "", ""));

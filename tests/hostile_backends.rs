@@ -447,6 +447,7 @@ fn early_response_before_the_request_body_is_read() {
     let started = Instant::now();
     let r = c.try_response(false);
     let status = r.as_ref().map(|r| r.status);
+    eprintln!("early 413 from the server: the client got {status:?}");
     assert!(
         matches!(status, Some(413) | Some(502)),
         "want the server's 413 or a 502, got {status:?}"
