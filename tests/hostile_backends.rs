@@ -534,3 +534,65 @@ fn misbehaving_exchange_never_answers_another_client() {
     );
     assert!(raw.conns.load(Ordering::SeqCst) > 1);
 }
+
+/// A server that answers `/next` properly and anything else with `hostile`; the `/next` client
+/// after a hostile exchange must get its own response.
+fn next_is_clean(request: &str, hostile: &'static [u8]) {
+    let raw = Raw::start(move |s, _, _| {
+        while let Some(head) = read_head(s) {
+            if path_of(&head) == "/next" {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nfor /next");
+            } else {
+                let _ = s.write_all(hostile);
+            }
+        }
+    });
+    let lb = lb_for(raw.addr, "");
+    let mut c = Client::connect(lb.addr());
+    c.send(request.as_bytes());
+    let first = c.try_response(request.starts_with("HEAD"));
+    eprintln!(
+        "{:?} answered {:?}: client got {:?}",
+        request.lines().next(),
+        String::from_utf8_lossy(hostile),
+        first.as_ref().map(|r| (r.status, r.text()))
+    );
+    let r = get(&lb, "/next").response();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "for /next"),
+        "after {:?}",
+        String::from_utf8_lossy(hostile)
+    );
+}
+
+#[test]
+fn bodies_where_none_may_be_never_reach_the_next_client() {
+    // RFC 9112 §6.3 items 1-2: no body after HEAD, 1xx, 204, 304, whatever the fields say.
+    next_is_clean(
+        "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\nHTTP/1.1 200 OK\r\n\r\nxx",
+    );
+    next_is_clean(
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged",
+    );
+    next_is_clean(
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 6\r\n\r\nforged",
+    );
+}
+
+#[test]
+fn switching_protocols_without_an_upgrade_request_is_502() {
+    // A 101 the client did not ask for must not turn the connection into a tunnel to the
+    // server (which would let the client's next bytes bypass ringlb's parsing).
+    let raw = answering(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+    );
+    let lb = lb_for(raw.addr, "");
+    let mut c = get(&lb, "/");
+    let r = c.response();
+    assert_eq!(r.status, 502);
+    assert_eq!(raw.event(), Event::Closed);
+}
