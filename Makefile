@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: help run build test lint unit bench bench-criterion fuzz ha-test ops-test clean
+.PHONY: help run build test lint unit bench bench-criterion fuzz soak ha-test ops-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ bench-criterion: ## only the criterion micro-benchmarks
 
 fuzz: ## run each fuzz target for FUZZ_SECONDS (default 30) with cargo-fuzz
 	@bash scripts/fuzz.sh $${FUZZ_SECONDS:-30}
+
+soak: ## hold 10,000 keep-alive client connections through ringlb; prints its VmRSS
+	$(CARGO) test --test exhaustion -- --ignored --nocapture soak_10k_keepalive_connections
 
 ha-test: build ## two ringlb + keepalived hosts in network namespaces; kill the primary
 	bash tuning/keepalived/ha-test.sh

@@ -3,7 +3,7 @@
 
 use super::error::{is_timeout, Failure};
 use super::Conn;
-use crate::http1::{ChunkedDecoder, RequestBody, ResponseBody};
+use crate::http1::{self, ChunkedDecoder, RequestBody, ResponseBody};
 use crate::runtime::io::Stream;
 
 /// Why a body stopped before its end.
@@ -135,6 +135,8 @@ impl Conn<'_> {
             },
             ResponseBody::Chunked => {
                 let mut dec = ChunkedDecoder::new();
+                // Until the head is sent, a body found invalid can still be answered with 502.
+                let mut head_sent = false;
                 loop {
                     let input = self.ubuf.filled();
                     let resp = &mut self.resp;
@@ -142,14 +144,23 @@ impl Conn<'_> {
                         dec.advance(input, &mut |r| resp.extend_from_slice(&input[r]))
                     } else {
                         dec.advance(input, &mut |_| {})
-                    }
-                    .map_err(|_| BodyEnd::Upstream(Failure::BadResponse))?;
+                    };
+                    let Ok(p) = p else {
+                        if !head_sent {
+                            self.resp.clear();
+                            http1::write_error(502, true, &[], &mut self.resp);
+                            self.send_resp().await?;
+                        }
+                        return Err(BodyEnd::Upstream(Failure::BadResponse));
+                    };
+                    let input = self.ubuf.filled();
                     if !dechunk {
                         self.resp.extend_from_slice(&input[..p.consumed]);
                     }
                     self.ubuf.consume(p.consumed);
                     if !self.resp.is_empty() {
                         self.send_resp().await?;
+                        head_sent = true;
                     }
                     if p.done {
                         return Ok(());

@@ -15,20 +15,28 @@ pub enum Failure {
     UpstreamTimeout,
     /// The response head was malformed, too large, or its framing ambiguous (502).
     BadResponse,
+    /// ringlb itself ran out of descriptors, socket buffers or memory (503): not the server's
+    /// fault, so it does not count against the server's passive health.
+    Local,
 }
 
 impl Failure {
     pub fn status(self) -> u16 {
         match self {
             Failure::NoRoute => 404,
-            Failure::NoServer => 503,
+            Failure::NoServer | Failure::Local => 503,
             Failure::Upstream | Failure::BadResponse => 502,
             Failure::UpstreamTimeout => 504,
         }
     }
 
     pub fn from_io(e: &io::Error) -> Failure {
-        if is_timeout(e) {
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        ) {
+            Failure::Local
+        } else if is_timeout(e) {
             Failure::UpstreamTimeout
         } else {
             Failure::Upstream

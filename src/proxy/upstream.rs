@@ -275,7 +275,9 @@ impl<'a> Conn<'a> {
         let mut allow_pooled = upstream.send_proxy_protocol.is_none();
         loop {
             let pooled = if allow_pooled {
-                self.w.pool.borrow_mut().take(server.id)
+                // A pooled connection with unread bytes or a close pending is not reused.
+                let pooled = self.w.pool.borrow_mut().take(server.id);
+                pooled.filter(Stream::is_quiet)
             } else {
                 None
             };

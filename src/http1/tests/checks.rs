@@ -14,6 +14,13 @@ fn in_bounds(s: Span, len: usize) -> bool {
 /// `write_request_head` makes of it parses back as the same method, path, host and body.
 pub fn request(data: &[u8]) {
     let limits = Limits::default();
+    // Splits at line endings, where a reader most often stops.
+    let cuts: Vec<usize> = (0..data.len())
+        .filter(|&i| matches!(data.get(i), Some(b'\r' | b'\n')))
+        .flat_map(|i| [i, i + 1])
+        .take(64)
+        .collect();
+    request_split(data, &cuts);
     let mut head = RequestHead::new();
     if parse_request(data, &limits, &mut head) != Ok(Status::Complete) {
         return;
@@ -67,6 +74,39 @@ pub fn request(data: &[u8]) {
     }
     let host = head.host.map_or(&b"default"[..], |h| h.get(data));
     assert_eq!(again.host.map(|h| h.get(&out)), Some(host));
+}
+
+/// Reading a head in pieces ending at `cuts` (sorted or not; each read appended to the buffer,
+/// which is parsed again from its start, as the proxy does) ends as reading it at once: the same
+/// head when either is complete, `Partial` for both, or an error for both (which error may differ:
+/// a prefix can hit a size limit before the byte that makes the whole input invalid).
+pub fn request_split(data: &[u8], cuts: &[usize]) {
+    let limits = Limits::default();
+    let mut whole = RequestHead::new();
+    let want = parse_request(data, &limits, &mut whole);
+    let mut cuts: Vec<usize> = cuts.iter().copied().filter(|&c| c < data.len()).collect();
+    cuts.sort_unstable();
+    cuts.push(data.len());
+    let mut head = RequestHead::new();
+    for c in cuts {
+        let got = parse_request(data.get(..c).unwrap_or_default(), &limits, &mut head);
+        if got == Ok(Status::Partial) && c < data.len() {
+            continue;
+        }
+        match (got, want) {
+            (Err(_), Err(_)) => {}
+            (Ok(Status::Complete), Ok(Status::Complete)) => {
+                assert_eq!(format!("{head:?}"), format!("{whole:?}"), "split at {c}");
+            }
+            _ => assert_eq!(
+                got,
+                want,
+                "split at {c}: {:?}",
+                String::from_utf8_lossy(data)
+            ),
+        }
+        return;
+    }
 }
 
 /// `parse_response` never panics; a complete head stays within the input, and what

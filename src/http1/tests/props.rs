@@ -209,6 +209,21 @@ proptest! {
     }
 
     #[test]
+    fn request_any_split(r in request(), extra in head_bytes(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+        // A valid head, then arbitrary bytes (the body or the next request).
+        let mut buf = serialize(&r);
+        buf.extend_from_slice(&extra);
+        let at: Vec<usize> = cuts.iter().map(|i| i.index(buf.len() + 1)).collect();
+        checks::request_split(&buf, &at);
+    }
+
+    #[test]
+    fn request_pieces_any_split(data in head_bytes(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8)) {
+        let at: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+        checks::request_split(&data, &at);
+    }
+
+    #[test]
     fn request_never_panics(data in prop::collection::vec(any::<u8>(), 0..600)) {
         checks::request(&data);
     }
