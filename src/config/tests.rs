@@ -204,3 +204,23 @@ fn sizes_and_durations_parse() {
     let bad = format!("[limits]\nmax_request_head = \"lots\"\n{MINIMAL}");
     assert!(problems(&bad)[0].starts_with("limits.max_request_head: invalid size"));
 }
+
+/// The config fuzz target's corpus, replayed: parsing never panics, and a refused file
+/// reports at least one non-empty problem.
+#[test]
+fn fuzz_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/fuzz_config");
+    let entries = std::fs::read_dir(&dir).expect("fuzz/corpus/fuzz_config exists");
+    let mut n = 0;
+    for e in entries {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if let Err(err) = Config::parse(text) {
+                let lines = err.lines();
+                assert!(!lines.is_empty() && lines.iter().all(|l| !l.is_empty()));
+            }
+        }
+        n += 1;
+    }
+    assert!(n > 0, "empty corpus");
+}
