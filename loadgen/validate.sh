@@ -59,20 +59,22 @@ check() { # check NAME CONDITION DETAILS
 }
 calc() { awk "BEGIN { print $1 }"; }
 
-# 1. Closed loop against wrk: two alternating rounds each, best of each compared.
+# 1. Closed loop against wrk. Machines shared with other work drift by tens of percent from
+#    one run to the next, so the two alternate and each round's ratio counts; the median of
+#    the rounds is compared.
 serve
-conns=50 secs=4
-best_wrk=0 best_lg=0
-for _ in 1 2; do
+conns=50 secs=3 rounds=5
+ratios=()
+for round in $(seq "$rounds"); do
     w=$(taskset -c "$client_cpu" wrk -t1 -c"$conns" -d"${secs}s" "http://$addr/" |
         awk '/^Requests\/sec:/ {print $2}')
-    l=$(lg "http://$addr/" -c "$conns" -d "${secs}s" --warmup 500ms | jq .rps)
-    best_wrk=$(calc "($w > $best_wrk) ? $w : $best_wrk")
-    best_lg=$(calc "($l > $best_lg) ? $l : $best_lg")
+    l=$(lg "http://$addr/" -c "$conns" -d "${secs}s" --warmup 300ms | jq .rps)
+    echo "info: round $round: wrk $(printf %.0f "$w") req/s, loadgen $(printf %.0f "$l") req/s"
+    ratios+=("$(calc "$l / $w")")
 done
-ratio=$(calc "$best_lg / $best_wrk")
+ratio=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{r[NR]=$1} END {print r[int((NR+1)/2)]}')
 check "closed loop req/s within ±15% of wrk" "$(calc "($ratio >= 0.85 && $ratio <= 1.15)")" \
-    "loadgen $(printf %.0f "$best_lg") req/s, wrk $(printf %.0f "$best_wrk") req/s, ratio $(printf %.3f "$ratio")"
+    "median ratio loadgen/wrk $(printf %.3f "$ratio") over $rounds rounds of ${secs}s, $conns connections"
 
 # 2. Open loop delivers its rate.
 rate=5000
@@ -86,16 +88,20 @@ serve "${stall[@]}"
 open=$(lg "http://$addr/" -R 2000 -c 10 -d 5s)
 serve "${stall[@]}"
 closed=$(lg "http://$addr/" -c 1 -d 5s)
-ms() { jq ".latency_us.$2 / 1000" <<<"$1"; }
-o999=$(ms "$open" p999) omax=$(ms "$open" max) c99=$(ms "$closed" p99) cmax=$(ms "$closed" max)
-check "open loop p99.9 and max show the 1 s stall" \
-    "$(calc "($o999 >= 500 && $omax >= 900)")" "p99.9 ${o999} ms, max ${omax} ms"
+ms() { jq ".latency_us.$2 / 1000 * 10 | round / 10" <<<"$1"; }
+o50=$(ms "$open" p50) o999=$(ms "$open" p999) omax=$(ms "$open" max)
+c99=$(ms "$closed" p99) cmax=$(ms "$closed" max)
+check "open loop p99.9 and max show the 1 s stall (p50 does not)" \
+    "$(calc "($o999 >= 500 && $omax >= 900 && $o50 < 20)")" \
+    "p50 ${o50} ms, p99.9 ${o999} ms, max ${omax} ms"
 check "closed loop on 1 connection hides the stall from p99" \
     "$(calc "($c99 < 100 && $cmax >= 900)")" "p99 ${c99} ms, max ${cmax} ms"
 
-# For reference: wrk's own view of the same stall (closed loop, like the line above).
+# For reference: wrk's view of the same stall. wrk 4 "corrects" its histogram by adding
+# synthetic samples after a slow response, so its percentiles move too, by estimate.
 serve "${stall[@]}"
 taskset -c "$client_cpu" wrk -t1 -c1 -d3s --latency "http://$addr/" |
-    awk '/^ +99%/ {p99=$2} /^ +Latency/ {max=$4} END {print "info: wrk closed loop on the stalled backend: p99 " p99 ", max " max}'
+    awk '/^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /^ +Latency +[0-9]/ {max=$4}
+         END {print "info: wrk -c1 on the stalled backend (CO-corrected): p50 " p50 ", p99 " p99 ", max " max}'
 
 exit "$failed"

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Send Connection: close and close after every response.
     #[arg(long)]
     pub close: bool,
+    /// Close a keep-alive connection, without a word, once it has been idle this long
+    /// (the race every client of a keep-alive pool must survive).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_close: Option<Duration>,
     /// After this many requests the instance stalls once, for --stall.
     #[arg(long, value_name = "N", requires = "stall")]
     pub stall_once_after: Option<u64>,

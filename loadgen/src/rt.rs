@@ -66,13 +66,6 @@ pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
 }
 
-/// Connects with a deadline; a timeout is reported as `io::ErrorKind::TimedOut`.
-pub async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    TcpStream::connect_timeout(addr, timeout)
-        .await
-        .map_err(Into::into)
-}
-
 /// Binds a SO_REUSEPORT listener on the current executor.
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).map_err(Into::into)
@@ -83,32 +76,10 @@ pub async fn accept(listener: &TcpListener) -> std::io::Result<TcpStream> {
     listener.accept().await.map_err(Into::into)
 }
 
-/// Reads what the socket has, waiting until it has something.
-///
-/// glommio's own `read` arms an io_uring poll after every read that does not fill the buffer,
-/// so every later arrival of data completes that poll through io_uring task work, which
-/// interrupts the thread even when it is busy. That doubled the CPU cost per request on both
-/// sides of a loopback benchmark. Here the socket is read directly first, and only when it is
-/// empty does the task wait, with a one-byte `MSG_PEEK` receive that arms nothing afterwards.
-pub async fn read(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd as _;
-    let fd = stream.as_raw_fd();
-    loop {
-        // SAFETY: `fd` is the open socket owned by `stream`, borrowed for this call, and
-        // `buf` is valid for writes of `buf.len()` bytes.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.kind() {
-            std::io::ErrorKind::WouldBlock => {}
-            std::io::ErrorKind::Interrupted => continue,
-            _ => return Err(e),
-        }
-        let mut probe = [0u8; 1];
-        stream.peek(&mut probe).await?;
-    }
+/// Sets how long one read may wait before it fails with `TimedOut` (`None`: forever).
+/// It costs a timer per waiting read, so it is for test behaviour, not for load.
+pub fn set_read_timeout(stream: &TcpStream, d: Option<Duration>) -> std::io::Result<()> {
+    stream.set_read_timeout(d).map_err(Into::into)
 }
 
 /// Disables Nagle's algorithm: requests and responses are written whole.

@@ -157,6 +157,17 @@ fn server_that_closes_and_no_keepalive() {
 }
 
 #[test]
+fn a_connection_closed_while_idle_is_retried_not_counted() {
+    // Every request finds its connection closed by the server (idle 100 ms > 30 ms).
+    let b = Backend::start(&["--listen", "127.0.0.1:0", "--idle-close", "30ms"]);
+    let v = run_json(&[&url(&b, "/"), "-R", "20", "-d", "1s", "-c", "2"]);
+    assert_eq!(v["status"]["200"], 20, "{v}");
+    assert_eq!(errors(&v), 0, "{v}");
+    let stats: Value = serde_json::from_slice(&get(b.addr(), "/stats").body).unwrap();
+    assert!(stats["connections"].as_u64().unwrap() >= 15, "{stats}");
+}
+
+#[test]
 fn errors_are_counted_by_kind() {
     // Nothing listens on the port of a backend that has gone.
     let port = Backend::start(&["--listen", "127.0.0.1:0"]).addr();
@@ -185,6 +196,21 @@ fn errors_are_counted_by_kind() {
 }
 
 #[test]
+fn a_healthy_run_longer_than_the_timeout_has_no_timeouts() {
+    let b = Backend::start(&["--listen", "127.0.0.1:0"]);
+    for load in [&["-c", "4"][..], &["-c", "4", "-R", "400"]] {
+        let v = run_json(
+            &[
+                &[url(&b, "/").as_str(), "-d", "1s", "--timeout", "200ms"],
+                load,
+            ]
+            .concat(),
+        );
+        assert_eq!(errors(&v), 0, "{v}");
+    }
+}
+
+#[test]
 fn open_loop_sees_a_stall_that_closed_loop_hides() {
     let stalled = [
         "--listen",
@@ -201,6 +227,8 @@ fn open_loop_sees_a_stall_that_closed_loop_hides() {
     let ms = |v: &Value, k: &str| v["latency_us"][k].as_f64().unwrap() / 1000.0;
     // Open loop: ~200 requests were due during the stall, so p99 is in the hundreds of ms.
     assert!(ms(&open, "max") >= 450.0, "{open}");
+    // ...but most requests were not due during the stall.
+    assert!(ms(&open, "p50") < 50.0, "{open}");
     assert!(ms(&open, "p99") >= 100.0, "{open}");
     // Closed loop, one connection: one slow request among thousands.
     assert!(ms(&closed, "max") >= 450.0, "{closed}");

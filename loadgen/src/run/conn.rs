@@ -12,15 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
+use super::net::Net;
 use super::plan::{Load, Plan, Reuse, Stop};
 use super::record::{ErrorKind, Recorder};
 use super::stream::Stream;
 use super::watchdog::{Alarm, Watchdog};
 use crate::http::chunked;
 use crate::http::response::{self, BodyFraming};
-use crate::rt;
 
 const READ_BUF: usize = 64 * 1024;
 /// A response head larger than this is a parse error.
@@ -36,13 +36,6 @@ impl Clock {
     pub fn now(&self) -> u64 {
         self.0.elapsed().as_nanos() as u64
     }
-
-    pub async fn sleep_until(&self, t: u64) {
-        let now = self.now();
-        if t > now {
-            rt::sleep(Duration::from_nanos(t - now)).await;
-        }
-    }
 }
 
 /// The run's phases on its clock.
@@ -56,11 +49,27 @@ pub struct Phases {
     pub end: Option<u64>,
 }
 
+impl Phases {
+    pub fn new(plan: &Plan, start: u64) -> Phases {
+        let measure_from = start + plan.warmup.as_nanos() as u64;
+        Phases {
+            start,
+            measure_from,
+            end: match plan.stop {
+                Stop::After(d) => Some(measure_from + d.as_nanos() as u64),
+                Stop::Count(_) => None,
+            },
+        }
+    }
+}
+
 /// Per-core state shared by the core's connection slots.
 pub struct CoreCtx {
     pub plan: Arc<Plan>,
     pub clock: Clock,
-    pub phases: Phases,
+    /// The first send time, set by the main thread once every core has started (0: not yet).
+    pub start: Arc<AtomicU64>,
+    phases: std::cell::OnceCell<Phases>,
     /// Set on SIGINT: stop issuing, drain, report.
     pub stop: Arc<AtomicBool>,
     pub recorder: RefCell<Recorder>,
@@ -68,11 +77,55 @@ pub struct CoreCtx {
     pub progress: Arc<[crossbeam_utils::CachePadded<AtomicU64>]>,
     pub core: usize,
     pub watchdog: Rc<Watchdog>,
+    pub net: Rc<Net>,
 }
 
 impl CoreCtx {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        plan: Arc<Plan>,
+        clock: Clock,
+        start: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+        progress: Arc<[crossbeam_utils::CachePadded<AtomicU64>]>,
+        core: usize,
+        net: Rc<Net>,
+    ) -> CoreCtx {
+        CoreCtx {
+            plan,
+            clock,
+            start,
+            phases: std::cell::OnceCell::new(),
+            stop,
+            recorder: RefCell::new(Recorder::new()),
+            progress,
+            core,
+            watchdog: Rc::default(),
+            net,
+        }
+    }
+
+    /// The phases; only called after `wait_start`.
+    fn phases(&self) -> Phases {
+        *self
+            .phases
+            .get()
+            .expect("phases are known once the run has started")
+    }
+
+    /// Waits until the main thread has fixed the start time.
+    async fn wait_start(&self) -> Phases {
+        loop {
+            let start = self.start.load(Ordering::Acquire);
+            if start != 0 {
+                return *self.phases.get_or_init(|| Phases::new(&self.plan, start));
+            }
+            self.net.sleep_until(self.clock.now() + 1_000_000).await;
+        }
+    }
+
     fn measured(&self, intended: u64) -> bool {
-        intended >= self.phases.measure_from
+        intended >= self.phases().measure_from
     }
 
     fn finished_one(&self) {
@@ -147,7 +200,7 @@ impl Issuer {
             Some((first, period)) => {
                 let t = (first + self.sent as f64 * period) as u64;
                 if t > now {
-                    return if ctx.phases.end.is_some_and(|end| t >= end) {
+                    return if ctx.phases().end.is_some_and(|end| t >= end) {
                         Issue::Finished
                     } else {
                         Issue::Later(t)
@@ -157,7 +210,7 @@ impl Issuer {
             }
             None => now,
         };
-        if ctx.phases.end.is_some_and(|end| intended >= end) {
+        if ctx.phases().end.is_some_and(|end| intended >= end) {
             return Issue::Finished;
         }
         if let Some(q) = &mut self.quota {
@@ -203,6 +256,8 @@ struct Slot {
     in_flight: VecDeque<u64>,
     /// Requests carried over from a connection the server closed, to send again.
     resend: usize,
+    /// The requests in flight were already sent again once.
+    retried: bool,
     reading: Reading,
     /// Status and bytes of the response being read.
     status: u16,
@@ -214,8 +269,9 @@ struct Slot {
 pub async fn drive(ctx: Rc<CoreCtx>, slot: u32, alarm: Rc<Alarm>) {
     let plan = ctx.plan.clone();
     let depth = plan.pipeline as usize;
+    let phases = ctx.wait_start().await;
     let mut s = Slot {
-        issuer: Issuer::new(&plan, &ctx.phases, slot),
+        issuer: Issuer::new(&plan, &phases, slot),
         ctx: ctx.clone(),
         alarm,
         rbuf: vec![0; READ_BUF],
@@ -224,6 +280,7 @@ pub async fn drive(ctx: Rc<CoreCtx>, slot: u32, alarm: Rc<Alarm>) {
         wbuf: plan.request.repeat(depth).into_boxed_slice(),
         in_flight: VecDeque::with_capacity(depth),
         resend: 0,
+        retried: false,
         reading: Reading::Head,
         status: 0,
         close: false,
@@ -233,7 +290,7 @@ pub async fn drive(ctx: Rc<CoreCtx>, slot: u32, alarm: Rc<Alarm>) {
         Reuse::KeepAlive => s.keep_alive().await,
         Reuse::PerRequest => s.per_request().await,
     }
-    ctx.watchdog.slot_done();
+    ctx.net.leave();
 }
 
 /// What woke a slot waiting for a response.
@@ -251,7 +308,7 @@ impl Slot {
     async fn keep_alive(&mut self) {
         let ctx = self.ctx.clone();
         loop {
-            let mut stream = match Stream::open(&ctx.plan).await {
+            let mut stream = match Stream::open(&ctx.plan, &ctx.net, &self.alarm).await {
                 Ok(stream) => stream,
                 Err(_) => {
                     // The failed connect costs the next request (or the carried-over ones).
@@ -261,17 +318,19 @@ impl Slot {
                         match self.issuer.next(&ctx, ctx.clock.now()) {
                             Issue::Now(t) => ctx.record_error(t, ErrorKind::Connect),
                             Issue::Later(t) => {
-                                ctx.clock.sleep_until(t).await;
+                                ctx.net.sleep_until(t).await;
                                 continue;
                             }
                             Issue::Finished => return,
                         }
                     }
-                    rt::sleep(CONNECT_BACKOFF).await;
+                    ctx.net
+                        .sleep_until(ctx.clock.now() + CONNECT_BACKOFF.as_nanos() as u64)
+                        .await;
                     continue;
                 }
             };
-            ctx.clock.sleep_until(ctx.phases.start).await;
+            ctx.net.sleep_until(ctx.phases().start).await;
             match self.session(&mut stream).await {
                 End::Finished => return,
                 End::Reconnect => continue,
@@ -282,26 +341,30 @@ impl Slot {
     /// One request per connection: the latency includes connecting (and TLS).
     async fn per_request(&mut self) {
         let ctx = self.ctx.clone();
-        ctx.clock.sleep_until(ctx.phases.start).await;
+        ctx.net.sleep_until(ctx.phases().start).await;
         loop {
-            let intended = match self.issuer.next(&ctx, ctx.clock.now()) {
-                Issue::Now(t) => t,
-                Issue::Later(t) => {
-                    ctx.clock.sleep_until(t).await;
-                    continue;
+            // A request that failed cleanly once is still in flight, to be sent again.
+            if self.in_flight.is_empty() {
+                match self.issuer.next(&ctx, ctx.clock.now()) {
+                    Issue::Now(t) => self.in_flight.push_back(t),
+                    Issue::Later(t) => {
+                        ctx.net.sleep_until(t).await;
+                        continue;
+                    }
+                    Issue::Finished => return,
                 }
-                Issue::Finished => return,
-            };
-            let mut stream = match Stream::open(&ctx.plan).await {
+            }
+            let mut stream = match Stream::open(&ctx.plan, &ctx.net, &self.alarm).await {
                 Ok(stream) => stream,
                 Err(_) => {
-                    ctx.record_error(intended, ErrorKind::Connect);
-                    rt::sleep(CONNECT_BACKOFF).await;
+                    self.fail_in_flight(ErrorKind::Connect);
+                    ctx.net
+                        .sleep_until(ctx.clock.now() + CONNECT_BACKOFF.as_nanos() as u64)
+                        .await;
                     continue;
                 }
             };
-            self.in_flight.push_back(intended);
-            self.resend = 1;
+            self.resend = self.in_flight.len();
             self.session(&mut stream).await;
         }
     }
@@ -313,6 +376,7 @@ impl Slot {
         let one = self.ctx.plan.request.len();
         let per_request = self.ctx.plan.reuse == Reuse::PerRequest;
         let timeout = self.ctx.plan.timeout.as_nanos() as u64;
+        let closed = self.ctx.plan.load == Load::Closed;
         self.rpos = 0;
         self.rend = 0;
         self.reading = Reading::Head;
@@ -337,6 +401,12 @@ impl Slot {
                 }
             }
             if batch > 0 {
+                if closed {
+                    // Let the core's other ready slots read first, so requests leave in a
+                    // burst, as wrk's event loop sends them; the server then wakes once per
+                    // burst rather than once per request (about 7% less CPU per request).
+                    ctx.net.yield_now().await;
+                }
                 let alarm: &Alarm = &self.alarm;
                 alarm.arm(now + timeout);
                 let sent = async {
@@ -348,14 +418,13 @@ impl Slot {
                     Err(timed_out())
                 };
                 if let Err(e) = futures_lite::future::or(sent, rung).await {
-                    self.fail_in_flight(ErrorKind::of(&e));
-                    return End::Reconnect;
+                    return self.broken(ErrorKind::of(&e));
                 }
             }
             if self.in_flight.is_empty() {
                 match due {
                     Some(t) => {
-                        ctx.clock.sleep_until(t).await;
+                        ctx.net.sleep_until(t).await;
                         continue;
                     }
                     None => return End::Finished,
@@ -375,7 +444,7 @@ impl Slot {
             let alarm: &Alarm = &self.alarm;
             alarm.arm(ctx.clock.now() + timeout);
             let buf = &mut self.rbuf[self.rend..];
-            let read = async { Wake::Read(stream.read_some(buf).await) };
+            let read = async { Wake::Read(stream.read(buf).await) };
             let rung = async {
                 alarm.rung().await;
                 Wake::Read(Err(timed_out()))
@@ -385,7 +454,7 @@ impl Slot {
                 None => read.await,
                 Some(t) => {
                     let timer = async {
-                        ctx.clock.sleep_until(t).await;
+                        ctx.net.sleep_until(t).await;
                         Wake::Due
                     };
                     futures_lite::future::or(read, timer).await
@@ -404,14 +473,10 @@ impl Slot {
                     if self.in_flight.is_empty() {
                         return End::Reconnect;
                     }
-                    self.fail_in_flight(ErrorKind::Reset);
-                    return End::Reconnect;
+                    return self.broken(ErrorKind::Reset);
                 }
                 Ok(n) => self.rend += n,
-                Err(e) => {
-                    self.fail_in_flight(ErrorKind::of(&e));
-                    return End::Reconnect;
-                }
+                Err(e) => return self.broken(ErrorKind::of(&e)),
             }
             match self.parse(now) {
                 Ok(true) => {}
@@ -496,13 +561,31 @@ impl Slot {
 
     /// Records the response just read; `false` if the server closes after it.
     fn complete(&mut self, now: u64) -> bool {
+        self.retried = false;
         if let Some(intended) = self.in_flight.pop_front() {
             self.ctx
                 .record_response(intended, now, self.status, self.bytes);
         }
+        self.alarm.disarm();
         self.reading = Reading::Head;
         self.bytes = 0;
         !std::mem::take(&mut self.close)
+    }
+
+    /// The connection failed with requests in flight. If no byte of a response had arrived,
+    /// the server may have closed the connection while it sat idle (a keep-alive timeout
+    /// racing our request): the requests are sent once more on a new connection, as HTTP
+    /// clients do. A second failure, or anything else, counts as an error.
+    fn broken(&mut self, kind: ErrorKind) -> End {
+        let clean = self.rpos == self.rend && matches!(self.reading, Reading::Head);
+        if clean && kind == ErrorKind::Reset && !self.retried {
+            self.retried = true;
+            self.resend = self.in_flight.len();
+            self.alarm.disarm();
+        } else {
+            self.fail_in_flight(kind);
+        }
+        End::Reconnect
     }
 
     fn fail_in_flight(&mut self, kind: ErrorKind) {
@@ -510,6 +593,7 @@ impl Slot {
             self.ctx.record_error(intended, kind);
         }
         self.resend = 0;
+        self.retried = false;
         self.alarm.disarm();
         self.reading = Reading::Head;
         self.bytes = 0;

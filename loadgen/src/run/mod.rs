@@ -1,7 +1,8 @@
 //! `loadgen run`: send load to one URL and report throughput and latency honestly.
 //!
 //! Lifecycle: validate arguments into a `Plan` → start one pinned executor per core, each
-//! driving its share of the connection slots (`conn::drive`) → print progress while they run →
+//! driving its share of the connection slots (`conn::drive`) on its own epoll reactor
+//! (`net`) → once every core runs, fix the start time → print progress while they run →
 //! merge the cores' `Recorder`s → print the report (`crate::report`).
 //!
 //! Closed loop: each slot sends its next request as soon as a response frees room in its
@@ -10,6 +11,7 @@
 //! lowering the send rate (coordinated omission).
 
 mod conn;
+mod net;
 pub mod plan;
 pub mod record;
 mod stream;
@@ -27,11 +29,17 @@ use crossbeam_utils::CachePadded;
 use crate::report::Summary;
 use crate::rt;
 use conn::{Clock, CoreCtx, Phases};
-use plan::{Plan, Stop};
+use plan::Plan;
 use record::Recorder;
 
 /// Bounds of the timeout check interval; timeouts fire up to one interval late.
 const WATCHDOG_TICK: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(100));
+
+/// What executors tell the main thread.
+enum Event {
+    Up,
+    Done,
+}
 
 /// How the report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,48 +77,44 @@ pub fn main(plan: Plan, output: Output) -> anyhow::Result<i32> {
 /// Runs the plan to the end; returns the merged measurements and the measured time.
 pub fn execute(plan: Arc<Plan>, stop: Arc<AtomicBool>) -> anyhow::Result<(Recorder, Duration)> {
     let clock = Clock(Instant::now());
-    let start = START_GRACE.as_nanos() as u64;
-    let measure_from = start + plan.warmup.as_nanos() as u64;
-    let phases = Phases {
-        start,
-        measure_from,
-        end: match plan.stop {
-            Stop::After(d) => Some(measure_from + d.as_nanos() as u64),
-            Stop::Count(_) => None,
-        },
-    };
+    let start = Arc::new(AtomicU64::new(0));
     let cores = usize::from(plan.cores);
     let progress: Arc<[CachePadded<AtomicU64>]> = (0..cores).map(|_| Default::default()).collect();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Event>();
 
-    let (plan2, stop2, progress2) = (plan.clone(), stop.clone(), progress.clone());
+    let (plan2, stop2, progress2, start2) =
+        (plan.clone(), stop.clone(), progress.clone(), start.clone());
     let handles = rt::start(cores, plan.pinning, move |core| {
-        let ctx = Rc::new(CoreCtx {
-            plan: plan2.clone(),
+        let net = net::Net::new(clock).expect("cannot create an epoll instance");
+        let ctx = Rc::new(CoreCtx::new(
+            plan2.clone(),
             clock,
-            phases,
-            stop: stop2.clone(),
-            recorder: std::cell::RefCell::new(Recorder::new()),
-            progress: progress2.clone(),
+            start2.clone(),
+            stop2.clone(),
+            progress2.clone(),
             core,
-            watchdog: Default::default(),
-        });
+            net,
+        ));
         let done = done_tx.clone();
         async move {
+            let _ = done.send(Event::Up);
+            // Every slot is a user of the reactor before the poller's first turn.
             let slots: Vec<_> = ctx
                 .plan
                 .connections_of(core)
                 .map(|slot| {
+                    ctx.net.enter();
                     let alarm = ctx.watchdog.register();
                     rt::spawn_local(conn::drive(ctx.clone(), slot, alarm))
                 })
                 .collect();
+            rt::spawn_local(ctx.net.clone().run()).detach();
             let tick = (ctx.plan.timeout / 20).clamp(WATCHDOG_TICK.0, WATCHDOG_TICK.1);
-            rt::spawn_local(ctx.watchdog.clone().run(clock, tick)).detach();
+            rt::spawn_local(ctx.watchdog.clone().run(ctx.net.clone(), tick)).detach();
             for slot in slots {
                 slot.await;
             }
-            let _ = done.send(());
+            let _ = done.send(Event::Done);
             ctx.recorder.replace(Recorder::new())
         }
     })?;
@@ -119,9 +123,22 @@ pub fn execute(plan: Arc<Plan>, stop: Arc<AtomicBool>) -> anyhow::Result<(Record
     let mut finished = 0;
     let mut stopped_at = None;
     let (mut last_count, mut last_tick, mut shown) = (0u64, Instant::now(), false);
+    // The timetable starts once every executor runs, so a slow executor start is not
+    // mistaken for a slow server.
+    let mut up = 0;
+    while up < cores {
+        match done_rx.recv() {
+            Ok(Event::Up) => up += 1,
+            Ok(Event::Done) => finished += 1,
+            Err(_) => break,
+        }
+    }
+    let phases = Phases::new(&plan, clock.now() + START_GRACE.as_nanos() as u64);
+    start.store(phases.start, Ordering::Release);
     while finished < cores {
         match done_rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(()) => finished += 1,
+            Ok(Event::Done) => finished += 1,
+            Ok(Event::Up) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -149,6 +166,6 @@ pub fn execute(plan: Arc<Plan>, stop: Arc<AtomicBool>) -> anyhow::Result<(Record
         (None, _) if total.last_done > 0 => total.last_done,
         (None, _) => clock.now(),
     };
-    let elapsed = Duration::from_nanos(end.saturating_sub(measure_from).max(1));
+    let elapsed = Duration::from_nanos(end.saturating_sub(phases.measure_from).max(1));
     Ok((total, elapsed))
 }

@@ -2,47 +2,39 @@
 
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 
+use super::net::{Net, Socket};
 use super::plan::Plan;
-use crate::rt::{self, TcpStream};
+use super::watchdog::Alarm;
 
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Socket),
+    Tls(Box<TlsStream<Socket>>),
 }
 
 impl Stream {
-    /// Connects (and shakes hands) within the plan's timeout.
-    pub async fn open(plan: &Plan) -> io::Result<Stream> {
-        let tcp = rt::connect(plan.addr, plan.timeout).await?;
-        let _ = rt::set_nodelay(&tcp);
-        match &plan.tls {
-            None => Ok(Stream::Plain(tcp)),
-            Some(tls) => {
-                let handshake = tls.handshake(tcp);
-                let timeout = async {
-                    rt::sleep(plan.timeout).await;
-                    Err(io::ErrorKind::TimedOut.into())
-                };
-                futures_lite::future::or(handshake, timeout)
-                    .await
-                    .map(|s| Stream::Tls(Box::new(s)))
+    /// Connects (and shakes hands) within the plan's timeout, watched by `alarm`.
+    pub async fn open(plan: &Plan, net: &Rc<Net>, alarm: &Alarm) -> io::Result<Stream> {
+        alarm.arm(net.clock.now() + plan.timeout.as_nanos() as u64);
+        let open = async {
+            let tcp = Socket::connect(net, plan.addr).await?;
+            match &plan.tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some(tls) => Ok(Stream::Tls(Box::new(tls.handshake(tcp).await?))),
             }
-        }
-    }
-}
-
-impl Stream {
-    /// Reads what has arrived, waiting until something has (see `rt::read`).
-    pub async fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => rt::read(s, buf).await,
-            Stream::Tls(s) => futures_lite::AsyncReadExt::read(s.as_mut(), buf).await,
-        }
+        };
+        let rung = async {
+            alarm.rung().await;
+            Err(io::ErrorKind::TimedOut.into())
+        };
+        let r = futures_lite::future::or(open, rung).await;
+        alarm.disarm();
+        r
     }
 }
 

@@ -1,4 +1,4 @@
-//! https:// with rustls (ring provider) over the runtime's TCP stream.
+//! https:// with rustls (ring provider) over the reactor's TCP sockets.
 
 use std::io;
 use std::path::Path;
@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::rt::TcpStream;
+use super::net::Socket;
 
 /// Everything needed to start a TLS session with the target; built once, shared by cores.
 pub struct Client {
@@ -58,7 +58,7 @@ impl Client {
         })
     }
 
-    pub async fn handshake(&self, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+    pub async fn handshake(&self, tcp: Socket) -> io::Result<TlsStream<Socket>> {
         self.connector.connect(self.name.clone(), tcp).await
     }
 }

@@ -11,8 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use super::conn::Clock;
-use crate::rt;
+use super::net::Net;
 
 /// One slot's deadline; 0 means none.
 #[derive(Default)]
@@ -64,27 +63,22 @@ impl Future for Rung<'_> {
 #[derive(Default)]
 pub struct Watchdog {
     alarms: RefCell<Vec<Rc<Alarm>>>,
-    /// Slots still running; the watchdog stops when it reaches 0.
-    live: Cell<usize>,
 }
 
 impl Watchdog {
     pub fn register(&self) -> Rc<Alarm> {
         let alarm = Rc::new(Alarm::default());
         self.alarms.borrow_mut().push(alarm.clone());
-        self.live.set(self.live.get() + 1);
         alarm
     }
 
-    pub fn slot_done(&self) {
-        self.live.set(self.live.get() - 1);
-    }
-
-    /// Checks every `tick` until no slot is live. Timeouts fire up to one tick late.
-    pub async fn run(self: Rc<Self>, clock: Clock, tick: Duration) {
-        while self.live.get() > 0 {
-            rt::sleep(tick).await;
-            let now = clock.now();
+    /// Checks every `tick` while the core's reactor has users. Timeouts fire up to one tick
+    /// late.
+    pub async fn run(self: Rc<Self>, net: Rc<Net>, tick: Duration) {
+        let tick = tick.as_nanos() as u64;
+        loop {
+            net.sleep_until(net.clock.now() + tick).await;
+            let now = net.clock.now();
             for alarm in self.alarms.borrow().iter() {
                 let d = alarm.deadline.get();
                 if d != 0 && now >= d && !alarm.tripped.get() {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::route::{self, BodyChoice, Route};
 use super::write::{self, ConnHeader};
@@ -43,6 +43,10 @@ async fn serve(mut stream: TcpStream, core: Rc<Core>, instance: usize) {
     counters.connections.fetch_add(1, Ordering::Relaxed);
     counters.active.fetch_add(1, Ordering::Relaxed);
     let _ = rt::set_nodelay(&stream);
+    if let Some(idle) = core.shared.behaviour.idle_close {
+        // A read that waits this long ends the connection (an error ends `run`).
+        let _ = rt::set_read_timeout(&stream, Some(idle));
+    }
     let mut conn = Conn {
         core: core.clone(),
         instance,
@@ -192,7 +196,7 @@ impl Conn {
                     s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
                 }
             }
-            let n = rt::read(s, &mut self.rbuf[self.end..]).await?;
+            let n = s.read(&mut self.rbuf[self.end..]).await?;
             if n == 0 {
                 return Ok(());
             }
@@ -387,7 +391,7 @@ impl Conn {
             s.write_all(&self.rbuf[self.start..self.end]).await?;
         }
         loop {
-            let n = rt::read(s, &mut self.rbuf).await?;
+            let n = s.read(&mut self.rbuf).await?;
             if n == 0 {
                 return Ok(());
             }

@@ -33,6 +33,8 @@ pub struct Behaviour {
     pub persistence: Persistence,
     /// `(after N requests, stall for)`.
     pub stall: Option<(u64, Duration)>,
+    /// Close connections idle this long.
+    pub idle_close: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +68,7 @@ impl Behaviour {
                 Persistence::KeepAlive
             },
             stall: a.stall_once_after.zip(a.stall),
+            idle_close: a.idle_close,
         }
     }
 }
