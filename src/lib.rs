@@ -8,7 +8,9 @@
 //! - `proxy`    — one client connection: head → route → attempt → response → next
 //! - `balance`  — I/O-free balancing algorithms, one file each, behind one enum
 //! - `upstream` — shared lock-free server state (atomics) and per-core keep-alive pools
-//! - `admin`    — the admin listener: liveness and readiness
+//! - `admin`    — the admin listener: liveness, readiness, `/metrics`
+//! - `metrics`  — per-core counters (one writer each), summed into Prometheus text when scraped
+//! - `accesslog` — per-core buffered access log lines (common or JSON), reopened on SIGUSR1
 //!
 //! # Invariants
 //! 1. Nothing on the request path takes a lock or allocates per request in steady state.
@@ -22,10 +24,12 @@
 //! 5. Servers and upstreams are dense ids (`ServerId(u32)`) indexing `Vec`s; no string-keyed
 //!    maps on the hot path.
 
+pub mod accesslog;
 pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod http1;
+pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod upstream;

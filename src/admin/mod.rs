@@ -1,5 +1,5 @@
 //! ringlb's own endpoints on the admin listener (loopback by default), served by worker 0,
-//! off the request path: `/live`, `/ready`.
+//! off the request path: `/live`, `/ready`, `/metrics` (Prometheus text format 0.0.4).
 
 use crate::http1::{self, Status};
 use crate::runtime::io::{self, Listener, Stream};
@@ -45,15 +45,24 @@ async fn handle(w: Rc<Worker>, mut s: Stream) {
     }
     let path = head.target.get(&buf[..len]);
     let path = path.split(|&b| b == b'?').next().unwrap_or(path);
+    let mut content_type = "text/plain";
     let (status, body) = match path {
         b"/live" => (200, "ok\n".to_string()),
         b"/ready" => ready(&w),
+        b"/metrics" if w.shared.metrics.enabled() => {
+            content_type = crate::metrics::CONTENT_TYPE;
+            (200, crate::metrics::render(&w.shared))
+        }
+        b"/metrics" => (
+            404,
+            "metrics are disabled ([metrics] enabled = false)\n".into(),
+        ),
         _ => (404, "not found\n".to_string()),
     };
     let mut out = Vec::with_capacity(256 + body.len());
     out.extend_from_slice(
         format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+            "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
              Connection: close\r\n\r\n",
             http1::reason(status),
             body.len()

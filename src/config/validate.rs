@@ -108,7 +108,10 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
         .as_deref()
         .is_some_and(|t| t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
     {
-        p.add("admin.token", "must be at least 16 visible ASCII characters");
+        p.add(
+            "admin.token",
+            "must be at least 16 visible ASCII characters",
+        );
     }
     if !admin.listen.ip().is_loopback() && admin.token.is_none() {
         log::warn!(
@@ -167,6 +170,10 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
         );
     }
 
+    let metrics = Metrics {
+        enabled: file.metrics.enabled.unwrap_or(true),
+    };
+    let access_log = access_log(&mut p, &file.access_log);
     let listeners = listeners(&mut p, &file);
     let upstreams = upstreams(&mut p, &file);
     let routes = routes(&mut p, &file, &listeners, &upstreams);
@@ -177,12 +184,54 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
             admin,
             timeouts,
             limits,
+            metrics,
+            access_log,
             listeners,
             routes,
             upstreams,
         })
     } else {
         Err(p.0)
+    }
+}
+
+fn access_log(p: &mut Problems, a: &super::file::AccessLogFile) -> AccessLog {
+    let format = match a.format.as_deref() {
+        None | Some("off") => LogFormat::Off,
+        Some("common") => LogFormat::Common,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            p.add(
+                "access_log.format",
+                format!("unknown format {other:?}; one of \"off\", \"common\", \"json\""),
+            );
+            LogFormat::Off
+        }
+    };
+    let target = match a.path.as_deref() {
+        None | Some("stdout") => LogTarget::Stdout,
+        Some("stderr") => LogTarget::Stderr,
+        Some("") => {
+            p.add(
+                "access_log.path",
+                "must be a file path, \"stdout\" or \"stderr\"",
+            );
+            LogTarget::Stdout
+        }
+        Some(path) => LogTarget::File(path.into()),
+    };
+    let header = a.request_id_header.as_deref().unwrap_or("X-Request-Id");
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        p.add("access_log.request_id_header", "must be a header name");
+    }
+    AccessLog {
+        format,
+        target,
+        request_id_header: header.to_ascii_lowercase().into_bytes().into(),
     }
 }
 
@@ -358,7 +407,10 @@ fn next_upstream(p: &mut Problems, path: &str, list: Option<&Vec<String>>) -> Ne
 fn health_check(p: &mut Problems, path: &str, h: &super::file::HealthCheckFile) -> HealthCheck {
     let check_path = h.path.clone().unwrap_or_else(|| "/health".into());
     if !check_path.starts_with('/') || check_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        p.add(format!("{path}.path"), "must start with '/' and contain no spaces");
+        p.add(
+            format!("{path}.path"),
+            "must start with '/' and contain no spaces",
+        );
     }
     let interval = p.duration(&format!("{path}.interval"), h.interval.as_ref(), secs(5));
     let timeout = p.duration(&format!("{path}.timeout"), h.timeout.as_ref(), secs(1));
@@ -442,8 +494,11 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .retry_timeout
             .as_ref()
             .map(|t| p.duration(&format!("{path}.retry_timeout"), Some(t), secs(10)));
-        let next_upstream =
-            next_upstream(p, &format!("{path}.next_upstream"), u.next_upstream.as_ref());
+        let next_upstream = next_upstream(
+            p,
+            &format!("{path}.next_upstream"),
+            u.next_upstream.as_ref(),
+        );
         let health_check = u
             .health_check
             .as_ref()
@@ -599,7 +654,12 @@ fn servers(
             (0, 10_000),
         ) as usize;
         let max_conns = s.max_conns.map(|_| {
-            p.int(&format!("{spath}.max_conns"), s.max_conns, 1, (1, 1_000_000)) as u32
+            p.int(
+                &format!("{spath}.max_conns"),
+                s.max_conns,
+                1,
+                (1, 1_000_000),
+            ) as u32
         });
         let max_fails = p.int(
             &format!("{spath}.max_fails"),

@@ -80,6 +80,7 @@ pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: Li
         out: Vec::with_capacity(4096),
         resp: Vec::with_capacity(4096),
         key: Vec::with_capacity(64),
+        x: crate::metrics::Exchange::new(&w, listener, peer), // metrics
     };
     conn.run().await;
 }
@@ -103,6 +104,8 @@ struct Conn<'a> {
     resp: Vec<u8>,
     /// Hash key of the current request, for hash balancing.
     key: Vec<u8>,
+    /// metrics: facts of the current exchange, for the counters and the access log.
+    x: crate::metrics::Exchange,
 }
 
 impl Conn<'_> {
@@ -113,12 +116,16 @@ impl Conn<'_> {
                 HeadRead::Ready => {}
                 HeadRead::Closed => return,
                 HeadRead::Refuse(status) => {
+                    self.x.refused(self.cbuf.filled()); // metrics
                     self.send_error(status, true).await;
+                    self.w.request_done(&mut self.x, &self.client); // metrics
                     return;
                 }
             }
             first = false;
-            if self.exchange().await == Next::Close {
+            let next = self.exchange().await;
+            self.w.request_done(&mut self.x, &self.client); // metrics
+            if next == Next::Close {
                 return;
             }
         }
@@ -173,6 +180,7 @@ impl Conn<'_> {
     async fn exchange(&mut self) -> Next {
         let buf = self.cbuf.filled();
         let head = &self.head;
+        self.x.begin(self.w, buf, head); // metrics
         let req = Req {
             method: head.method,
             version: head.version,
@@ -212,7 +220,7 @@ impl Conn<'_> {
             tunnel: req.upgrade,
             strip_expect: req.expect_continue,
             drop_cookie: None,
-            request_id: None,
+            request_id: self.x.request_id(), // metrics: set when the access log is on
         };
         http1::write_request_head(buf, head, &fwd, &mut self.out);
         let head_len = head.head_len;
@@ -241,6 +249,7 @@ impl Conn<'_> {
     }
 
     async fn send_error(&mut self, status: u16, close: bool) {
+        self.x.status(status); // metrics
         self.resp.clear();
         http1::write_error(status, close, &[], &mut self.resp);
         let _ = self

@@ -90,6 +90,7 @@ impl Conn<'_> {
         let mut tried: u128 = 0;
         let mut last = Failure::NoServer;
         let mut body_pending = !replayable;
+        self.x.routed(up); // metrics
         for _ in 0..upstream.servers.len().min(MAX_TRIES) {
             let Some(i) = self.pick(up, upstream, tried) else {
                 break;
@@ -98,6 +99,7 @@ impl Conn<'_> {
                 tried |= 1u128 << i;
             }
             let server = &upstream.servers[i];
+            self.x.attempt(up, server.id); // metrics
             let state = self.w.shared.state.get(server.id);
             let _active = state.begin();
             match self.attempt(server, state, req, replayable).await {
@@ -186,6 +188,7 @@ impl Conn<'_> {
                     }
                 },
             };
+            self.w.metrics.upstream_conn(server.id, reused); // metrics
             let sent_at = Instant::now();
             if let Err(e) = up.write_all(&self.out, t.upstream_send).await {
                 if reused && replayable {
@@ -225,6 +228,7 @@ impl Conn<'_> {
             match self.read_response_head(&mut up, req).await {
                 Ok(()) => {
                     let latency = sent_at.elapsed().as_nanos() as u64;
+                    self.x.upstream_time(latency); // metrics
                     observe_latency(state, latency);
                     state.record_success();
                     return Attempt::Done(self.respond(up, server, req).await);
@@ -350,6 +354,7 @@ impl Conn<'_> {
             nocache: false,
         };
         http1::write_response_head(self.ubuf.filled(), &self.rhead, &fwd, &mut self.resp);
+        self.x.status(self.rhead.status); // metrics
         self.ubuf.consume(self.rhead.head_len);
         let upstream_reusable = self.rhead.keep_alive;
         match self.relay_body(&mut up, rbody, dechunk).await {

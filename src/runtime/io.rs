@@ -14,13 +14,20 @@ use std::time::Duration;
 /// A TCP connection owned by the current core.
 pub struct Stream {
     inner: TcpStream,
+    /// Bytes read and written so far (metrics and access log: bytes per exchange).
+    received: u64,
+    sent: u64,
 }
 
 impl Stream {
     fn new(inner: TcpStream) -> Stream {
         // Small request/response heads must not wait for Nagle.
         let _ = inner.set_nodelay(true);
-        Stream { inner }
+        Stream {
+            inner,
+            received: 0,
+            sent: 0,
+        }
     }
 
     /// Connects within `timeout` (io::ErrorKind::TimedOut past it).
@@ -35,7 +42,9 @@ impl Stream {
     /// nothing arrives within `timeout`.
     pub async fn read(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
         self.inner.set_read_timeout(Some(timeout))?;
-        self.inner.read(buf).await
+        let n = self.inner.read(buf).await?;
+        self.received += n as u64;
+        Ok(n)
     }
 
     /// Waits until at least one byte can be read, without consuming it.
@@ -48,7 +57,19 @@ impl Stream {
     /// Writes all of `buf`; each write must make progress within `timeout`.
     pub async fn write_all(&mut self, buf: &[u8], timeout: Duration) -> io::Result<()> {
         self.inner.set_write_timeout(Some(timeout))?;
-        self.inner.write_all(buf).await
+        self.inner.write_all(buf).await?;
+        self.sent += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes read from this connection so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Bytes written to this connection so far (by completed `write_all`s).
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Ends the read side now, from outside the task that reads: a pending read returns 0.

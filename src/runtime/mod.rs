@@ -17,7 +17,7 @@ use crate::upstream::StateTable;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 pub use worker::Worker;
@@ -31,6 +31,9 @@ pub struct Shared {
     exited: AtomicUsize,
     pub started: std::time::SystemTime,
     pub workers: usize,
+    pub metrics: crate::metrics::Registry,
+    /// Bumped on SIGUSR1: each core reopens its access log when it sees a new value.
+    pub log_reopen: AtomicU64,
 }
 
 impl Shared {
@@ -73,6 +76,11 @@ pub enum RunError {
     },
     #[error("{0}")]
     Cpus(String),
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The CPUs workers are pinned to, in worker order.
@@ -145,6 +153,10 @@ fn bind_listeners(
 /// Runs until `stop` is triggered, then stops gracefully within `runtime.shutdown_grace`.
 pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
     let cpus = worker_cpus(&config)?;
+    crate::accesslog::check(&config.access_log).map_err(|source| RunError::AccessLog {
+        path: crate::accesslog::describe(&config.access_log.target),
+        source,
+    })?;
     let mut listeners = bind_listeners(&config, cpus.len())?;
     let admin = bind_one(config.admin.listen, 128, false).map_err(|source| RunError::Bind {
         name: "admin".into(),
@@ -176,6 +188,8 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
 
     let shared = Arc::new(Shared {
         state: StateTable::new(&config),
+        metrics: crate::metrics::Registry::new(&config, cpus.len()),
+        log_reopen: AtomicU64::new(0),
         config: Arc::new(config),
         stopping: AtomicBool::new(false),
         exited: AtomicUsize::new(0),
@@ -203,8 +217,19 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         handles.push(handle);
     }
 
+    // SIGUSR1 (logrotate): reopen the access logs. Registered before serving, so a rotation
+    // signal never meets the default action (terminate).
+    let reopen = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone()) {
+        log::warn!("cannot install the SIGUSR1 handler (access log reopen): {e}");
+    }
+
     // The control loop: signals arrive on the main thread; workers poll `stopping`.
     while !stop.is_triggered() {
+        if reopen.swap(false, Ordering::Relaxed) {
+            log::info!("SIGUSR1: reopening access logs");
+            shared.log_reopen.fetch_add(1, Ordering::Relaxed);
+        }
         if shared.exited.load(Ordering::Relaxed) > 0 {
             log::error!("a worker stopped unexpectedly; stopping all");
             break;
@@ -278,6 +303,15 @@ async fn worker_main(
             }
         }
     });
+    let log_ticker = io::spawn({
+        let w = w.clone();
+        async move {
+            loop {
+                io::sleep(crate::accesslog::TICK).await;
+                w.access_log.tick(&w.shared);
+            }
+        }
+    });
 
     while !shared.stopping() {
         io::sleep(Duration::from_millis(50)).await;
@@ -287,12 +321,7 @@ async fn worker_main(
     drop(accepts);
     for (i, l) in listeners.iter().enumerate() {
         for (stream, peer) in l.accept_queued() {
-            io::spawn_detached(crate::proxy::serve(
-                w.clone(),
-                stream,
-                peer,
-                ListenerId(i as u32),
-            ));
+            io::spawn_detached(serve(w.clone(), stream, peer, ListenerId(i as u32)));
         }
     }
     drop(listeners);
@@ -310,14 +339,29 @@ async fn worker_main(
     }
     drop(admin);
     drop(sweeper);
+    drop(log_ticker);
+    w.access_log.flush(&w.shared);
     w.pool.borrow_mut().clear();
+}
+
+/// One client connection, counted as open (metrics) for as long as it is served.
+async fn serve(w: Rc<Worker>, stream: io::Stream, peer: SocketAddr, id: ListenerId) {
+    struct Open(Rc<Worker>, ListenerId);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.metrics.conn_closed(self.1);
+        }
+    }
+    w.metrics.conn_opened(id);
+    let _open = Open(w.clone(), id);
+    crate::proxy::serve(w, stream, peer, id).await;
 }
 
 async fn accept_loop(w: Rc<Worker>, listener: Rc<io::Listener>, id: ListenerId) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                io::spawn_detached(crate::proxy::serve(w.clone(), stream, peer, id));
+                io::spawn_detached(serve(w.clone(), stream, peer, id));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits.
