@@ -89,7 +89,8 @@ pub const REQUESTS: Family = counter(
 );
 pub const RESPONSES_5XX: Family = counter(
     "ringlb_responses_5xx_total",
-    "5xx responses by code (500..511, other=\"other\"), with the labels of ringlb_requests_total.",
+    "5xx responses by code (500 to 511; \"other\" for the rest), with the labels of \
+     ringlb_requests_total.",
 );
 pub const REQUEST_DURATION: Family = histogram(
     "ringlb_request_duration_seconds",

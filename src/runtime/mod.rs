@@ -37,6 +37,20 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shared state for `workers` cores serving `config`.
+    pub fn new(config: Config, workers: usize) -> Shared {
+        Shared {
+            state: StateTable::new(&config),
+            metrics: crate::metrics::Registry::new(&config, workers),
+            log_reopen: AtomicU64::new(0),
+            config: Arc::new(config),
+            stopping: AtomicBool::new(false),
+            exited: AtomicUsize::new(0),
+            started: std::time::SystemTime::now(),
+            workers,
+        }
+    }
+
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
@@ -186,16 +200,7 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
         log::warn!("{w}");
     }
 
-    let shared = Arc::new(Shared {
-        state: StateTable::new(&config),
-        metrics: crate::metrics::Registry::new(&config, cpus.len()),
-        log_reopen: AtomicU64::new(0),
-        config: Arc::new(config),
-        stopping: AtomicBool::new(false),
-        exited: AtomicUsize::new(0),
-        started: std::time::SystemTime::now(),
-        workers: cpus.len(),
-    });
+    let shared = Arc::new(Shared::new(config, cpus.len()));
 
     let mut handles = Vec::new();
     for (index, &cpu) in cpus.iter().enumerate() {
