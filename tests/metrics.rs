@@ -422,3 +422,126 @@ fn metrics_can_be_switched_off() {
     assert_eq!(r.status, 404);
     assert!(r.text().contains("enabled = false"), "{}", r.text());
 }
+
+/// Metric names (`ringlb_…`, `process_…`) in `text`, with histogram suffixes removed.
+fn metric_names(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        let starts = (rest.starts_with(b"ringlb_") || rest.starts_with(b"process_"))
+            && (i == 0 || !word(b[i - 1]));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let len = rest.iter().position(|&c| !word(c)).unwrap_or(rest.len());
+        let name = String::from_utf8_lossy(&rest[..len]).into_owned();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name)
+            .to_string();
+        out.push(base);
+        i += len;
+    }
+    out
+}
+
+fn monitoring(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tuning/monitoring")
+        .join(file)
+}
+
+/// The alert rules, their tests, the dashboard and the README name only metrics ringlb
+/// exports; with promtool installed, the rules pass `check` and `test`, and every dashboard
+/// query parses.
+#[test]
+fn monitoring_files_use_real_metric_names() {
+    let known: Vec<&str> = ringlb::metrics::names::ALL.iter().map(|f| f.name).collect();
+    let dashboard = std::fs::read_to_string(monitoring("grafana-dashboard.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut exprs = Vec::new();
+    fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::String(e)) = m.get("expr") {
+                    out.push(e.clone());
+                }
+                m.values().for_each(|v| collect(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    collect(&json, &mut exprs);
+    assert!(exprs.len() >= 20, "{} queries", exprs.len());
+    for file in [
+        "alerts.yml",
+        "alerts.test.yml",
+        "README.md",
+        "grafana-dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(monitoring(file)).unwrap();
+        let names = metric_names(&text);
+        assert!(!names.is_empty(), "{file}");
+        for n in names {
+            assert!(known.contains(&n.as_str()), "{file}: {n} is not exported");
+        }
+    }
+    // The README lists every metric.
+    let readme = std::fs::read_to_string(monitoring("README.md")).unwrap();
+    for n in &known {
+        assert!(
+            readme.contains(&format!("`{n}`")),
+            "README.md does not list {n}"
+        );
+    }
+
+    let promtool = |args: &[&str]| {
+        std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(monitoring(""))
+            .output()
+    };
+    let Ok(out) = promtool(&["check", "rules", "alerts.yml"]) else {
+        eprintln!("promtool not installed: rule checks skipped");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = promtool(&["test", "rules", "alerts.test.yml"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each dashboard query as a recording rule, Grafana's variables replaced.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e
+            .replace("$__rate_interval", "5m")
+            .replace("$instance", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    let path = temp_path("dashboard-rules.yml");
+    std::fs::write(&path, rules).unwrap();
+    let out = promtool(&["check", "rules", path.to_str().unwrap()]).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "dashboard queries: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
