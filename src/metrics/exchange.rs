@@ -28,6 +28,8 @@ pub struct Exchange {
     peer: SocketAddr,
     /// Whether log facts (request line, headers, id) are copied at all.
     logging: bool,
+    /// Whether anyone reads the duration (metrics or log on): otherwise the clock is not read.
+    timed: bool,
     upstream: Option<UpstreamId>,
     server: Option<ServerId>,
     attempts: u32,
@@ -64,6 +66,7 @@ impl Exchange {
             listener,
             peer,
             logging,
+            timed: logging || w.metrics.enabled(),
             upstream: None,
             server: None,
             attempts: 0,
@@ -93,7 +96,7 @@ impl Exchange {
         self.attempts = 0;
         self.status = 0;
         self.upstream_ns = None;
-        self.start = Some(Instant::now());
+        self.start = self.timed.then(Instant::now);
         self.text.clear();
         self.ends = [0; 5];
         self.raw = false;

@@ -23,6 +23,8 @@ mod exchange;
 pub mod histogram;
 pub mod names;
 mod render;
+#[cfg(test)]
+mod tests;
 
 pub use self::core::{Core, Layout, Request, Target};
 pub use exchange::Exchange;

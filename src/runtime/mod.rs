@@ -166,6 +166,12 @@ fn bind_listeners(
 
 /// Runs until `stop` is triggered, then stops gracefully within `runtime.shutdown_grace`.
 pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
+    // SIGUSR1 (logrotate): reopen the access logs. Registered before anything is logged as
+    // listening, so a rotation signal never meets the default action (terminate).
+    let reopen = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone()) {
+        log::warn!("cannot install the SIGUSR1 handler (access log reopen): {e}");
+    }
     let cpus = worker_cpus(&config)?;
     crate::accesslog::check(&config.access_log).map_err(|source| RunError::AccessLog {
         path: crate::accesslog::describe(&config.access_log.target),
@@ -220,13 +226,6 @@ pub fn run(config: Config, stop: Stop) -> Result<(), RunError> {
                 reason: io_uring_hint(&e.to_string()),
             })?;
         handles.push(handle);
-    }
-
-    // SIGUSR1 (logrotate): reopen the access logs. Registered before serving, so a rotation
-    // signal never meets the default action (terminate).
-    let reopen = Arc::new(AtomicBool::new(false));
-    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone()) {
-        log::warn!("cannot install the SIGUSR1 handler (access log reopen): {e}");
     }
 
     // The control loop: signals arrive on the main thread; workers poll `stopping`.
