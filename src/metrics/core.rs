@@ -271,7 +271,10 @@ impl Core {
             self.add(lay.codes(l, t, code_index(r.status)), 1);
         }
         let u = r.upstream.map(|u| u.0 as usize);
-        self.observe(lay.request_hist(l, u), r.duration_ns);
+        // A tunnel's (101) duration is the session's length, not a latency.
+        if r.status != 101 {
+            self.observe(lay.request_hist(l, u), r.duration_ns);
+        }
         if let (Some(u), Some(ns)) = (u, r.upstream_ns) {
             self.observe(lay.upstream_hist(u), ns);
         }

@@ -95,7 +95,7 @@ pub const RESPONSES_5XX: Family = counter(
 pub const REQUEST_DURATION: Family = histogram(
     "ringlb_request_duration_seconds",
     "Time from the request head parsed to the last response byte written, by listener and \
-     upstream.",
+     upstream. Tunnels (101) are not observed.",
 );
 pub const RECEIVED_BYTES: Family = counter(
     "ringlb_received_bytes_total",
