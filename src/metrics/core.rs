@@ -6,8 +6,8 @@
 //! reads each counter whole (an aligned 64-bit load). A scrape sums the cores.
 //!
 //! The arrays are made of 128-byte aligned lines, so no two cores' counters share a cache line
-//! (or the adjacent-line prefetch pair), and a scrape reading them never steals a line a core is
-//! writing to in its own array for longer than that read.
+//! (or the adjacent-line prefetch pair). Only a scrape reads another core's lines: one miss per
+//! line per scrape, never per request.
 //!
 //! The layout ([`Layout`]) is computed once from the config: every label combination has a
 //! slot, so the request path does index arithmetic only: no map, no string.
