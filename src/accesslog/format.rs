@@ -215,18 +215,38 @@ fn addr(out: &mut Vec<u8>, a: SocketAddr) {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// Copies `v`, writing each byte for which `special` holds through `esc`; the runs between
-/// them are copied whole.
+/// Which bytes each escaping rewrites, as 256-entry tables (one load per byte).
+const fn table(space: bool, high: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c == b'"'
+            || c == b'\\'
+            || c < 0x20
+            || c == 0x7f
+            || (space && c == b' ')
+            || (high && c >= 0x80);
+        b += 1;
+    }
+    t
+}
+/// nginx: quote, backslash, controls and everything outside ASCII.
+const ESCAPED: [bool; 256] = table(false, true);
+/// `key=value` values: as nginx, and the space.
+const WORD: [bool; 256] = table(true, true);
+/// JSON string in a valid UTF-8 field: quote, backslash, controls.
+const JSON_UTF8: [bool; 256] = table(false, false);
+/// JSON string in a field that is not UTF-8: also every byte above 0x7f.
+const JSON_BYTES: [bool; 256] = table(false, true);
+
+/// Copies `v`, writing each byte marked in `special` through `esc`; the runs between them are
+/// copied whole.
 #[inline]
-fn escape_with(
-    out: &mut Vec<u8>,
-    v: &[u8],
-    special: impl Fn(u8) -> bool,
-    esc: impl Fn(&mut Vec<u8>, u8),
-) {
+fn escape_with(out: &mut Vec<u8>, v: &[u8], special: &[bool; 256], esc: impl Fn(&mut Vec<u8>, u8)) {
     let mut run = 0;
     for (i, &b) in v.iter().enumerate() {
-        if special(b) {
+        if special[usize::from(b)] {
             out.extend_from_slice(&v[run..i]);
             esc(out, b);
             run = i + 1;
@@ -246,22 +266,12 @@ fn hex_escape(out: &mut Vec<u8>, b: u8) {
 
 /// nginx's escaping for its default log format.
 fn escaped(out: &mut Vec<u8>, v: &[u8]) {
-    escape_with(
-        out,
-        v,
-        |b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b),
-        hex_escape,
-    );
+    escape_with(out, v, &ESCAPED, hex_escape);
 }
 
 /// A `key=value` value: [`escaped`], and a space as `\x20`.
 fn word(out: &mut Vec<u8>, v: &[u8]) {
-    escape_with(
-        out,
-        v,
-        |b| b == b'"' || b == b'\\' || !(0x21..0x7f).contains(&b),
-        hex_escape,
-    );
+    escape_with(out, v, &WORD, hex_escape);
 }
 
 fn json_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
@@ -273,25 +283,24 @@ fn json_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
 
 fn json_str(out: &mut Vec<u8>, v: &[u8]) {
     // Multi-byte characters pass through only when the field is valid UTF-8.
-    let utf8 = v.is_ascii() || std::str::from_utf8(v).is_ok();
+    let table = if v.is_ascii() || std::str::from_utf8(v).is_ok() {
+        &JSON_UTF8
+    } else {
+        &JSON_BYTES
+    };
     out.push(b'"');
-    escape_with(
-        out,
-        v,
-        |b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f || (b >= 0x80 && !utf8),
-        |out, b| match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)].to_ascii_lowercase(),
-                HEX[usize::from(b & 0xf)].to_ascii_lowercase(),
-            ]),
-        },
-    );
+    escape_with(out, v, table, |out, b| match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        _ => out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)].to_ascii_lowercase(),
+            HEX[usize::from(b & 0xf)].to_ascii_lowercase(),
+        ]),
+    });
     out.push(b'"');
 }
 
