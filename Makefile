@@ -24,11 +24,11 @@ unit: ## unit, property and end-to-end tests (debug build)
 	$(CARGO) test --workspace --no-fail-fast
 
 bench: build ## criterion benches, then ringlb vs nginx vs HAProxy (writes benches/RESULTS.md)
-	$(CARGO) bench --bench http1 --bench balance -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench --bench http1 --bench balance --bench metrics -- --warm-up-time 1 --measurement-time 3
 	@if [ -x benches/compare.sh ]; then bash benches/compare.sh; fi
 
 bench-criterion: ## only the criterion micro-benchmarks
-	$(CARGO) bench --bench http1 --bench balance -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench --bench http1 --bench balance --bench metrics -- --warm-up-time 1 --measurement-time 3
 
 fuzz: ## run each fuzz target for FUZZ_SECONDS (default 30) with cargo-fuzz
 	@bash scripts/fuzz.sh $${FUZZ_SECONDS:-30}

@@ -12,6 +12,8 @@
 //!   active health checker (one thread for the process)
 //! - `admin`    — the admin listener: liveness, readiness, the JSON runtime API
 //! - `tls`      — rustls configs: termination (SNI, tickets shared by all cores), upstream TLS
+//! - `metrics`  — per-core counters (one writer each), summed into Prometheus text when scraped
+//! - `accesslog` — per-core buffered access log lines (common or JSON), reopened on SIGUSR1
 //!
 //! # Invariants
 //! 1. Nothing on the request path takes a lock or allocates per request in steady state.
@@ -25,10 +27,12 @@
 //! 5. Servers and upstreams are dense ids (`ServerId(u32)`) indexing `Vec`s; no string-keyed
 //!    maps on the hot path.
 
+pub mod accesslog;
 pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod http1;
+pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod tls;

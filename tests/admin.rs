@@ -247,9 +247,9 @@ fn api_errors_are_json_with_the_right_status() {
     err(&c.response(), 413, "64 KiB");
     assert_eq!(get_server(&rl, "a")["state"], "ready");
 
-    // Unknown paths outside /api are plain 404s; /metrics awaits its module.
+    // Unknown paths outside /api are plain 404s; /metrics is served.
     assert_eq!(admin(&rl, "GET", "/nope", None, None).status, 404);
-    assert_eq!(admin(&rl, "GET", "/metrics", None, None).status, 404);
+    assert_eq!(admin(&rl, "GET", "/metrics", None, None).status, 200);
 }
 
 #[test]

@@ -180,8 +180,14 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
             let (status, body) = ready(shared);
             Response::text(status, body)
         }
-        // issue 8: /metrics — `crate::metrics::render(shared)` once the metrics module exists.
-        Target::Metrics => Response::text(404, "not found\n".into()),
+        Target::Metrics if shared.metrics.enabled() => Response {
+            content_type: crate::metrics::CONTENT_TYPE,
+            ..Response::text(200, crate::metrics::render(shared))
+        },
+        Target::Metrics => Response::text(
+            404,
+            "metrics are disabled ([metrics] enabled = false)\n".into(),
+        ),
         Target::Upstreams => api::upstreams(shared),
         Target::Reload => reload(shared).await,
         Target::Upstream(u) => api::upstream(shared, &u),

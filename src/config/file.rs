@@ -18,6 +18,10 @@ pub struct File {
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
+    pub metrics: MetricsFile,
+    #[serde(default)]
+    pub access_log: AccessLogFile,
+    #[serde(default)]
     pub listeners: Vec<ListenerFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
@@ -49,6 +53,24 @@ pub struct AdminFile {
     pub listen: Option<String>,
     /// Bearer token required on every admin request when set.
     pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    /// Per-request counters and histograms (default true); `/metrics` answers 404 when off.
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    /// "off" (default), "common" or "json".
+    pub format: Option<String>,
+    /// A file path, "stdout" (default) or "stderr".
+    pub path: Option<String>,
+    /// Request header whose value is the request id; without it one is generated.
+    pub request_id_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

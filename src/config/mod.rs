@@ -28,6 +28,8 @@ pub struct Config {
     pub admin: Admin,
     pub timeouts: Timeouts,
     pub limits: HttpLimits,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
     pub listeners: Vec<Listener>,
     /// Routes in match order: most specific host first, then longest path prefix.
     pub routes: Vec<Route>,
@@ -54,6 +56,36 @@ pub struct Runtime {
 pub struct Admin {
     pub listen: SocketAddr,
     pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Metrics {
+    /// Per-request counters and histograms; off only to measure their cost.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Off,
+    /// NCSA combined, then `key=value` fields (upstream, times, request id).
+    Common,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    pub format: LogFormat,
+    pub target: LogTarget,
+    /// Lowercase request header carrying the request id (default `x-request-id`).
+    pub request_id_header: Box<[u8]>,
 }
 
 /// Timeouts, named after their nginx counterparts.

@@ -224,3 +224,44 @@ fn fuzz_corpus_replays() {
     }
     assert!(n > 0, "empty corpus");
 }
+
+#[test]
+fn access_log_and_metrics_keys() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert!(c.metrics.enabled);
+    assert_eq!(c.access_log.format, LogFormat::Off);
+    assert_eq!(c.access_log.target, LogTarget::Stdout);
+    assert_eq!(&*c.access_log.request_id_header, b"x-request-id");
+
+    let text = format!(
+        "{MINIMAL}\n[metrics]\nenabled = false\n[access_log]\nformat = \"json\"\n\
+         path = \"/var/log/ringlb/access.log\"\nrequest_id_header = \"X-Trace\"\n"
+    );
+    let c = Config::parse(&text).unwrap();
+    assert!(!c.metrics.enabled);
+    assert_eq!(c.access_log.format, LogFormat::Json);
+    assert_eq!(
+        c.access_log.target,
+        LogTarget::File("/var/log/ringlb/access.log".into())
+    );
+    assert_eq!(&*c.access_log.request_id_header, b"x-trace");
+
+    let bad = format!(
+        "{MINIMAL}\n[access_log]\nformat = \"combined\"\nrequest_id_header = \"X Id\"\nfoo = 1\n"
+    );
+    let p = problems(&bad);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("foo"), "{p:?}");
+    let bad =
+        format!("{MINIMAL}\n[access_log]\nformat = \"combined\"\nrequest_id_header = \"X Id\"\n");
+    let p = problems(&bad);
+    assert!(
+        p.iter().any(|l| l.starts_with("access_log.format:")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("access_log.request_id_header:")),
+        "{p:?}"
+    );
+}

@@ -171,6 +171,10 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
         );
     }
 
+    let metrics = Metrics {
+        enabled: file.metrics.enabled.unwrap_or(true),
+    };
+    let access_log = access_log(&mut p, &file.access_log);
     let listeners = listeners(&mut p, &file);
     let upstreams = upstreams(&mut p, &file);
     let routes = routes(&mut p, &file, &listeners, &upstreams);
@@ -181,12 +185,54 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
             admin,
             timeouts,
             limits,
+            metrics,
+            access_log,
             listeners,
             routes,
             upstreams,
         })
     } else {
         Err(p.0)
+    }
+}
+
+fn access_log(p: &mut Problems, a: &super::file::AccessLogFile) -> AccessLog {
+    let format = match a.format.as_deref() {
+        None | Some("off") => LogFormat::Off,
+        Some("common") => LogFormat::Common,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            p.add(
+                "access_log.format",
+                format!("unknown format {other:?}; one of \"off\", \"common\", \"json\""),
+            );
+            LogFormat::Off
+        }
+    };
+    let target = match a.path.as_deref() {
+        None | Some("stdout") => LogTarget::Stdout,
+        Some("stderr") => LogTarget::Stderr,
+        Some("") => {
+            p.add(
+                "access_log.path",
+                "must be a file path, \"stdout\" or \"stderr\"",
+            );
+            LogTarget::Stdout
+        }
+        Some(path) => LogTarget::File(path.into()),
+    };
+    let header = a.request_id_header.as_deref().unwrap_or("X-Request-Id");
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        p.add("access_log.request_id_header", "must be a header name");
+    }
+    AccessLog {
+        format,
+        target,
+        request_id_header: header.to_ascii_lowercase().into_bytes().into(),
     }
 }
 

@@ -86,7 +86,7 @@ pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: Li
 
 async fn serve_conn(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
     let mut w = w;
-    let mut parts = Parts::new(client, peer, listener);
+    let mut parts = Parts::new(&w, client, peer, listener);
     loop {
         let config = w.shared.config.clone();
         let slot = w.conns.register(parts.client.fd());
@@ -125,12 +125,14 @@ struct Parts {
     served: u64,
     /// The PROXY protocol header was read.
     proxied: bool,
+    x: crate::metrics::Exchange,
 }
 
 impl Parts {
     /// No buffer is taken before the first bytes arrive (see `Conn::read_head`).
-    fn new(client: Stream, peer: SocketAddr, listener: ListenerId) -> Parts {
+    fn new(w: &Worker, client: Stream, peer: SocketAddr, listener: ListenerId) -> Parts {
         Parts {
+            x: crate::metrics::Exchange::new(w, listener, peer),
             client,
             peer,
             client_ip: peer.ip(),
@@ -195,6 +197,8 @@ struct Conn<'a> {
     proxied: bool,
     /// Where an idle connection reads, having given its buffers back.
     idle: [u8; IDLE_READ],
+    /// metrics: facts of the current exchange, for the counters and the access log.
+    x: crate::metrics::Exchange,
 }
 
 impl<'a> Conn<'a> {
@@ -225,6 +229,7 @@ impl<'a> Conn<'a> {
             served: p.served,
             proxied: p.proxied,
             idle: [0; IDLE_READ],
+            x: p.x,
         }
     }
 
@@ -243,6 +248,7 @@ impl<'a> Conn<'a> {
             key: self.key,
             served: self.served,
             proxied: self.proxied,
+            x: self.x,
         }
     }
 }
@@ -266,12 +272,16 @@ impl Conn<'_> {
                 HeadRead::Closed => return End::Closed,
                 HeadRead::Switch => return End::Switch,
                 HeadRead::Refuse(status) => {
+                    self.x.refused(self.cbuf.filled()); // metrics
                     self.send_error(status, true).await;
+                    self.w.request_done(&mut self.x, &self.client); // metrics
                     return End::Closed;
                 }
             }
             self.served += 1;
-            if self.exchange().await == Next::Close {
+            let next = self.exchange().await;
+            self.w.request_done(&mut self.x, &self.client); // metrics
+            if next == Next::Close {
                 return End::Closed;
             }
         }
@@ -372,6 +382,7 @@ impl Conn<'_> {
     async fn exchange(&mut self) -> Next {
         let buf = self.cbuf.filled();
         let head = &self.head;
+        self.x.begin(self.w, buf, head); // metrics
         let req = Req {
             method: head.method,
             version: head.version,
@@ -437,7 +448,7 @@ impl Conn<'_> {
                 .as_ref()
                 .filter(|st| st.indirect)
                 .map(|st| st.cookie.as_bytes()),
-            request_id: None,
+            request_id: self.x.request_id(), // metrics: set when the access log is on
         };
         http1::write_request_head(buf, head, &fwd, &mut self.out);
         let head_len = head.head_len;
@@ -478,6 +489,7 @@ impl Conn<'_> {
         location.extend_from_slice(b"https://");
         location.extend_from_slice(&host);
         location.extend_from_slice(&target);
+        self.x.status(301); // metrics
         self.resp.clear();
         http1::write_error(301, close, &[(b"Location", &location)], &mut self.resp);
         let sent = self
@@ -496,6 +508,7 @@ impl Conn<'_> {
     }
 
     async fn send_error_with(&mut self, status: u16, close: bool, extra: &[(&[u8], &[u8])]) {
+        self.x.status(status); // metrics
         self.resp.clear();
         http1::write_error(status, close, extra, &mut self.resp);
         let _ = self

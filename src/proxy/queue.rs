@@ -73,6 +73,7 @@ impl<'a> Conn<'a> {
             queued.fetch_sub(1, Relaxed);
             return Err(QueueEnd::Full);
         }
+        self.w.metrics.queue_enter(up);
         let ticket = self.w.queue_ticket.get();
         self.w.queue_ticket.set(ticket + 1);
         self.w.queues.borrow_mut()[up.0 as usize].push_back(ticket);
@@ -91,6 +92,10 @@ impl<'a> Conn<'a> {
         };
         self.w.queues.borrow_mut()[up.0 as usize].retain(|&t| t != ticket);
         queued.fetch_sub(1, Relaxed);
+        self.w.metrics.queue_leave(up);
+        if matches!(result, Err(QueueEnd::Timeout)) {
+            self.w.metrics.queue_timeout(up);
+        }
         result
     }
 }

@@ -99,6 +99,7 @@ impl<'a> Conn<'a> {
         let mut tried: u128 = 0;
         let mut last = Failure::NoServer;
         let mut body_pending = !replayable;
+        self.x.routed(up); // metrics
         for n in 0..upstream.tries {
             let pinned = if n == 0 {
                 self.sticky_slot(upstream)
@@ -125,6 +126,7 @@ impl<'a> Conn<'a> {
                 && in_time(upstream.retry_timeout)
                 && self.alternative_exists(upstream, tried);
             let server = &upstream.servers[i];
+            self.x.attempt(up, server.id); // metrics
             let state = self.w.shared.state.get(server.id);
             if let Some(st) = &upstream.sticky {
                 let repin = self.sticky_pref != Some(i);
@@ -306,6 +308,7 @@ impl<'a> Conn<'a> {
                     return Attempt::Failed(Failed::Connect(Failure::from_io(&e)));
                 }
             }
+            self.w.metrics.upstream_conn(server.id, reused); // metrics
             let sent_at = Instant::now();
             if let Err(e) = up.write_all(&self.out, t.upstream_send).await {
                 if reused && replayable {
@@ -337,6 +340,7 @@ impl<'a> Conn<'a> {
             match self.read_response_head(&mut up, req).await {
                 Ok(()) => {
                     let latency = sent_at.elapsed().as_nanos() as u64;
+                    self.x.upstream_time(latency); // metrics
                     observe_latency(state, latency);
                     let status = self.rhead.status;
                     if upstream.next_upstream.status_fails(status) {
@@ -483,6 +487,7 @@ impl<'a> Conn<'a> {
             nocache: self.cookie_nocache,
         };
         http1::write_response_head(self.ubuf.filled(), &self.rhead, &fwd, &mut self.resp);
+        self.x.status(self.rhead.status); // metrics
         self.ubuf.consume(self.rhead.head_len);
         let upstream_reusable = self.rhead.keep_alive && upstream.send_proxy_protocol.is_none();
         match self.relay_body(&mut up, rbody, dechunk).await {

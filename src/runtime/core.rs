@@ -103,6 +103,18 @@ pub(super) async fn main(
             }
         }
     });
+    // Access log lines are written from here, never from a request.
+    let log_ticker = io::spawn({
+        let gens = gens.clone();
+        async move {
+            loop {
+                io::sleep(crate::accesslog::TICK).await;
+                for w in gens.live() {
+                    w.access_log.tick(&w.shared);
+                }
+            }
+        }
+    });
 
     while !life.stopping.load(Ordering::Relaxed) {
         io::sleep(TICK).await;
@@ -141,7 +153,9 @@ pub(super) async fn main(
     }
     drop(admin);
     drop(sweeper);
-    for w in &live {
+    drop(log_ticker);
+    for w in gens.live() {
+        w.access_log.flush(&w.shared);
         w.pool.borrow_mut().clear();
     }
 }
@@ -177,8 +191,17 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<io::Listener>, id: List
     }
 }
 
-/// One connection; on a TLS listener the handshake runs first, on this core.
+/// One connection; on a TLS listener the handshake runs first, on this core. Counted as open
+/// (metrics) for as long as it is served.
 async fn serve_accepted(w: Rc<Worker>, stream: io::Stream, peer: SocketAddr, id: ListenerId) {
+    struct Open(Rc<Worker>, ListenerId);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.metrics.conn_closed(self.1);
+        }
+    }
+    w.metrics.conn_opened(id);
+    let _open = Open(w.clone(), id);
     match w.shared.tls.server(id) {
         None => crate::proxy::serve(w, stream, peer, id).await,
         Some(tls) => crate::tls::accept::serve(w, stream, peer, id, tls).await,

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// socket (glommio keeps them there), so they bound TLS reads and writes the same way.
 pub struct Stream {
     inner: Inner,
+    /// Bytes read and written so far (metrics and access log: bytes per exchange).
+    received: u64,
+    sent: u64,
 }
 
 enum Inner {
@@ -100,6 +103,8 @@ impl Stream {
         let _ = inner.set_nodelay(true);
         Stream {
             inner: Inner::Plain(inner),
+            received: 0,
+            sent: 0,
         }
     }
 
@@ -134,6 +139,8 @@ impl Stream {
         match within(deadline, connector.connect(tls.server_name(addr), tcp)).await {
             Ok(t) => Ok(Stream {
                 inner: Inner::Client(Box::new(t)),
+                received: 0,
+                sent: 0,
             }),
             Err(e) => {
                 log::warn!("TLS handshake with upstream server {addr} failed: {e}");
@@ -158,6 +165,8 @@ impl Stream {
         let t = within(deadline, TlsAcceptor::from(config).accept(tcp)).await?;
         Ok(Stream {
             inner: Inner::Server(Box::new(t)),
+            received: 0,
+            sent: 0,
         })
     }
 
@@ -181,10 +190,12 @@ impl Stream {
     /// of stream too, as nginx treats it (many servers and clients never send it).
     pub async fn read(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
         self.inner.tcp().set_read_timeout(Some(timeout))?;
-        match self.inner.read(buf).await {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.is_tls() => Ok(0),
-            r => r,
-        }
+        let n = match self.inner.read(buf).await {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.is_tls() => 0,
+            r => r?,
+        };
+        self.received += n as u64;
+        Ok(n)
     }
 
     /// Waits until at least one byte can be read, without consuming it. For TLS, decrypted
@@ -222,6 +233,7 @@ impl Stream {
     pub async fn write_all(&mut self, buf: &[u8], timeout: Duration) -> io::Result<()> {
         self.inner.tcp().set_write_timeout(Some(timeout))?;
         self.inner.write_all(buf).await?;
+        self.sent += buf.len() as u64;
         if self.is_tls() {
             self.inner.flush().await?;
         }
@@ -236,6 +248,16 @@ impl Stream {
             let _ = self.inner.tcp().set_write_timeout(Some(timeout));
             let _ = self.inner.close().await;
         }
+    }
+
+    /// Bytes read from this connection so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Bytes written to this connection so far (by completed `write_all`s).
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Ends the read side now, from outside the task that reads: a pending read returns 0.

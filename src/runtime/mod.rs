@@ -35,9 +35,29 @@ pub struct Shared {
     pub tls: crate::tls::Tls,
     pub started: std::time::SystemTime,
     pub workers: usize,
+    pub metrics: crate::metrics::Registry,
+    /// Bumped on SIGUSR1: each core reopens its access log when it sees a new value. One
+    /// counter for the process, shared by every generation.
+    pub log_reopen: Arc<AtomicU64>,
 }
 
 impl Shared {
+    /// The first generation of a process: `workers` cores serving `config`. Fails when a
+    /// TLS file cannot be loaded.
+    pub fn new(config: Config, workers: usize) -> Result<Shared, String> {
+        Ok(Shared {
+            tls: crate::tls::Tls::new(&config)?,
+            state: StateTable::new(&config),
+            metrics: crate::metrics::Registry::new(&config, workers),
+            config: Arc::new(config),
+            generation: 0,
+            life: Arc::new(Life::default()),
+            started: std::time::SystemTime::now(),
+            workers,
+            log_reopen: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
     pub fn stopping(&self) -> bool {
         self.life.stopping.load(Ordering::Relaxed)
     }
@@ -120,6 +140,11 @@ pub enum RunError {
     Health(String),
     #[error("{0}")]
     Tls(String),
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The CPUs workers are pinned to, in worker order.
@@ -191,7 +216,17 @@ fn bind_listeners(
 
 /// Runs until `stop` is triggered, then stops gracefully within `runtime.shutdown_grace`.
 pub fn run(config: Config, path: &std::path::Path, stop: Stop) -> Result<(), RunError> {
+    // SIGUSR1 (logrotate): reopen the access logs. Registered before anything is logged as
+    // listening, so a rotation signal never meets the default action (terminate).
+    let reopen = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone()) {
+        log::warn!("cannot install the SIGUSR1 handler (access log reopen): {e}");
+    }
     let cpus = worker_cpus(&config)?;
+    crate::accesslog::check(&config.access_log).map_err(|source| RunError::AccessLog {
+        path: crate::accesslog::describe(&config.access_log.target),
+        source,
+    })?;
     let mut listeners = bind_listeners(&config, cpus.len())?;
     let admin = bind_one(config.admin.listen, 128, false).map_err(|source| RunError::Bind {
         name: "admin".into(),
@@ -241,17 +276,8 @@ pub fn run(config: Config, path: &std::path::Path, stop: Stop) -> Result<(), Run
         log::warn!("{w}");
     }
 
-    let life = Arc::new(Life::default());
-    let tls = crate::tls::Tls::new(&config).map_err(RunError::Tls)?;
-    let shared = Arc::new(Shared {
-        tls,
-        state: StateTable::new(&config),
-        config: Arc::new(config),
-        generation: 0,
-        life: life.clone(),
-        started: std::time::SystemTime::now(),
-        workers: cpus.len(),
-    });
+    let shared = Arc::new(Shared::new(config, cpus.len()).map_err(RunError::Tls)?);
+    let life = shared.life.clone();
     let current = Arc::new(Current::new(shared.clone()));
     // Before the workers, so a failure to start it leaves nothing to stop.
     let checker = crate::upstream::health::start(current.clone()).map_err(RunError::Health)?;
@@ -294,6 +320,10 @@ pub fn run(config: Config, path: &std::path::Path, stop: Stop) -> Result<(), Run
     // The control loop: signals arrive on the main thread; workers poll `stopping` and the
     // current generation.
     while !stop.is_triggered() {
+        if reopen.swap(false, Ordering::Relaxed) {
+            log::info!("SIGUSR1: reopening access logs");
+            current.load().log_reopen.fetch_add(1, Ordering::Relaxed);
+        }
         if life.exited.load(Ordering::Relaxed) > 0 {
             log::error!("a worker stopped unexpectedly; stopping all");
             break;

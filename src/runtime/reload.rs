@@ -23,6 +23,7 @@ pub(super) fn reload(path: &Path, current: &Current) {
                 shared.config.server_count()
             );
             life.generation.store(shared.generation, Relaxed);
+            shared.metrics.config_reload(true);
             current.store(Arc::new(shared));
             life.last_reload_error.store(None);
         }
@@ -32,6 +33,7 @@ pub(super) fn reload(path: &Path, current: &Current) {
                 path.display()
             );
             life.reload_failures.fetch_add(1, Relaxed);
+            old.metrics.config_reload(false);
             life.last_reload_error.store(Some(Arc::new(e)));
         }
     }
@@ -43,8 +45,14 @@ fn next_generation(path: &Path, old: &Shared) -> Result<Shared, String> {
     compatible(&old.config, &config)?;
     let state = StateTable::carry(&config, &old.config, &old.state);
     let tls = old.tls.rebuild(&config)?;
+    // Counters are shaped by the config (servers, listeners): a new registry, which keeps the
+    // process-wide reload and log-error counts.
+    let metrics = crate::metrics::Registry::new(&config, old.workers);
+    metrics.carry_process_counters(&old.metrics);
     Ok(Shared {
         tls,
+        metrics,
+        log_reopen: old.log_reopen.clone(),
         config: Arc::new(config),
         state,
         generation: old.generation + 1,

@@ -1,8 +1,11 @@
 //! Per-core state: everything a connection task on this core needs, none of it shared.
 //! `!Send` by construction (Rc/RefCell/Cell); runs on the owning core; takes no lock.
 
+use crate::accesslog;
 use crate::balance::{Balancer, Member};
+use crate::metrics::{self, Exchange};
 use crate::runtime::conns::Conns;
+use crate::runtime::io::Stream;
 use crate::runtime::{Current, Shared};
 use crate::upstream::Pool;
 use std::cell::{Cell, RefCell};
@@ -30,6 +33,9 @@ pub struct Worker {
     /// Set when a reload replaced this generation, with the worker that replaces it.
     pub retired: Cell<bool>,
     pub successor: RefCell<Option<Rc<Worker>>>,
+    /// This core's counters (this core is their only writer).
+    pub metrics: Arc<metrics::Core>,
+    pub access_log: accesslog::Log,
 }
 
 /// One balancer per upstream for core `index`, with the weights now in force.
@@ -76,6 +82,8 @@ impl Worker {
     pub fn new(index: usize, shared: Arc<Shared>, current: Arc<Current>) -> Worker {
         let config = &shared.config;
         let balancers = balancers(&shared, index);
+        let start_secs = metrics::unix_ms(shared.started) / 1000;
+        let reopen = shared.log_reopen.load(std::sync::atomic::Ordering::Relaxed);
         Worker {
             index,
             pool: RefCell::new(Pool::new(config)),
@@ -99,7 +107,23 @@ impl Worker {
             current,
             retired: Cell::new(false),
             successor: RefCell::new(None),
+            metrics: shared.metrics.core(index),
+            access_log: accesslog::Log::new(&config.access_log, index, start_secs, reopen),
             shared,
         }
+    }
+
+    /// The end of one exchange on `client`: counters, then the access log line.
+    pub fn request_done(&self, x: &mut Exchange, client: &Stream) {
+        let r = x.finish(client.received(), client.sent());
+        self.metrics.request(&r);
+        self.access_log.write(x, &self.shared);
+    }
+}
+
+impl Drop for Worker {
+    /// A retired generation's last lines are written when its last connection ends.
+    fn drop(&mut self) {
+        self.access_log.flush(&self.shared);
     }
 }

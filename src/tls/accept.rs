@@ -49,7 +49,13 @@ pub async fn serve(
         }
     }
     match stream.accept_tls(config, t.client_header).await {
-        Ok(tls) => crate::proxy::serve(w, tls, peer, listener).await,
-        Err(e) => log::info!("{peer}: TLS handshake failed: {e}"),
+        Ok(tls) => {
+            w.metrics.tls_handshake(listener, true);
+            crate::proxy::serve(w, tls, peer, listener).await
+        }
+        Err(e) => {
+            w.metrics.tls_handshake(listener, false);
+            log::info!("{peer}: TLS handshake failed: {e}");
+        }
     }
 }

@@ -109,6 +109,7 @@ async fn check_loop(shared: Arc<Shared>, u: usize, s: usize, i: usize, n: usize)
         let outcome = check(&shared, server, &request, hc.timeout, &mut buf, &mut head).await;
         let took = started.elapsed();
         let pass = matches!(outcome, Outcome::Status(code) if hc.expect.contains(&code));
+        shared.metrics.health_check(server.id, pass, took);
         let now = now_ms();
         state.last_check_status.store(outcome.status(), Relaxed);
         state
