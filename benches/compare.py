@@ -32,7 +32,13 @@ IDLE = int(os.environ.get("IDLE_CONNS", "10000"))
 BACKENDS = [19101, 19102, 19103]
 # HAProxy wants about 2 descriptors per maxconn; the sandbox's hard RLIMIT_NOFILE is 20000.
 HAPROXY_MAXCONN = min(30000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2)
-PORTS = {"ringlb": 18081, "nginx": 18082, "haproxy": 18083, "direct": BACKENDS[0]}
+PORTS = {
+    "ringlb": 18081,
+    "ringlb (metrics off)": 18084,
+    "nginx": 18082,
+    "haproxy": 18083,
+    "direct": BACKENDS[0],
+}
 TICK = os.sysconf("SC_CLK_TCK")
 
 procs = []
@@ -174,8 +180,18 @@ frontend fe
 backend be
   balance roundrobin
 {hsrv}"""
+    quiet = (
+        ringlb.replace("127.0.0.1:18081", "127.0.0.1:18084")
+        .replace("127.0.0.1:19991", "127.0.0.1:19992")
+        .replace("cpus = [0]\n", "cpus = [0]\n[metrics]\nenabled = false\n")
+    )
     paths = {}
-    for name, text in [("ringlb.toml", ringlb), ("nginx.conf", nginx), ("haproxy.cfg", haproxy)]:
+    for name, text in [
+        ("ringlb.toml", ringlb),
+        ("ringlb-quiet.toml", quiet),
+        ("nginx.conf", nginx),
+        ("haproxy.cfg", haproxy),
+    ]:
         paths[name] = os.path.join(tmp, name)
         with open(paths[name], "w") as f:
             f.write(text)
@@ -212,6 +228,9 @@ def main():
         rl = start(["taskset", "-c", "0", os.path.join(BIN, "ringlb"), "run", "-c",
                     paths["ringlb.toml"]], env={**os.environ, "RUST_LOG": "warn"})
         pids["ringlb"] = [rl.pid]
+        rq = start(["taskset", "-c", "0", os.path.join(BIN, "ringlb"), "run", "-c",
+                    paths["ringlb-quiet.toml"]], env={**os.environ, "RUST_LOG": "warn"})
+        pids["ringlb (metrics off)"] = [rq.pid]
         ng = start(["taskset", "-c", "0", "nginx", "-c", paths["nginx.conf"], "-p", tmp])
         ha = start(["taskset", "-c", "0", "haproxy", "-f", paths["haproxy.cfg"]])
         pids["haproxy"] = [ha.pid]
@@ -221,7 +240,7 @@ def main():
         pids["nginx"] = children(ng.pid)
         pids["direct"] = []
 
-        names = ["ringlb", "nginx", "haproxy", "direct"]
+        names = ["ringlb", "ringlb (metrics off)", "nginx", "haproxy", "direct"]
         closed = {n: [] for n in names}
         for rnd in range(ROUNDS):
             order = names[rnd % len(names):] + names[: rnd % len(names)]
@@ -238,7 +257,7 @@ def main():
         rates = [int(nginx_max * 0.5), int(nginx_max * 0.8)]
         opened = {}
         for rate in rates:
-            for n in names:
+            for n in [x for x in names if x != "ringlb (metrics off)"]:
                 r = loadgen(PORTS[n], ["-R", str(rate)])
                 lat = r["latency_us"]
                 opened[(n, rate)] = (r["rps"], lat["p50"], lat["p99"], lat["p999"])
@@ -287,7 +306,7 @@ def report(summary, opened, rates, rss):
         "| target | max req/s | vs nginx | vs direct | proxy CPU µs/request | vs nginx |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for n in ["ringlb", "nginx", "haproxy", "direct"]:
+    for n in ["ringlb", "ringlb (metrics off)", "nginx", "haproxy", "direct"]:
         s = summary[n]
         cpu = s["cpu_us"]
         cpu_ratio = "–" if cpu is None else "%.2f" % (cpu / ng["cpu_us"])
@@ -295,6 +314,9 @@ def report(summary, opened, rates, rss):
             f"| {n} | {fmt(s['rps'])} | {s['rps'] / ng['rps']:.2f} | {s['rps'] / direct['rps']:.2f} "
             f"| {fmt(cpu, 1)} | {cpu_ratio} |"
         )
+    on, off = summary["ringlb"], summary["ringlb (metrics off)"]
+    out += ["", f"Metrics cost: req/s with metrics on / off = {on['rps'] / off['rps']:.3f}; "
+            f"CPU per request on / off = {on['cpu_us'] / off['cpu_us']:.3f}."]
     out += ["", "Open loop at fixed rates (latency from the intended send time, µs):", "",
             "| target | rate | achieved req/s | p50 | p99 | p99.9 |", "|---|---:|---:|---:|---:|---:|"]
     for rate in rates:
