@@ -16,7 +16,14 @@ done
 sleep 0.3
 "$bin/ringlb" run -c ringlb.example.toml &
 pids+=($!)
-sleep 0.5
+for _ in $(seq 50); do
+  if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+    echo "ringlb did not start (see the error above)" >&2
+    exit 1
+  fi
+  curl -fsS -o /dev/null http://127.0.0.1:9901/live 2>/dev/null && break
+  sleep 0.1
+done
 cat <<MSG
 
 ringlb is listening on http://127.0.0.1:8080 (admin http://127.0.0.1:9901)

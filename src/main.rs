@@ -77,6 +77,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, stop.reload_flag())
         .context("cannot install the handler for SIGHUP")?;
-    runtime::run(config, &path, stop)?;
+    // A RunError's message already names its cause: keep it as one line.
+    runtime::run(config, &path, stop).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

@@ -19,6 +19,7 @@
 //! and, in a field that is not valid UTF-8, every byte above 0x7f, as `\u00HH`).
 
 use crate::config::Config;
+use crate::http1::{write_ip as ip, write_num as num};
 use crate::metrics::Exchange;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -169,10 +170,6 @@ fn seconds(out: &mut Vec<u8>, ns: u64, decimals: u32) {
     pad(out, v % scale, decimals as usize);
 }
 
-fn num(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
 /// `v` in decimal, left-padded with zeros to `width` digits.
 fn pad(out: &mut Vec<u8>, v: u64, width: usize) {
     let mut b = itoa::Buffer::new();
@@ -182,22 +179,6 @@ fn pad(out: &mut Vec<u8>, v: u64, width: usize) {
         width.saturating_sub(digits.len()),
     ));
     out.extend_from_slice(digits);
-}
-
-fn ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                num(out, u64::from(o));
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
 }
 
 fn addr(out: &mut Vec<u8>, a: SocketAddr) {

@@ -24,6 +24,7 @@
 mod chunked;
 mod parse;
 mod rewrite;
+pub(crate) use rewrite::{ip as write_ip, num as write_num};
 
 #[cfg(test)]
 mod tests;

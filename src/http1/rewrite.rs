@@ -366,8 +366,8 @@ fn is(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The client address as X-Forwarded-For carries it: dotted quad, or RFC 5952 text without
-/// brackets.
-fn ip(out: &mut Vec<u8>, ip: IpAddr) {
+/// brackets. Also the access log's.
+pub(crate) fn ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, o) in v4.octets().into_iter().enumerate() {
@@ -439,18 +439,6 @@ fn cookie(out: &mut Vec<u8>, name: &[u8], value: &[u8], drop: &[u8]) {
 }
 
 /// Decimal digits of `n` without going through `fmt`.
-fn num(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+pub(crate) fn num(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
