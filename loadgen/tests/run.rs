@@ -169,9 +169,17 @@ fn a_connection_closed_while_idle_is_retried_not_counted() {
 
 #[test]
 fn errors_are_counted_by_kind() {
-    // Nothing listens on the port of a backend that has gone.
-    let port = Backend::start(&["--listen", "127.0.0.1:0"]).addr();
-    let out = run(&[&format!("http://{port}/"), "-n", "5", "-c", "1", "--json"]);
+    // A port held bound but not listening: connecting is refused, and no other test can
+    // take the port meanwhile (a closed backend's port could be reused by a parallel test).
+    let (_held, port) = refused_port();
+    let out = run(&[
+        &format!("http://127.0.0.1:{port}/"),
+        "-n",
+        "5",
+        "-c",
+        "1",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["errors"]["connect"], 5, "{v}");
@@ -258,5 +266,32 @@ fn bad_arguments_exit_2_with_a_message() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// A loopback TCP port bound but not listening, and the socket holding it.
+fn refused_port() -> (std::os::fd::OwnedFd, u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2)/bind(2)/getsockname(2) calls on a descriptor this function
+    // creates and hands over to an OwnedFd; the address structs are initialised and sized.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut got_len = len;
+        assert_eq!(
+            libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut got_len),
+            0
+        );
+        (owned, u16::from_be(got.sin_port))
     }
 }
