@@ -365,9 +365,9 @@ fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Termination
 
-#[test]
-fn sni_picks_the_certificate_and_requests_reach_the_backend_as_https() {
-    let ca = Ca::new("sni");
+/// A TLS listener with certificates for `a.test` (the default) and `*.b.test`, in front of
+/// one backend.
+fn two_certificates(ca: &Ca) -> (Backend, Ringlb) {
     let a = ca.issue(&["a.test"]);
     let b = ca.issue(&["*.b.test"]);
     let backend = Backend::start("app1", &[]);
@@ -376,6 +376,13 @@ fn sni_picks_the_certificate_and_requests_reach_the_backend_as_https() {
         &format!("{{ certs = [{}, {}] }}", a.toml(), b.toml()),
         backend.addr,
     ));
+    (backend, lb)
+}
+
+#[test]
+fn sni_picks_the_certificate_and_requests_reach_the_backend_as_https() {
+    let ca = Ca::new("sni");
+    let (_backend, lb) = two_certificates(&ca);
     let https = lb.listeners[0];
     let config = Arc::new(client_config(ca.roots()));
 
@@ -428,14 +435,7 @@ fn sni_picks_the_certificate_and_requests_reach_the_backend_as_https() {
 #[test]
 fn unknown_or_missing_sni_gets_the_default_certificate() {
     let ca = Ca::new("default");
-    let a = ca.issue(&["a.test"]);
-    let b = ca.issue(&["*.b.test"]);
-    let backend = Backend::start("app1", &[]);
-    let lb = Ringlb::start(&tls_config(
-        HEAD,
-        &format!("{{ certs = [{}, {}] }}", a.toml(), b.toml()),
-        backend.addr,
-    ));
+    let (_backend, lb) = two_certificates(&ca);
     // No SNI at all (as clients connecting by IP address): the first certificate.
     let mut config = client_config(ca.roots());
     config.enable_sni = false;
