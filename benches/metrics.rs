@@ -11,10 +11,12 @@
 //! `cargo bench --bench metrics`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use ringlb::accesslog::Exchange;
 use ringlb::config::{Config, ListenerId, ServerId, UpstreamId};
+use ringlb::context::{Current, Shared, Worker};
 use ringlb::http1::{self, RequestHead};
-use ringlb::metrics::{Core, Exchange, Layout, Request, Target};
-use ringlb::runtime::{Shared, Worker};
+use ringlb::metrics::{Core, Layout, Request, Target};
+use ringlb::state::Life;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -54,8 +56,9 @@ fn counter(c: &mut Criterion) {
 
 fn worker(extra: &str) -> Worker {
     let config = Config::parse(&format!("{BASE}{extra}")).expect("config");
-    let shared = Arc::new(Shared::new(config, 1).expect("shared"));
-    let current = Arc::new(ringlb::runtime::Current::new(shared.clone()));
+    let life = Arc::new(Life::new(1, std::sync::mpsc::channel().0));
+    let shared = Arc::new(Shared::new(config, 1, life).expect("shared"));
+    let current = Arc::new(Current::new(shared.clone()));
     Worker::new(0, shared, current)
 }
 
@@ -94,11 +97,13 @@ fn request(c: &mut Criterion) {
         ),
     ] {
         let w = worker(extra);
-        let mut x = Exchange::new(&w, ListenerId(0), "10.1.2.3:40000".parse().unwrap());
+        let peer = "10.1.2.3:40000".parse().unwrap();
+        let mut x = Exchange::new(w.access_log.enabled(), true, ListenerId(0), peer);
+        let id_header = w.shared.config.access_log.request_id_header.clone();
         let mut total = 0u64;
         c.bench_function(name, |b| {
             b.iter(|| {
-                x.begin(&w, REQUEST, &head);
+                x.begin(&w.access_log, &id_header, REQUEST, &head);
                 x.routed(UpstreamId(0));
                 x.attempt(UpstreamId(0), ServerId(1));
                 x.upstream_time(250_000);
@@ -106,7 +111,7 @@ fn request(c: &mut Criterion) {
                 total += 1380;
                 let r = x.finish(total / 1380 * 180, total);
                 w.metrics.request(&r);
-                w.access_log.write(&x, &w.shared);
+                w.access_log.write(&x, &w.shared.config, &w.shared.metrics);
             })
         });
     }

@@ -1,25 +1,26 @@
 //! ringlb: a thread-per-core HTTP/1.1 load balancer and reverse proxy on io_uring.
 //!
 //! # Layout
-//! - `config`   — TOML file → validated, typed [`config::Config`] (every problem with its path)
-//! - `runtime`  — executors pinned per core, SO_REUSEPORT listeners, lifecycle; `runtime::io`
-//!   is the only module that names glommio, apart from executor setup (`runtime`,
-//!   `upstream::health`)
-//! - `http1`    — I/O-free HTTP/1.1: request/response head parsing, chunked framing, head rewrite
-//! - `proxy`    — one client connection: head → route → attempt → response → next
-//! - `balance`  — I/O-free balancing algorithms, one file each, behind one enum
-//! - `upstream` — shared lock-free server state (atomics), per-core keep-alive pools, the
-//!   active health checker (one thread for the process)
-//! - `admin`    — the admin listener: liveness, readiness, the JSON runtime API
-//! - `tls`      — rustls configs: termination (SNI, tickets shared by all cores), upstream TLS
-//! - `metrics`  — per-core counters (one writer each), summed into Prometheus text when scraped
-//! - `accesslog` — per-core buffered access log lines (common or JSON), reopened on SIGUSR1
+//! Modules point one way: each may use only the ones listed below it in this table (the
+//! allowed edges are checked by `tests/layers.rs`; `ARCHITECTURE.md` has the picture).
+//!
+//! | layer    | modules | what |
+//! |----------|---------|------|
+//! | bin      | `main.rs`, [`server`] | CLI; the process: bind, start cores, signals, reload, stop |
+//! | serve    | [`proxy`], [`admin`], [`health`] | client connections; the admin listener; active checks |
+//! | context  | [`context`] | the configuration generation (`Shared`), per-core `Worker`, generations |
+//! | parts    | [`upstream`], [`tls`], [`accesslog`], [`metrics`] | pools; rustls configs; log lines; counters |
+//! | state    | [`state`] | server-state table (atomics), lifecycle and its events, connection registry |
+//! | engine   | [`engine`] | the only module that names the I/O crate (glommio): cores, sockets, timers, tasks, wake-ups |
+//! | model    | [`config`] | TOML file → validated, typed [`config::Config`] (plain data: no files, no sockets) |
+//! | core     | [`http1`], [`balance`] | I/O-free HTTP/1.1 framing and balancing policy |
 //!
 //! # Invariants
 //! 1. Nothing on the request path takes a lock or allocates per request in steady state.
 //!    Per-core state is `!Send` (`Rc`, `RefCell`, `Cell`); shared state is read through atomics.
 //! 2. Data crosses cores in three ways only: the shared server-state table (atomics), the config
-//!    snapshot (swapped whole), and control flags (shutdown).
+//!    snapshot (swapped whole), and control events (stop, reload, log reopen) that wake each
+//!    core through its `engine::Signal`.
 //! 3. Protocol and policy code is I/O-free: `http1` and `balance` never touch sockets or the
 //!    runtime. They take bytes, indices and state and return decisions.
 //! 4. Config is validated once. After `Config::load` returns `Ok`, nothing re-checks a weight,
@@ -31,9 +32,13 @@ pub mod accesslog;
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod context;
+pub mod engine;
+pub mod health;
 pub mod http1;
 pub mod metrics;
 pub mod proxy;
-pub mod runtime;
+pub mod server;
+pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -1,9 +1,8 @@
 //! The `ringlb` command: parse the command line, load the config, run.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ringlb::config::Config;
-use ringlb::runtime::{self, Stop};
+use ringlb::{server, tls};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,7 +39,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match Config::load(&config, &tls::Files) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} listeners, {} upstreams, {} servers)",
@@ -69,15 +68,9 @@ fn main() -> ExitCode {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}", e.lines().join("\n")))?;
-    let stop = Stop::default();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.flag())
-            .with_context(|| format!("cannot install the handler for signal {sig}"))?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, stop.reload_flag())
-        .context("cannot install the handler for SIGHUP")?;
+    let config = Config::load(&path, &tls::Files)
+        .map_err(|e| anyhow::anyhow!("{}", e.lines().join("\n")))?;
     // A RunError's message already names its cause: keep it as one line.
-    runtime::run(config, &path, stop).map_err(|e| anyhow::anyhow!("{e}"))?;
+    server::run(config, &path).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

@@ -18,9 +18,9 @@
 //! `json` is one object per line with the same facts; strings are valid JSON (control bytes
 //! and, in a field that is not valid UTF-8, every byte above 0x7f, as `\u00HH`).
 
+use super::Exchange;
 use crate::config::Config;
 use crate::http1::{write_ip as ip, write_num as num};
-use crate::metrics::Exchange;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -9,20 +9,24 @@
 //! (`ringlb_access_log_write_errors_total`) rather than held: memory stays bounded when the
 //! disk is full.
 //!
-//! Log rotation (logrotate `postrotate kill -USR1`): SIGUSR1 bumps `Shared::log_reopen`; each
+//! Log rotation (logrotate `postrotate kill -USR1`): SIGUSR1 bumps `Life::log_reopen`; each
 //! core, at its next tick, writes what it buffered to the old file and reopens the path.
 //!
-//! Formats are in `format.rs`. Runs on the owning core.
+//! The facts of an exchange are gathered in [`Exchange`] (`exchange.rs`), which feeds both the
+//! counters and this log. Formats are in `format.rs`. Runs on the owning core.
+//!
+//! Uses `config`, `http1` and `metrics`.
 
+mod exchange;
 mod format;
 
-use crate::config::{AccessLog, LogFormat, LogTarget};
-use crate::metrics::Exchange;
-use crate::runtime::Shared;
+pub use exchange::{Exchange, CLIENT_CLOSED, MAX_ID};
+
+use crate::config::{AccessLog, Config, LogFormat, LogTarget};
+use crate::metrics::Registry;
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// A buffer larger than this is written out at once.
@@ -134,24 +138,24 @@ impl Log {
     }
 
     /// Appends the line for the finished exchange `x`; writes the buffer out when it is full.
-    pub fn write(&self, x: &Exchange, shared: &Shared) {
+    pub fn write(&self, x: &Exchange, config: &Config, metrics: &Registry) {
         let full = {
             let mut buf = self.buf.borrow_mut();
             match self.format {
                 LogFormat::Off => return,
-                LogFormat::Common => format::common(&mut buf, x, &shared.config),
-                LogFormat::Json => format::json(&mut buf, x, &shared.config),
+                LogFormat::Common => format::common(&mut buf, x, config),
+                LogFormat::Json => format::json(&mut buf, x, config),
             }
             buf.len() >= FLUSH_AT
         };
         if full {
-            self.flush(shared);
+            self.flush(metrics);
         }
     }
 
     /// Writes out what is buffered. A blocking write: called once per [`FLUSH_AT`] bytes or
     /// per [`TICK`], never per request.
-    pub fn flush(&self, shared: &Shared) {
+    pub fn flush(&self, metrics: &Registry) {
         let mut buf = self.buf.borrow_mut();
         if buf.is_empty() {
             return;
@@ -163,7 +167,7 @@ impl Log {
         match r {
             Ok(()) => self.failing.set(false),
             Err(e) => {
-                shared.metrics.access_log_error();
+                metrics.access_log_error();
                 if !self.failing.replace(true) {
                     log::error!(
                         "cannot write the access log ({}): {e}; dropping lines until it works",
@@ -177,12 +181,12 @@ impl Log {
 
     /// The timer: write out the buffer, then reopen the file if SIGUSR1 asked for it (or if
     /// it could not be opened before).
-    pub fn tick(&self, shared: &Shared) {
+    pub fn tick(&self, metrics: &Registry, reopen: u64) {
         if !self.enabled() {
             return;
         }
-        self.flush(shared);
-        let generation = shared.log_reopen.load(Relaxed);
+        self.flush(metrics);
+        let generation = reopen;
         let missing = self.out.borrow().is_none();
         if generation != self.generation.get() || missing {
             self.generation.set(generation);

@@ -5,8 +5,8 @@
 
 use super::Response;
 use crate::config::{Server, Upstream};
-use crate::runtime::Shared;
-use crate::upstream::state::{now_ms, AdminState};
+use crate::context::Shared;
+use crate::state::{now_ms, AdminState};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -17,13 +17,12 @@
 mod api;
 mod request;
 
+use crate::context::{Shared, Worker};
+use crate::engine::{self, Listener, Stream};
 use crate::http1::{self, Method};
-use crate::runtime::io::{self, Listener, Stream};
-use crate::runtime::{Shared, Worker};
-use crate::upstream::state::now_ms;
+use crate::state::{now_ms, Event};
 use request::{ReadError, Request};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Reading a whole request, and writing the answer.
@@ -32,10 +31,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(w: Rc<Worker>, listener: Listener) {
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => io::spawn_detached(handle(w.clone(), stream)),
+            Ok((stream, _)) => engine::spawn_detached(handle(w.clone(), stream)),
             Err(e) => {
                 log::warn!("admin accept failed: {e}");
-                io::sleep(Duration::from_millis(100)).await;
+                engine::sleep(Duration::from_millis(100)).await;
             }
         }
     }
@@ -182,7 +181,7 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
         }
         Target::Metrics if shared.metrics.enabled() => Response {
             content_type: crate::metrics::CONTENT_TYPE,
-            ..Response::text(200, crate::metrics::render(shared))
+            ..Response::text(200, crate::metrics::render(&shared.scrape()))
         },
         Target::Metrics => Response::text(
             404,
@@ -213,17 +212,13 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
     }
 }
 
-/// Asks the control loop to reload the configuration file and waits for the outcome.
+/// Asks the control thread to reload the configuration file and waits for the outcome.
 async fn reload(shared: &Shared) -> Response {
     let life = &shared.life;
-    let before = life.reloads.load(Ordering::Relaxed);
-    life.reload_requested.store(true, Ordering::Relaxed);
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while life.reloads.load(Ordering::Relaxed) == before {
-        if std::time::Instant::now() > deadline {
-            return Response::error(504, "the reload did not finish in time");
-        }
-        io::sleep(Duration::from_millis(10)).await;
+    let done = std::sync::Arc::new(engine::Signal::default());
+    life.send(Event::Reload(Some(done.clone())));
+    if !done.wait_for(&mut 0, TIMEOUT).await {
+        return Response::error(504, "the reload did not finish in time");
     }
     match life.last_reload_error.load_full() {
         None => Response::json(

@@ -2,8 +2,8 @@
 //! Content-Length or chunked, everything within one deadline. Off the request path: the
 //! admin listener is served by worker 0, one short connection per request.
 
+use crate::engine::Stream;
 use crate::http1::{self, ChunkedDecoder, Method, RequestBody, RequestHead, Status};
-use crate::runtime::io::Stream;
 use std::time::{Duration, Instant};
 
 /// Largest request body accepted (413 beyond).

@@ -399,22 +399,70 @@ impl ConfigError {
     }
 }
 
+/// A problem with one field of a section whose files are read by another layer (`field` is
+/// relative to the section, e.g. `certs[0].key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `prefix.field: message`, the form config validation reports.
+    pub fn at(&self, prefix: &str) -> String {
+        format!("{prefix}.{}: {}", self.field, self.message)
+    }
+}
+
+/// Checks the files a configuration names (certificates, keys, CA bundles). Validation calls
+/// it so that a bad file is reported with its path like any other problem, while reading and
+/// parsing those files stays the job of the layer that uses them (`tls` implements this).
+pub trait FileCheck {
+    fn listener_tls(&self, tls: &ListenerTls) -> Vec<FieldError>;
+    fn upstream_tls(&self, tls: &UpstreamTls) -> Vec<FieldError>;
+}
+
+/// Checks only the structure: no file is read.
+pub struct NoFileCheck;
+
+impl FileCheck for NoFileCheck {
+    fn listener_tls(&self, _: &ListenerTls) -> Vec<FieldError> {
+        Vec::new()
+    }
+    fn upstream_tls(&self, _: &UpstreamTls) -> Vec<FieldError> {
+        Vec::new()
+    }
+}
+
 impl Config {
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// Reads and validates the file at `path`; `files` checks the files it names.
+    pub fn load(path: &Path, files: &dyn FileCheck) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text).map_err(|e| match e {
+        Config::parse_with(&text, files).map_err(|e| match e {
             ConfigError::Syntax(m) => ConfigError::Syntax(format!("{}: {m}", path.display())),
             other => other,
         })
     }
 
+    /// Validates `text`, reading no file.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, &NoFileCheck)
+    }
+
+    pub fn parse_with(text: &str, files: &dyn FileCheck) -> Result<Config, ConfigError> {
         let file: file::File =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().into()))?;
-        validate::validate(file).map_err(ConfigError::Invalid)
+        validate::validate(file, files).map_err(ConfigError::Invalid)
     }
 
     /// Total number of servers (the size of the shared state table).

@@ -7,11 +7,15 @@ use std::collections::HashSet;
 
 const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
-struct Problems(Vec<Problem>);
+struct Problems<'a> {
+    list: Vec<Problem>,
+    /// Reads the files the config names (certificates, keys, CAs).
+    files: &'a dyn FileCheck,
+}
 
-impl Problems {
+impl Problems<'_> {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
+        self.list.push(Problem {
             path: path.into(),
             message: message.into(),
         });
@@ -80,8 +84,11 @@ fn parse_size(text: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
-pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
-    let mut p = Problems(Vec::new());
+pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<Problem>> {
+    let mut p = Problems {
+        list: Vec::new(),
+        files,
+    };
 
     let runtime = runtime(&mut p, &file);
     let token = file.admin.token.clone();
@@ -179,7 +186,7 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
     let upstreams = upstreams(&mut p, &file);
     let routes = routes(&mut p, &file, &listeners, &upstreams);
 
-    if p.0.is_empty() {
+    if p.list.is_empty() {
         Ok(Config {
             runtime,
             admin,
@@ -192,7 +199,7 @@ pub(super) fn validate(file: File) -> Result<Config, Vec<Problem>> {
             upstreams,
         })
     } else {
-        Err(p.0)
+        Err(p.list)
     }
 }
 
@@ -414,7 +421,7 @@ fn listener_tls(
             .collect(),
         min_version,
     };
-    let errors = crate::tls::check_listener(&tls);
+    let errors = p.files.listener_tls(&tls);
     for e in &errors {
         p.add(format!("{path}.{}", e.field), e.message.clone());
     }
@@ -447,7 +454,7 @@ fn upstream_tls(
         verify: t.verify.unwrap_or(true),
         client_cert,
     };
-    let errors = crate::tls::check_upstream(&tls);
+    let errors = p.files.upstream_tls(&tls);
     for e in &errors {
         p.add(format!("{path}.{}", e.field), e.message.clone());
     }

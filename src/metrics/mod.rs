@@ -4,9 +4,8 @@
 //! - `names.rs`: every metric name, type and help text, defined once.
 //! - `core.rs`: one core's counters (single writer, no locked instruction) and their layout.
 //! - `histogram.rs`: the fixed latency buckets.
-//! - `exchange.rs`: the facts of one request, gathered by the proxy for counters and access log.
 //! - `render.rs`: the text exposition format 0.0.4, built from the summed counters, the shared
-//!   server-state table and the registry's control-plane counters.
+//!   server-state table and the registry's control-plane counters ([`Scrape`]).
 //!
 //! Hot-path writes go to the calling core's own [`Core`]. Rare events that happen off the
 //! request path and not on any particular core (health checks, reloads, access log failures)
@@ -17,9 +16,10 @@
 //! - `w.metrics.tls_handshake(listener, ok)` after each TLS handshake on a core;
 //! - `w.metrics.queue_enter/queue_leave/queue_timeout(upstream)` around a max_conns wait;
 //! - `shared.metrics.config_reload(ok)` after each reload attempt.
+//!
+//! Uses `config`, `http1` and `state`.
 
 pub mod core;
-mod exchange;
 pub mod histogram;
 pub mod names;
 mod render;
@@ -27,8 +27,7 @@ mod render;
 mod tests;
 
 pub use self::core::{Core, Layout, Request, Target};
-pub use exchange::Exchange;
-pub use render::render;
+pub use render::{render, Scrape};
 
 use crate::config::{Config, ServerId};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

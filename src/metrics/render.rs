@@ -10,13 +10,22 @@ use super::core::{self, Target, CLASSES, CODES};
 use super::histogram::{self, BOUNDS_LE};
 use super::names::{self, Family, Kind};
 use super::Registry;
-use crate::runtime::Shared;
-use crate::upstream::state::{now_ms, AdminState};
+use crate::config::Config;
+use crate::state::{now_ms, AdminState, StateTable};
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// What a scrape reads: one configuration generation's counters and server states.
+pub struct Scrape<'a> {
+    pub config: &'a Config,
+    pub state: &'a StateTable,
+    pub metrics: &'a Registry,
+    pub workers: usize,
+    pub started: std::time::SystemTime,
+}
+
 /// The whole scrape.
-pub fn render(shared: &Shared) -> String {
+pub fn render(shared: &Scrape<'_>) -> String {
     let reg = &shared.metrics;
     let config = &shared.config;
     let lay = reg.layout();
@@ -224,7 +233,7 @@ pub fn render(shared: &Shared) -> String {
     w.out
 }
 
-fn process(w: &mut Writer, shared: &Shared) {
+fn process(w: &mut Writer, shared: &Scrape<'_>) {
     w.family(&names::BUILD_INFO);
     w.int(
         &names::BUILD_INFO,
@@ -261,7 +270,7 @@ fn process(w: &mut Writer, shared: &Shared) {
 }
 
 /// Server state from the shared table: state one-hot, in-flight requests, weight.
-fn servers(w: &mut Writer, shared: &Shared) {
+fn servers(w: &mut Writer, shared: &Scrape<'_>) {
     let config = &shared.config;
     let now = now_ms();
     w.family(&names::SERVER_STATE);
@@ -312,7 +321,7 @@ fn servers(w: &mut Writer, shared: &Shared) {
 
 /// Active health checks: counters from the registry, last results from the state table (only
 /// for upstreams with `health_check` configured).
-fn health(w: &mut Writer, shared: &Shared, reg: &Registry) {
+fn health(w: &mut Writer, shared: &Scrape<'_>, reg: &Registry) {
     let config = &shared.config;
     w.family(&names::HEALTH_CHECKS);
     for (up, s) in config.servers() {

@@ -2,13 +2,32 @@
 
 use super::names;
 use super::render;
+use super::{Registry, Scrape};
 use crate::config::{Config, ListenerId, ServerId, UpstreamId};
-use crate::runtime::Shared;
-use crate::upstream::state::AdminState;
+use crate::state::{AdminState, StateTable};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-fn shared() -> Shared {
+/// One generation's pieces, as `context::Shared` holds them.
+struct Parts {
+    config: Config,
+    state: StateTable,
+    metrics: Registry,
+}
+
+impl Parts {
+    fn scrape(&self) -> Scrape<'_> {
+        Scrape {
+            config: &self.config,
+            state: &self.state,
+            metrics: &self.metrics,
+            workers: 2,
+            started: std::time::SystemTime::now(),
+        }
+    }
+}
+
+fn shared() -> Parts {
     let config = Config::parse(
         r#"
 [[listeners]]
@@ -34,7 +53,11 @@ name = "d\"q"
 "#,
     )
     .unwrap();
-    Shared::new(config, 2).expect("shared")
+    Parts {
+        state: StateTable::new(&config),
+        metrics: Registry::new(&config, 2),
+        config,
+    }
 }
 
 fn has(text: &str, line: &str) {
@@ -73,7 +96,7 @@ fn control_plane_counters_and_server_states() {
     st(0).last_check_us.store(1500, Relaxed);
     st(0).active.store(7, Relaxed);
 
-    let text = render(&sh);
+    let text = render(&sh.scrape());
     has(&text, "ringlb_workers 2");
     has(
         &text,

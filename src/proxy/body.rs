@@ -3,8 +3,8 @@
 
 use super::error::{is_timeout, Failure};
 use super::Conn;
+use crate::engine::Stream;
 use crate::http1::{self, ChunkedDecoder, RequestBody, ResponseBody};
-use crate::runtime::io::Stream;
 
 /// Why a body stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

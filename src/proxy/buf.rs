@@ -1,6 +1,6 @@
 //! A connection's read buffer: bytes `[start, end)` are received and not yet consumed.
 
-use crate::runtime::io::Stream;
+use crate::engine::Stream;
 use std::io;
 use std::time::Duration;
 

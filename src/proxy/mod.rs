@@ -25,11 +25,12 @@ mod queue;
 mod tunnel;
 mod upstream;
 
+use crate::accesslog::Exchange;
 use crate::config::{Config, ListenerId};
+use crate::context::Worker;
+use crate::engine::Stream;
 use crate::http1::{self, Method, RequestBody, RequestHead, ResponseHead, Status, Version};
-use crate::runtime::conns::ConnSlot;
-use crate::runtime::io::Stream;
-use crate::runtime::Worker;
+use crate::state::conns::ConnSlot;
 use buf::Buf;
 pub use error::Failure;
 use std::net::{IpAddr, SocketAddr};
@@ -125,14 +126,14 @@ struct Parts {
     served: u64,
     /// The PROXY protocol header was read.
     proxied: bool,
-    x: crate::metrics::Exchange,
+    x: Exchange,
 }
 
 impl Parts {
     /// No buffer is taken before the first bytes arrive (see `Conn::read_head`).
     fn new(w: &Worker, client: Stream, peer: SocketAddr, listener: ListenerId) -> Parts {
         Parts {
-            x: crate::metrics::Exchange::new(w, listener, peer),
+            x: Exchange::new(w.access_log.enabled(), w.metrics.enabled(), listener, peer),
             client,
             peer,
             client_ip: peer.ip(),
@@ -198,7 +199,7 @@ struct Conn<'a> {
     /// Where an idle connection reads, having given its buffers back.
     idle: [u8; IDLE_READ],
     /// metrics: facts of the current exchange, for the counters and the access log.
-    x: crate::metrics::Exchange,
+    x: Exchange,
 }
 
 impl<'a> Conn<'a> {
@@ -382,7 +383,8 @@ impl Conn<'_> {
     async fn exchange(&mut self) -> Next {
         let buf = self.cbuf.filled();
         let head = &self.head;
-        self.x.begin(self.w, buf, head); // metrics
+        let id_header = &self.config.access_log.request_id_header;
+        self.x.begin(&self.w.access_log, id_header, buf, head); // metrics
         let req = Req {
             method: head.method,
             version: head.version,

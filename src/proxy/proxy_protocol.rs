@@ -4,7 +4,7 @@
 
 use super::Conn;
 use crate::config::ProxyProtocol;
-use crate::runtime::io::Stream;
+use crate::engine::Stream;
 use ppp::v2::{Builder, Command, Protocol, Version};
 use ppp::{HeaderResult, PartialResult};
 use std::net::SocketAddr;

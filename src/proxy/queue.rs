@@ -10,8 +10,8 @@ use super::upstream::View;
 use super::Conn;
 use crate::balance::ServerView;
 use crate::config::{Queue, Upstream, UpstreamId};
-use crate::runtime::io;
-use crate::upstream::state::{now_ms, Active};
+use crate::engine;
+use crate::state::{now_ms, Active};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -88,7 +88,7 @@ impl<'a> Conn<'a> {
             if Instant::now() >= deadline {
                 break Err(QueueEnd::Timeout);
             }
-            io::sleep(POLL).await;
+            engine::sleep(POLL).await;
         };
         self.w.queues.borrow_mut()[up.0 as usize].retain(|&t| t != ticket);
         queued.fetch_sub(1, Relaxed);

@@ -8,7 +8,7 @@
 //! max_conns count it.
 
 use super::Conn;
-use crate::runtime::io::Stream;
+use crate::engine::Stream;
 use futures_lite::future;
 use std::io;
 

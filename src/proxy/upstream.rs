@@ -7,9 +7,9 @@ use super::queue::QueueEnd;
 use super::{Conn, Next, Req};
 use crate::balance::{self, PickCtx, ServerView};
 use crate::config::{Config, Server, Upstream, UpstreamId};
+use crate::engine::Stream;
 use crate::http1::{self, ResponseBody, Status, Version};
-use crate::runtime::io::Stream;
-use crate::upstream::state::{now_ms, Active, AdminState, ServerState, StateTable};
+use crate::state::{now_ms, Active, AdminState, ServerState, StateTable};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -289,7 +289,7 @@ impl<'a> Conn<'a> {
                 None => match Stream::connect_upstream(
                     server.addr,
                     t.upstream_connect,
-                    self.w.shared.tls.upstream(server.id),
+                    self.w.shared.tls.client(server.id, server.addr),
                 )
                 .await
                 {

@@ -1,12 +1,11 @@
-//! The TLS handshake of an accepted connection, run as its own task on the core that accepted
-//! it, before the proxy sees the connection. Bounded as a whole by `timeouts.client_header`.
+//! The TLS handshake of an accepted connection, run on the core that accepted it before the
+//! proxy sees the connection. Bounded as a whole by `timeouts.client_header`.
 
-use crate::config::ListenerId;
-use crate::runtime::io::Stream;
-use crate::runtime::Worker;
+use crate::config::{ListenerId, Timeouts};
+use crate::engine::Stream;
+use crate::metrics;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// The first byte of a TLS handshake record.
@@ -16,14 +15,15 @@ const TLS_HANDSHAKE: u8 = 0x16;
 const PLAIN_HTTP: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
 Content-Length: 50\r\nConnection: close\r\n\r\nThe plain HTTP request was sent to HTTPS port.\r\n\r\n";
 
-pub async fn serve(
-    w: Rc<Worker>,
+/// The TLS stream, or None when the handshake failed (answered and logged here).
+pub async fn handshake(
     mut stream: Stream,
     peer: SocketAddr,
-    listener: ListenerId,
     config: Arc<ServerConfig>,
-) {
-    let t = w.shared.config.timeouts;
+    t: &Timeouts,
+    metrics: &metrics::Core,
+    listener: ListenerId,
+) -> Option<Stream> {
     match stream.peek_byte(t.client_header).await {
         Ok(Some(TLS_HANDSHAKE)) => {}
         Ok(Some(b)) if b.is_ascii_alphabetic() => {
@@ -36,26 +36,27 @@ pub async fn serve(
                     .read(&mut sink, std::time::Duration::from_millis(1))
                     .await;
             }
-            return;
+            return None;
         }
         Ok(Some(_)) => {
             log::info!("{peer}: TLS handshake failed: not a TLS handshake record");
-            return;
+            return None;
         }
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(e) => {
             log::info!("{peer}: TLS handshake failed: {e}");
-            return;
+            return None;
         }
     }
     match stream.accept_tls(config, t.client_header).await {
         Ok(tls) => {
-            w.metrics.tls_handshake(listener, true);
-            crate::proxy::serve(w, tls, peer, listener).await
+            metrics.tls_handshake(listener, true);
+            Some(tls)
         }
         Err(e) => {
-            w.metrics.tls_handshake(listener, false);
+            metrics.tls_handshake(listener, false);
             log::info!("{peer}: TLS handshake failed: {e}");
+            None
         }
     }
 }

@@ -2,6 +2,7 @@
 //! choice by SNI.
 
 use crate::config::CertKey;
+pub use crate::config::FieldError;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -10,27 +11,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-
-/// A problem with one field of a TLS section (`field` is relative, e.g. `certs[0].key`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// `prefix.field: message`, the form config validation reports.
-    pub fn at(&self, prefix: &str) -> String {
-        format!("{prefix}.{}: {}", self.field, self.message)
-    }
-}
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))

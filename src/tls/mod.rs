@@ -1,32 +1,32 @@
 //! TLS with rustls (ring provider): termination on listeners and TLS to upstream servers.
 //!
 //! Shape under thread-per-core: every core runs its own handshakes on the connections it
-//! accepted; nothing is handed between cores. What the cores share is read-only or swapped
-//! whole:
-//! - one `rustls::ServerConfig` per TLS listener, behind an `ArcSwap` that a certificate reload
-//!   replaces (each handshake loads the current one; handshakes and connections in flight keep
-//!   the config they started with, so a reload drops nothing);
+//! accepted; nothing is handed between cores. What the cores share is read-only, built once per
+//! configuration generation ([`Tls`] lives in the generation):
+//! - one `rustls::ServerConfig` per TLS listener; handshakes and connections in flight keep
+//!   the config they started with, so a reload drops nothing;
 //! - one session-ticket encrypter for the whole process (rustls `Ticketer`: random keys,
-//!   rotated every 6 hours, accepted for 12), kept across reloads, so a client resumes on
-//!   whichever core the kernel hands its next connection to. There is no stateful server
-//!   session cache: it would be a lock shared by all cores (rustls' is a Mutex), and tickets
-//!   cover TLS 1.3 and the TLS 1.2 clients that support them. The ticketer's key rotation
-//!   takes an `RwLock` read per ticket operation (uncontended; written every 6 hours);
-//! - one `rustls::ClientConfig` per upstream with `tls`, also behind an `ArcSwap` (reload
-//!   re-reads its CA and client certificate). Its client-side session cache is rustls' default
-//!   (a Mutex, touched once per new upstream connection; pooled connections skip it).
+//!   rotated every 6 hours, accepted for 12), carried into every new generation, so a client
+//!   resumes across a reload and on whichever core the kernel hands its next connection to.
+//!   There is no stateful server session cache: it would be a lock shared by all cores
+//!   (rustls' is a Mutex), and tickets cover TLS 1.3 and the TLS 1.2 clients that support
+//!   them. The ticketer's key rotation takes an `RwLock` read per ticket operation
+//!   (uncontended; written every 6 hours);
+//! - one `rustls::ClientConfig` per upstream with `tls`. Its client-side session cache is
+//!   rustls' default (a Mutex, touched once per new upstream connection; pooled connections
+//!   skip it).
 //!
-//! Reload (SIGHUP, admin API) re-reads every certificate, key and CA file, builds everything
-//! first and swaps only when all of it loaded: a bad file is an error naming it, and the old
-//! certificates keep serving. Only TLS material is reloaded here; listener, route and upstream
-//! changes need a restart (or the config reload, when it exists).
+//! A config reload ([`Tls::rebuild`]) re-reads every certificate, key and CA file and builds
+//! everything before the new generation is published: a bad file is an error naming it, and
+//! the old generation keeps serving.
+//!
+//! Uses `config`, `engine` (streams for the handshake) and `metrics`; names no I/O crate.
 
 pub mod accept;
 pub mod certs;
 pub mod client;
 
 use crate::config::{Config, ListenerId, ListenerTls, ServerId, TlsVersion};
-use arc_swap::ArcSwap;
 pub use certs::FieldError;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{NoServerSessionStorage, ProducesTickets};
@@ -45,7 +45,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub struct Tls {
     ticketer: Arc<dyn ProducesTickets>,
     /// By `ListenerId`; None for plain listeners.
-    listeners: Vec<Option<ArcSwap<ServerConfig>>>,
+    listeners: Vec<Option<Arc<ServerConfig>>>,
     /// By upstream index; None for upstreams without `tls`.
     upstreams: Vec<Option<Connector>>,
     /// `ServerId` → upstream index.
@@ -54,14 +54,14 @@ pub struct Tls {
 
 /// How to open TLS connections to the servers of one upstream.
 pub struct Connector {
-    config: ArcSwap<ClientConfig>,
+    config: Arc<ClientConfig>,
     /// `server_name` from the config; None: each server's IP address (no SNI is sent then).
     server_name: Option<ServerName<'static>>,
 }
 
 impl Connector {
     pub fn config(&self) -> Arc<ClientConfig> {
-        self.config.load_full()
+        self.config.clone()
     }
 
     /// The name the server's certificate is verified against, and sent as SNI.
@@ -103,24 +103,28 @@ pub fn server_config(
     Ok(Arc::new(c))
 }
 
-/// Checks a listener's TLS section as config validation does (reads the files).
-pub fn check_listener(tls: &ListenerTls) -> Vec<FieldError> {
-    let ticketer: Arc<dyn ProducesTickets> = Arc::new(NoTickets);
-    server_config(tls, ticketer).err().unwrap_or_default()
-}
+/// What config validation uses to check TLS sections: it loads every certificate, key and CA
+/// file as startup would, so `ringlb check` reports a bad file with its path.
+pub struct Files;
 
-/// Checks an upstream's TLS section as config validation does (reads the files).
-pub fn check_upstream(tls: &crate::config::UpstreamTls) -> Vec<FieldError> {
-    let mut errors = client::client_config(tls).err().unwrap_or_default();
-    if let Some(name) = &tls.server_name {
-        if ServerName::try_from(name.as_str()).is_err() {
-            errors.push(FieldError::new(
-                "server_name",
-                format!("{name:?} is not a DNS name or IP address"),
-            ));
-        }
+impl crate::config::FileCheck for Files {
+    fn listener_tls(&self, tls: &ListenerTls) -> Vec<FieldError> {
+        let ticketer: Arc<dyn ProducesTickets> = Arc::new(NoTickets);
+        server_config(tls, ticketer).err().unwrap_or_default()
     }
-    errors
+
+    fn upstream_tls(&self, tls: &crate::config::UpstreamTls) -> Vec<FieldError> {
+        let mut errors = client::client_config(tls).err().unwrap_or_default();
+        if let Some(name) = &tls.server_name {
+            if ServerName::try_from(name.as_str()).is_err() {
+                errors.push(FieldError::new(
+                    "server_name",
+                    format!("{name:?} is not a DNS name or IP address"),
+                ));
+            }
+        }
+        errors
+    }
 }
 
 /// Validation builds configs only to check them; it needs no ticket keys.
@@ -175,7 +179,7 @@ impl Tls {
                     );
                 }
                 Connector {
-                    config: ArcSwap::new(c),
+                    config: c,
                     server_name: u
                         .tls
                         .as_ref()
@@ -191,7 +195,7 @@ impl Tls {
             .flat_map(|(i, u)| u.servers.iter().map(move |_| i as u32))
             .collect();
         Ok(Tls {
-            listeners: servers.into_iter().map(|s| s.map(ArcSwap::new)).collect(),
+            listeners: servers,
             upstreams,
             server_upstream,
             ticketer,
@@ -200,10 +204,7 @@ impl Tls {
 
     /// The current server config of a TLS listener; None for a plain one.
     pub fn server(&self, listener: ListenerId) -> Option<Arc<ServerConfig>> {
-        self.listeners
-            .get(listener.0 as usize)?
-            .as_ref()
-            .map(|c| c.load_full())
+        self.listeners.get(listener.0 as usize)?.clone()
     }
 
     pub fn is_tls(&self, listener: ListenerId) -> bool {
@@ -218,24 +219,15 @@ impl Tls {
         self.upstreams.get(u as usize)?.as_ref()
     }
 
-    /// Re-reads every certificate, key and CA file of `config` and swaps them in, all or
-    /// nothing. Returns how many configs were replaced.
-    pub fn reload(&self, config: &Config) -> Result<usize, String> {
-        let (servers, clients) = build(config, &self.ticketer)?;
-        let mut n = 0;
-        for (slot, new) in self.listeners.iter().zip(servers) {
-            if let (Some(slot), Some(new)) = (slot, new) {
-                slot.store(new);
-                n += 1;
-            }
-        }
-        for (slot, new) in self.upstreams.iter().zip(clients) {
-            if let (Some(slot), Some(new)) = (slot, new) {
-                slot.config.store(new);
-                n += 1;
-            }
-        }
-        Ok(n)
+    /// What `engine::Stream::connect_upstream` needs to reach `server` at `addr` with TLS:
+    /// the client config and the name to verify. None when its upstream has no `tls`.
+    pub fn client(
+        &self,
+        server: ServerId,
+        addr: SocketAddr,
+    ) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
+        self.upstream(server)
+            .map(|c| (c.config(), c.server_name(addr)))
     }
 }
 
@@ -272,12 +264,4 @@ fn build(config: &Config, ticketer: &Arc<dyn ProducesTickets>) -> Result<Built, 
     } else {
         Err(errors.join("\n"))
     }
-}
-
-/// Reloads the certificates of the running process (SIGHUP, `POST /api/tls/reload`). On error
-/// nothing changed and the message names every bad field and file.
-pub fn reload(shared: &crate::runtime::Shared) -> Result<(), String> {
-    let n = shared.tls.reload(&shared.config)?;
-    log::info!("TLS certificates reloaded ({n} configurations)");
-    Ok(())
 }

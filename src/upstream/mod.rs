@@ -1,9 +1,8 @@
-//! Upstream servers: the shared state table every core reads on each pick (`state.rs`), the
-//! per-core keep-alive pools (`pool.rs`) and the active health checker (`health.rs`).
+//! Upstream connections: the per-core keep-alive pools (`pool.rs`). The shared server-state
+//! table is in `state`, the active health checker in `health`.
+//!
+//! Uses `config`, `engine` and `state`.
 
-pub mod health;
 pub mod pool;
-pub mod state;
 
 pub use pool::Pool;
-pub use state::{AdminState, ServerState, StateTable};

@@ -5,8 +5,8 @@
 //! put never allocate.
 
 use crate::config::{Config, ServerId};
-use crate::runtime::io::Stream;
-use crate::upstream::state::now_ms;
+use crate::engine::Stream;
+use crate::state::now_ms;
 
 struct Idle {
     stream: Stream,

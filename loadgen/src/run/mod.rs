@@ -3,7 +3,7 @@
 //! Lifecycle: validate arguments into a `Plan` → start one pinned executor per core, each
 //! driving its share of the connection slots (`conn::drive`) on its own epoll reactor
 //! (`net`) → once every core runs, fix the start time → print progress while they run →
-//! merge the cores' `Recorder`s → print the report (`crate::report`).
+//! merge the cores' `Recorder`s → print the report (`report.rs`).
 //!
 //! Closed loop: each slot sends its next request as soon as a response frees room in its
 //! pipeline. Open loop (`-R`): each slot follows a fixed timetable and latency is measured from
@@ -14,6 +14,7 @@ mod conn;
 mod net;
 pub mod plan;
 pub mod record;
+pub mod report;
 mod stream;
 mod tls;
 mod watchdog;
@@ -26,11 +27,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::report::Summary;
 use crate::rt;
 use conn::{Clock, CoreCtx, Phases};
 use plan::Plan;
 use record::Recorder;
+use report::Summary;
 
 /// Bounds of the timeout check interval; timeouts fire up to one interval late.
 const WATCHDOG_TICK: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(100));

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::run::plan::{Load, Plan, Reuse};
-use crate::run::record::{ErrorKind, Recorder};
+use super::plan::{Load, Plan, Reuse};
+use super::record::{ErrorKind, Recorder};
 
 /// Latency percentiles in microseconds, from intended send to the response's last byte.
 #[derive(Serialize, Debug, Clone, Copy, PartialEq)]

@@ -1,5 +1,5 @@
 //! Active health checks: one HTTP check per server per interval for the whole process (not per
-//! core), run on one dedicated thread with its own executor, off the request path. Results go
+//! core), run on one control core of the engine (an unpinned thread), off the request path. Results go
 //! to the shared state table (`check_up`, `last_check_*`), which every core reads on each pick.
 //!
 //! A check: TCP connect, `GET {path}` with `Connection: close`, read the response head; it
@@ -12,65 +12,67 @@
 //! rest of `fail_timeout`, as HAProxy does when it observes errors on a checked server.
 
 use crate::config::{HealthCheck, Server, Upstream};
+use crate::context::{Current, Shared};
+use crate::engine::{self, CoreSpec, Stream};
 use crate::http1::{self, Method, ResponseHead, Status};
-use crate::runtime::io::{self, Stream};
-use crate::runtime::{Current, Shared};
-use crate::upstream::state::now_ms;
+use crate::state::now_ms;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the checker thread looks at `Shared::stopping`.
-const STOP_POLL: Duration = Duration::from_millis(50);
 /// Registered I/O memory of the checker's executor: checks move a few hundred bytes each.
 const IO_MEMORY: usize = 256 * 1024;
 
 /// The running checker thread.
 pub struct Checker {
-    handle: glommio::ExecutorJoinHandle<()>,
+    core: engine::Core,
 }
 
 impl Checker {
-    /// Waits for the thread, which ends within [`STOP_POLL`] of `Shared::stopping`.
+    /// Waits for the thread, which ends as soon as the process stops (it is woken).
     pub fn join(self) {
-        if self.handle.join().is_err() {
+        if !self.core.join() {
             log::error!("the health check thread panicked");
         }
     }
 }
 
 /// Starts the checker thread. It checks the servers of the generation in force, and starts
-/// over with the new servers when a reload publishes another.
-pub fn start(current: Arc<Current>) -> Result<Option<Checker>, String> {
-    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("ringlb-health")
-        .io_memory(IO_MEMORY)
-        .spawn(move || async move {
-            loop {
-                let shared = current.load_full();
-                let targets = targets(&shared.config.upstreams);
-                let n = targets.len();
-                if n > 0 {
-                    log::info!("health checks: {n} servers");
-                }
-                let tasks: Vec<io::Task<()>> = targets
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &(u, s))| io::spawn(check_loop(shared.clone(), u, s, i, n)))
-                    .collect();
-                while !shared.stopping() && current.load().generation == shared.generation {
-                    io::sleep(STOP_POLL).await;
-                }
-                // Dropping a task cancels it, with any check in progress.
-                drop(tasks);
-                if shared.stopping() {
-                    return;
-                }
+/// over with the new servers when a reload publishes another. `wake` is its index in
+/// `Life::wake` (after the workers').
+pub fn start(current: Arc<Current>, wake: usize) -> Result<Option<Checker>, String> {
+    let spec = CoreSpec {
+        name: "ringlb-health".into(),
+        cpu: None,
+        io_memory: IO_MEMORY,
+    };
+    let core = engine::Core::start(spec, move || async move {
+        let mut seen = 0;
+        loop {
+            let shared = current.load_full();
+            let targets = targets(&shared.config.upstreams);
+            let n = targets.len();
+            if n > 0 {
+                log::info!("health checks: {n} servers");
             }
-        })
-        .map_err(|e| format!("cannot start the health check thread: {e}"))?;
-    Ok(Some(Checker { handle }))
+            let tasks: Vec<engine::Task<()>> = targets
+                .iter()
+                .enumerate()
+                .map(|(i, &(u, s))| engine::spawn(check_loop(shared.clone(), u, s, i, n)))
+                .collect();
+            while !shared.stopping() && current.load().generation == shared.generation {
+                shared.life.wake(wake).wait(&mut seen).await;
+            }
+            // Dropping a task cancels it, with any check in progress.
+            drop(tasks);
+            if shared.stopping() {
+                return;
+            }
+        }
+    })
+    .map_err(|e| format!("cannot start the health check thread: {e}"))?;
+    Ok(Some(Checker { core }))
 }
 
 /// (upstream index, server index) of every checked server.
@@ -103,7 +105,7 @@ async fn check_loop(shared: Arc<Shared>, u: usize, s: usize, i: usize, n: usize)
     let mut head = ResponseHead::new();
     let mut counter = Counter::default();
     let mut passive_seen = false;
-    io::sleep(first_delay(hc.interval, i, n)).await;
+    engine::sleep(first_delay(hc.interval, i, n)).await;
     loop {
         let started = Instant::now();
         let outcome = check(&shared, server, &request, hc.timeout, &mut buf, &mut head).await;
@@ -150,7 +152,7 @@ async fn check_loop(shared: Arc<Shared>, u: usize, s: usize, i: usize, n: usize)
             }
             _ => {}
         }
-        io::sleep(hc.interval.saturating_sub(took)).await;
+        engine::sleep(hc.interval.saturating_sub(took)).await;
     }
 }
 
@@ -202,7 +204,12 @@ impl fmt::Display for Outcome {
 /// Opens the connection a check runs over: TLS, verified as for requests, when the upstream
 /// has `tls`.
 async fn connect(shared: &Shared, server: &Server, timeout: Duration) -> std::io::Result<Stream> {
-    Stream::connect_upstream(server.addr, timeout, shared.tls.upstream(server.id)).await
+    Stream::connect_upstream(
+        server.addr,
+        timeout,
+        shared.tls.client(server.id, server.addr),
+    )
+    .await
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {

@@ -1,11 +1,11 @@
-//! The narrow I/O layer: everything ringlb needs from its async runtime (accept, connect, read,
-//! write, timers, spawn) and nothing else. glommio is no longer actively maintained; the HTTP,
-//! balancing and config code never name it, so replacing it means rewriting this file and the
-//! executor setup in `runtime/mod.rs` only.
+//! Sockets of one core: a listener and a stream (plain TCP, or TLS over it with rustls).
+//! Every timeout is per operation and given by the caller.
 
+use super::sleep;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::{client, server, TlsAcceptor, TlsConnector};
 use glommio::net::{TcpListener, TcpStream};
+use rustls_pki_types::ServerName;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -116,18 +116,18 @@ impl Stream {
         }
     }
 
-    /// Connects to an upstream server, with TLS when its upstream has `tls`; `timeout` bounds
-    /// the TCP connect and the TLS handshake together (as nginx `proxy_connect_timeout`). A
-    /// failed handshake (untrusted or expired certificate, wrong name) is logged here and
-    /// returned as an error of kind InvalidData or ConnectionAborted.
+    /// Connects to an upstream server, with TLS when `tls` gives a client config and the name
+    /// to verify; `timeout` bounds the TCP connect and the TLS handshake together (as nginx
+    /// `proxy_connect_timeout`). A failed handshake (untrusted or expired certificate, wrong
+    /// name) is logged here and returned as an error of kind InvalidData or ConnectionAborted.
     pub async fn connect_upstream(
         addr: SocketAddr,
         timeout: Duration,
-        tls: Option<&crate::tls::Connector>,
+        tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     ) -> io::Result<Stream> {
         let deadline = Instant::now() + timeout;
         let plain = Stream::connect(addr, timeout).await?;
-        let Some(tls) = tls else {
+        let Some((config, name)) = tls else {
             return Ok(plain);
         };
         let Inner::Plain(tcp) = plain.inner else {
@@ -135,8 +135,8 @@ impl Stream {
         };
         tcp.set_read_timeout(Some(timeout))?;
         tcp.set_write_timeout(Some(timeout))?;
-        let connector = TlsConnector::from(tls.config());
-        match within(deadline, connector.connect(tls.server_name(addr), tcp)).await {
+        let connector = TlsConnector::from(config);
+        match within(deadline, connector.connect(name, tcp)).await {
             Ok(t) => Ok(Stream {
                 inner: Inner::Client(Box::new(t)),
                 received: 0,
@@ -363,24 +363,4 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.inner.local_addr()?)
     }
-}
-
-/// A task on the current core. Dropping it cancels the task; `detach` lets it run on.
-pub type Task<T> = glommio::Task<T>;
-
-pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
-    glommio::spawn_local(fut)
-}
-
-pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
-    glommio::spawn_local(fut).detach();
-}
-
-pub async fn sleep(d: Duration) {
-    glommio::timer::sleep(d).await;
-}
-
-/// Yields to other tasks on this core.
-pub async fn yield_now() {
-    glommio::yield_if_needed().await;
 }

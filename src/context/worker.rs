@@ -1,12 +1,12 @@
 //! Per-core state: everything a connection task on this core needs, none of it shared.
 //! `!Send` by construction (Rc/RefCell/Cell); runs on the owning core; takes no lock.
 
-use crate::accesslog;
+use super::{Current, Shared};
+use crate::accesslog::{self, Exchange};
 use crate::balance::{Balancer, Member};
-use crate::metrics::{self, Exchange};
-use crate::runtime::conns::Conns;
-use crate::runtime::io::Stream;
-use crate::runtime::{Current, Shared};
+use crate::engine::Stream;
+use crate::metrics;
+use crate::state::Conns;
 use crate::upstream::Pool;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -83,7 +83,7 @@ impl Worker {
         let config = &shared.config;
         let balancers = balancers(&shared, index);
         let start_secs = metrics::unix_ms(shared.started) / 1000;
-        let reopen = shared.log_reopen.load(std::sync::atomic::Ordering::Relaxed);
+        let reopen = shared.life.log_reopen();
         Worker {
             index,
             pool: RefCell::new(Pool::new(config)),
@@ -117,13 +117,14 @@ impl Worker {
     pub fn request_done(&self, x: &mut Exchange, client: &Stream) {
         let r = x.finish(client.received(), client.sent());
         self.metrics.request(&r);
-        self.access_log.write(x, &self.shared);
+        self.access_log
+            .write(x, &self.shared.config, &self.shared.metrics);
     }
 }
 
 impl Drop for Worker {
     /// A retired generation's last lines are written when its last connection ends.
     fn drop(&mut self) {
-        self.access_log.flush(&self.shared);
+        self.access_log.flush(&self.shared.metrics);
     }
 }

@@ -1,9 +1,10 @@
 //! Registry of this core's client connections, so shutdown can close the idle ones.
 //!
 //! Runs on the owning core; takes no lock. A slot is claimed per connection (not per request);
-//! marking idle/busy is a `Cell` write.
+//! marking idle/busy is a `Cell` write. Once closing, each connection that ends raises
+//! [`Conns::wait_closed`]'s signal, so shutdown waits on events, not a timer.
 
-use crate::runtime::io::Stream;
+use crate::engine::{Signal, Stream};
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 
@@ -13,6 +14,8 @@ pub struct Conns {
     free: RefCell<Vec<usize>>,
     live: Cell<usize>,
     closing: Cell<bool>,
+    /// Raised when a connection ends while closing.
+    ended: Signal,
 }
 
 #[derive(Clone, Copy)]
@@ -58,6 +61,20 @@ impl Conns {
     pub fn closing(&self) -> bool {
         self.closing.get()
     }
+
+    /// Waits until no connection is left, or `timeout` passes; the connections still open.
+    /// Call after [`Conns::close_idle`]. One waiter at a time.
+    pub async fn wait_closed(&self, timeout: std::time::Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = self.ended.count();
+        while self.live.get() > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || !self.ended.wait_for(&mut seen, left).await {
+                break;
+            }
+        }
+        self.live.get()
+    }
 }
 
 /// A connection's claim on its slot; released on drop.
@@ -81,5 +98,8 @@ impl Drop for ConnSlot<'_> {
         };
         self.conns.free.borrow_mut().push(self.index);
         self.conns.live.set(self.conns.live.get() - 1);
+        if self.conns.closing.get() {
+            self.conns.ended.raise();
+        }
     }
 }

@@ -3,9 +3,8 @@
 //! generation. Otherwise the reason is logged and kept for the admin API, and the running
 //! configuration stays.
 
-use super::{Current, Shared};
 use crate::config::Config;
-use crate::upstream::StateTable;
+use crate::context::{Current, Shared};
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -22,10 +21,12 @@ pub(super) fn reload(path: &Path, current: &Current) {
                 shared.config.upstreams.len(),
                 shared.config.server_count()
             );
-            life.generation.store(shared.generation, Relaxed);
+            let generation = shared.generation;
             shared.metrics.config_reload(true);
             current.store(Arc::new(shared));
             life.last_reload_error.store(None);
+            // After the store: a core woken by this finds the new generation.
+            life.published(generation);
         }
         Err(e) => {
             log::error!(
@@ -41,25 +42,9 @@ pub(super) fn reload(path: &Path, current: &Current) {
 }
 
 fn next_generation(path: &Path, old: &Shared) -> Result<Shared, String> {
-    let config = Config::load(path).map_err(|e| e.lines().join("; "))?;
+    let config = Config::load(path, &crate::tls::Files).map_err(|e| e.lines().join("; "))?;
     compatible(&old.config, &config)?;
-    let state = StateTable::carry(&config, &old.config, &old.state);
-    let tls = old.tls.rebuild(&config)?;
-    // Counters are shaped by the config (servers, listeners): a new registry, which keeps the
-    // process-wide reload and log-error counts.
-    let metrics = crate::metrics::Registry::new(&config, old.workers);
-    metrics.carry_process_counters(&old.metrics);
-    Ok(Shared {
-        tls,
-        metrics,
-        log_reopen: old.log_reopen.clone(),
-        config: Arc::new(config),
-        state,
-        generation: old.generation + 1,
-        life: old.life.clone(),
-        started: old.started,
-        workers: old.workers,
-    })
+    old.next(config)
 }
 
 /// What is bound or spawned at start cannot change without a restart.

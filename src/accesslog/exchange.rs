@@ -9,10 +9,9 @@
 //! refused), then any of [`Exchange::attempt`], [`Exchange::upstream_time`],
 //! [`Exchange::status`], then `Worker::request_done`, which calls [`Exchange::finish`].
 
-use super::core::{Request, Target};
 use crate::config::{ListenerId, ServerId, UpstreamId};
 use crate::http1::{find_header, RequestHead, Version};
-use crate::runtime::Worker;
+use crate::metrics::{Request, Target};
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
@@ -60,13 +59,13 @@ const AGENT: usize = 3;
 const REFERER: usize = 4;
 
 impl Exchange {
-    pub fn new(w: &Worker, listener: ListenerId, peer: SocketAddr) -> Exchange {
-        let logging = w.access_log.enabled();
+    /// `logging`: the access log is on; `counting`: metrics are on.
+    pub fn new(logging: bool, counting: bool, listener: ListenerId, peer: SocketAddr) -> Exchange {
         Exchange {
             listener,
             peer,
             logging,
-            timed: logging || w.metrics.enabled(),
+            timed: logging || counting,
             upstream: None,
             server: None,
             attempts: 0,
@@ -106,7 +105,7 @@ impl Exchange {
 
     /// The request head in `buf` parsed into `head`: the clock starts, and (access log on) the
     /// request line, a few headers and the request id are copied.
-    pub fn begin(&mut self, w: &Worker, buf: &[u8], head: &RequestHead) {
+    pub fn begin(&mut self, log: &super::Log, id_header: &[u8], buf: &[u8], head: &RequestHead) {
         self.reset();
         if !self.logging {
             return;
@@ -124,14 +123,13 @@ impl Exchange {
             REFERER,
             find_header(buf, hs, b"referer").unwrap_or_default(),
         );
-        let id_header = &w.shared.config.access_log.request_id_header;
         match find_header(buf, hs, id_header) {
             Some(id) if valid_id(id) => {
                 self.id[..id.len()].copy_from_slice(id);
                 self.id_len = id.len() as u8;
             }
             _ => {
-                let n = w.access_log.generate_id(&mut self.id);
+                let n = log.generate_id(&mut self.id);
                 self.id_len = n as u8;
             }
         }

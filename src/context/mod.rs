@@ -1,0 +1,87 @@
+//! What the serving code works with: the configuration generation every core reads
+//! ([`Shared`], published whole through [`Current`]), the per-core state built from it
+//! ([`Worker`]) and the switch between generations on a core ([`Generations`]).
+//!
+//! A generation bundles the pieces that the lower features build from one config (server
+//! state table, TLS configs, metric registry), so this layer sits above them and below the
+//! modules that serve traffic (proxy, admin, health). Uses `config`, `engine`, `state`,
+//! `balance`, `metrics`, `accesslog`, `tls`, `upstream`.
+
+mod generations;
+mod worker;
+
+pub use generations::Generations;
+pub use worker::Worker;
+
+use crate::config::Config;
+use crate::state::{Life, StateTable};
+use std::sync::Arc;
+
+/// One configuration generation: the validated config and everything built from it that
+/// every core reads. Immutable once published; a reload publishes a new one.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub state: StateTable,
+    /// 0 at start, +1 per successful reload.
+    pub generation: u64,
+    pub life: Arc<Life>,
+    /// TLS configs of listeners and upstreams.
+    pub tls: crate::tls::Tls,
+    pub started: std::time::SystemTime,
+    pub workers: usize,
+    pub metrics: crate::metrics::Registry,
+}
+
+impl Shared {
+    /// The first generation of a process: `workers` cores serving `config`. Fails when a
+    /// TLS file cannot be loaded.
+    pub fn new(config: Config, workers: usize, life: Arc<Life>) -> Result<Shared, String> {
+        Ok(Shared {
+            tls: crate::tls::Tls::new(&config)?,
+            state: StateTable::new(&config),
+            metrics: crate::metrics::Registry::new(&config, workers),
+            config: Arc::new(config),
+            generation: 0,
+            life,
+            started: std::time::SystemTime::now(),
+            workers,
+        })
+    }
+
+    /// The generation after this one, for `config` (already validated): servers that stay
+    /// keep their state, TLS keeps its session-ticket keys, counters carry over.
+    pub fn next(&self, config: Config) -> Result<Shared, String> {
+        let state = StateTable::carry(&config, &self.config, &self.state);
+        let tls = self.tls.rebuild(&config)?;
+        let metrics = crate::metrics::Registry::new(&config, self.workers);
+        metrics.carry_process_counters(&self.metrics);
+        Ok(Shared {
+            tls,
+            metrics,
+            config: Arc::new(config),
+            state,
+            generation: self.generation + 1,
+            life: self.life.clone(),
+            started: self.started,
+            workers: self.workers,
+        })
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.life.stopping()
+    }
+
+    /// What a metrics scrape reads.
+    pub fn scrape(&self) -> crate::metrics::Scrape<'_> {
+        crate::metrics::Scrape {
+            config: &self.config,
+            state: &self.state,
+            metrics: &self.metrics,
+            workers: self.workers,
+            started: self.started,
+        }
+    }
+}
+
+/// The generation in force; cores and the control plane load it, reloads store it.
+pub type Current = arc_swap::ArcSwap<Shared>;

@@ -1,0 +1,174 @@
+//! One core's life: its listeners, its admin listener (core 0), the switch to a new config
+//! generation, and the graceful stop.
+//!
+//! A generation is served by its own per-core [`Worker`] (balancers, pools, connection
+//! registry). New connections go to the newest; a retired worker's connections finish the
+//! request in flight and close (idle ones at once), as nginx's old workers do after a reload.
+//! Runs on the owning core; takes no lock.
+
+use crate::config::ListenerId;
+use crate::context::{Current, Generations, Worker};
+use crate::engine;
+use crate::state::{Event, Life};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(super) async fn main(
+    index: usize,
+    current: Arc<Current>,
+    sockets: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
+) {
+    let life = current.load().life.clone();
+    let _exit = ExitGuard(life.clone(), index);
+    life.send(Event::Started(index));
+    let grace = current.load().config.runtime.shutdown_grace;
+    let gens = Rc::new(Generations::new(index, current.clone()));
+    let listeners: Vec<Rc<engine::Listener>> = sockets
+        .into_iter()
+        .map(|s| Rc::new(engine::Listener::from_std(s)))
+        .collect();
+    let accepts: Vec<engine::Task<()>> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| engine::spawn(accept_loop(gens.clone(), l.clone(), ListenerId(i as u32))))
+        .collect();
+    let admin = admin.map(|a| {
+        engine::spawn(crate::admin::serve(
+            gens.current(),
+            engine::Listener::from_std(a),
+        ))
+    });
+    let sweeper = engine::spawn({
+        let gens = gens.clone();
+        async move {
+            loop {
+                engine::sleep(Duration::from_secs(1)).await;
+                gens.current().pool.borrow_mut().sweep();
+            }
+        }
+    });
+    // Access log lines are written from here, never from a request.
+    let log_ticker = engine::spawn({
+        let gens = gens.clone();
+        let life = life.clone();
+        async move {
+            loop {
+                engine::sleep(crate::accesslog::TICK).await;
+                for w in gens.live() {
+                    w.access_log.tick(&w.shared.metrics, life.log_reopen());
+                }
+            }
+        }
+    });
+
+    // Woken by the control thread: a new generation, a log reopen, or the stop.
+    let wake = life.wake(index);
+    let mut seen = 0;
+    while !life.stopping() {
+        wake.wait(&mut seen).await;
+        gens.follow(current.load_full());
+    }
+
+    // Stop accepting: serve what the kernel already queued, then close the sockets.
+    drop(accepts);
+    let w = gens.current();
+    for (i, l) in listeners.iter().enumerate() {
+        for (stream, peer) in l.accept_queued() {
+            engine::spawn_detached(serve_accepted(
+                w.clone(),
+                stream,
+                peer,
+                ListenerId(i as u32),
+            ));
+        }
+    }
+    drop(listeners);
+    let live = gens.live();
+    for w in &live {
+        w.conns.close_idle();
+    }
+    let deadline = Instant::now() + grace;
+    let mut open = 0;
+    for w in &live {
+        let left = deadline.saturating_duration_since(Instant::now());
+        open += w.conns.wait_closed(left).await;
+    }
+    if open > 0 {
+        log::warn!("worker {index}: shutdown grace over, closing {open} connections");
+    }
+    drop(admin);
+    drop(sweeper);
+    drop(log_ticker);
+    for w in gens.live() {
+        w.access_log.flush(&w.shared.metrics);
+        w.pool.borrow_mut().clear();
+    }
+}
+
+async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: ListenerId) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let w = gens.for_new_connection();
+                let max = w.shared.config.listeners[id.0 as usize].max_connections;
+                let open = w.shared.state.connections(id);
+                if max.is_some_and(|max| open.load(Ordering::Relaxed) >= max) {
+                    // Over the listener's limit: closed at once, before reading anything.
+                    w.rejected.set(w.rejected.get() + 1);
+                    drop(stream);
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                engine::spawn_detached(async move {
+                    serve_accepted(w.clone(), stream, peer, id).await;
+                    w.shared
+                        .state
+                        .connections(id)
+                        .fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits.
+                log::warn!("accept failed: {e}; retrying in 100ms");
+                engine::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One connection; on a TLS listener the handshake runs first, on this core. Counted as open
+/// (metrics) for as long as it is served.
+async fn serve_accepted(w: Rc<Worker>, stream: engine::Stream, peer: SocketAddr, id: ListenerId) {
+    struct Open(Rc<Worker>, ListenerId);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.metrics.conn_closed(self.1);
+        }
+    }
+    w.metrics.conn_opened(id);
+    let _open = Open(w.clone(), id);
+    let stream = match w.shared.tls.server(id) {
+        None => stream,
+        Some(tls) => {
+            let t = &w.shared.config.timeouts;
+            match crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await {
+                Some(s) => s,
+                None => return,
+            }
+        }
+    };
+    crate::proxy::serve(w, stream, peer, id).await
+}
+
+/// Tells the control thread that a worker ended, however its executor ends, panics included.
+struct ExitGuard(Arc<Life>, usize);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.0.send(Event::Exited(self.1));
+    }
+}

@@ -1,0 +1,339 @@
+//! The process: SO_REUSEPORT listeners, one pinned engine core per worker, the health checker,
+//! and the control thread that turns signals and admin requests into reloads and the graceful
+//! stop.
+//!
+//! Every worker owns one listening socket per configured listener, all bound to the same
+//! address with SO_REUSEPORT, so the kernel spreads connections over the cores and nothing is
+//! handed between them. Sockets are created and bound on the main thread before any worker
+//! starts, so a bind error is reported once, naming the address, and the process exits before
+//! serving anything.
+//!
+//! The control thread (the caller of [`run`]) blocks on one channel of [`Event`]s: signals
+//! (forwarded by signal-hook's thread), admin reload requests, workers starting and exiting.
+//! It wakes the cores through their [`crate::engine::Signal`]s; nothing polls.
+//!
+//! The top layer: uses every other module.
+
+mod core;
+pub mod host;
+mod reload;
+
+use crate::config::{Config, Workers};
+use crate::context::{Current, Shared};
+use crate::engine::{self, CoreSpec};
+use crate::state::{Event, Life};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr} ({name}): {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start worker {index} on CPU {cpu}: {reason}")]
+    Worker {
+        index: usize,
+        cpu: usize,
+        reason: String,
+    },
+    #[error("{0}")]
+    Cpus(String),
+    #[error("cannot handle signals: {0}")]
+    Signals(String),
+    #[error("cannot use io_uring: {0}")]
+    IoUring(String),
+    #[error("worker {0} did not start within 10s (see the log above for why)")]
+    WorkerStart(usize),
+    #[error("{0}")]
+    Health(String),
+    #[error("{0}")]
+    Tls(String),
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The CPUs workers are pinned to, in worker order.
+fn worker_cpus(config: &Config) -> Result<Vec<usize>, RunError> {
+    if !config.runtime.cpus.is_empty() {
+        return Ok(config.runtime.cpus.clone());
+    }
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .ok_or_else(|| RunError::Cpus("cannot read the CPU affinity mask".into()))?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if allowed.is_empty() {
+        return Err(RunError::Cpus("the CPU affinity mask is empty".into()));
+    }
+    Ok(match config.runtime.workers {
+        Workers::Auto => allowed,
+        Workers::Count(n) => (0..n).map(|i| allowed[i % allowed.len()]).collect(),
+    })
+}
+
+fn bind_one(addr: SocketAddr, backlog: u32, reuse_port: bool) -> std::io::Result<Socket> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(backlog as i32)?;
+    Ok(s)
+}
+
+/// Binds `count` SO_REUSEPORT sockets per listener. A first bind without SO_REUSEPORT proves
+/// nobody else (another ringlb included) holds the address, which SO_REUSEPORT would hide.
+fn bind_listeners(
+    config: &Config,
+    count: usize,
+) -> Result<Vec<Vec<std::net::TcpListener>>, RunError> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..count).map(|_| Vec::new()).collect();
+    for l in &config.listeners {
+        let err = |source| RunError::Bind {
+            name: l.name.clone(),
+            addr: l.addr,
+            source,
+        };
+        let probe = bind_one(l.addr, 1, false).map_err(err)?;
+        let addr = probe
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(l.addr);
+        drop(probe);
+        for sockets in per_worker.iter_mut() {
+            let s = bind_one(addr, l.backlog, true).map_err(err)?;
+            sockets.push(s.into());
+        }
+        log::info!("listening on {} {}", l.name, addr);
+    }
+    Ok(per_worker)
+}
+
+/// Runs until SIGTERM or SIGINT, then stops gracefully within `runtime.shutdown_grace`.
+/// SIGHUP (and the admin API) reload `path`; SIGUSR1 reopens the access logs.
+pub fn run(config: Config, path: &std::path::Path) -> Result<(), RunError> {
+    let (events, inbox) = mpsc::channel();
+    // Registered before anything is logged as listening, so a signal never meets its default
+    // action (terminate) once ringlb says it serves.
+    let signals = forward_signals(events.clone())?;
+    let served = serve(config, path, events, &inbox);
+    signals.close();
+    served
+}
+
+/// Signals become events on the control thread's channel.
+fn forward_signals(events: mpsc::Sender<Event>) -> Result<signal_hook::iterator::Handle, RunError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .map_err(|e| RunError::Signals(e.to_string()))?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("ringlb-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let e = match sig {
+                    SIGHUP => Event::Reload(None),
+                    SIGUSR1 => Event::ReopenLogs,
+                    _ => Event::Stop,
+                };
+                if events.send(e).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| RunError::Signals(e.to_string()))?;
+    Ok(handle)
+}
+
+fn serve(
+    config: Config,
+    path: &std::path::Path,
+    events: mpsc::Sender<Event>,
+    inbox: &mpsc::Receiver<Event>,
+) -> Result<(), RunError> {
+    let cpus = worker_cpus(&config)?;
+    crate::accesslog::check(&config.access_log).map_err(|source| RunError::AccessLog {
+        path: crate::accesslog::describe(&config.access_log.target),
+        source,
+    })?;
+    let mut listeners = bind_listeners(&config, cpus.len())?;
+    let admin = bind_one(config.admin.listen, 128, false).map_err(|source| RunError::Bind {
+        name: "admin".into(),
+        addr: config.admin.listen,
+        source,
+    })?;
+    log::info!(
+        "admin listening on {}",
+        admin
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(config.admin.listen)
+    );
+    let mut admin = Some(std::net::TcpListener::from(admin));
+
+    let facts = host::HostFacts::read();
+    let max_connections = config
+        .listeners
+        .iter()
+        .map(|l| l.max_connections.unwrap_or(0))
+        .sum();
+    let backlog = config
+        .listeners
+        .iter()
+        .map(|l| l.backlog)
+        .max()
+        .unwrap_or(0);
+    let warnings = host::evaluate(&facts, cpus.len(), max_connections, backlog);
+    // The engine cannot start a core when io_uring cannot be set up, so this is decided here,
+    // before any worker starts.
+    let io_uring_off =
+        facts.io_uring_setup_errno.is_some() || facts.io_uring_disabled.is_some_and(|d| d != 0);
+    if io_uring_off {
+        let reasons: Vec<&String> = warnings.iter().filter(|w| w.contains("io_uring")).collect();
+        return Err(RunError::IoUring(if reasons.is_empty() {
+            io_uring_hint("io_uring is unavailable")
+        } else {
+            reasons
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        }));
+    }
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+
+    let life = Arc::new(Life::new(cpus.len(), events));
+    let shared = Arc::new(Shared::new(config, cpus.len(), life.clone()).map_err(RunError::Tls)?);
+    let current = Arc::new(Current::new(shared.clone()));
+    // Before the workers, so a failure to start it leaves nothing to stop.
+    let checker = crate::health::start(current.clone(), cpus.len()).map_err(RunError::Health)?;
+
+    let mut cores = Vec::new();
+    for (index, &cpu) in cpus.iter().enumerate() {
+        let sockets = std::mem::take(&mut listeners[index]);
+        let admin = if index == 0 { admin.take() } else { None };
+        let current = current.clone();
+        let spec = CoreSpec {
+            name: format!("ringlb-w{index}"),
+            cpu: Some(cpu),
+            io_memory: shared.config.runtime.io_memory,
+        };
+        let core = engine::Core::start(spec, move || async move {
+            core::main(index, current, sockets, admin).await
+        })
+        .map_err(|e| RunError::Worker {
+            index,
+            cpu,
+            reason: io_uring_hint(&e),
+        })?;
+        cores.push(core);
+    }
+    drop(shared);
+
+    // A worker whose executor cannot start (io_uring refused at run time) dies inside the
+    // engine without a word to us: wait for every worker to check in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut started = 0;
+    while started < cpus.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match inbox.recv_timeout(left) {
+            Ok(Event::Started(_)) => started += 1,
+            Ok(Event::Exited(_)) | Err(_) => {
+                life.stop();
+                return Err(RunError::WorkerStart(started));
+            }
+            // Signals and requests before every worker runs wait for the loop below.
+            Ok(Event::Stop) => {
+                life.stop();
+                return Err(RunError::WorkerStart(started));
+            }
+            Ok(_) => {}
+        }
+    }
+    log::info!("{} workers running on CPUs {:?}", cpus.len(), cpus);
+
+    // The control loop.
+    while let Ok(event) = inbox.recv() {
+        match event {
+            Event::Stop => break,
+            Event::Reload(done) => {
+                reload::reload(path, &current);
+                if let Some(done) = done {
+                    done.raise();
+                }
+            }
+            Event::ReopenLogs => {
+                log::info!("SIGUSR1: reopening access logs");
+                life.reopen_logs();
+            }
+            Event::Exited(index) => {
+                log::error!("worker {index} stopped unexpectedly; stopping all");
+                break;
+            }
+            Event::Started(_) => {}
+        }
+    }
+    log::info!("stopping: no new connections, finishing in-flight requests");
+    life.stop();
+    let mut failed = None;
+    for (index, c) in cores.into_iter().enumerate() {
+        if !c.join() {
+            failed = Some(index);
+        }
+    }
+    if let Some(c) = checker {
+        c.join();
+    }
+    if let Some(index) = failed {
+        return Err(RunError::Worker {
+            index,
+            cpu: cpus[index],
+            reason: "the worker thread panicked".into(),
+        });
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Explains why the engine could not start, when io_uring is the reason.
+fn io_uring_hint(err: &str) -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok())
+        .unwrap_or(0);
+    let mut msg = format!("{err}. ringlb needs io_uring (Linux 5.8+)");
+    if disabled != 0 {
+        msg.push_str(&format!(
+            "; kernel.io_uring_disabled = {disabled}: run `sysctl kernel.io_uring_disabled=0`"
+        ));
+    } else {
+        msg.push_str(
+            "; check that seccomp (containers, systemd SystemCallFilter) allows io_uring_setup, \
+             and that RLIMIT_MEMLOCK (`ulimit -l`) covers runtime.io_memory per worker, or \
+             lower runtime.io_memory",
+        );
+    }
+    msg
+}

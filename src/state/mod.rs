@@ -1,0 +1,13 @@
+//! State shared by every core, below the features that read and write it: the server-state
+//! table (lock-free atomics, one cache line per server), the process lifecycle and its events,
+//! and each core's registry of client connections.
+//!
+//! Uses `config` and `engine` (for wake-ups) only.
+
+pub mod conns;
+pub mod life;
+pub mod servers;
+
+pub use conns::Conns;
+pub use life::{Event, Life};
+pub use servers::{now_ms, Active, AdminState, ServerState, StateTable};
