@@ -98,7 +98,7 @@ fn request(c: &mut Criterion) {
     ] {
         let w = worker(extra);
         let peer = "10.1.2.3:40000".parse().unwrap();
-        let mut x = Exchange::new(w.access_log.enabled(), true, ListenerId(0), peer);
+        let mut x = Exchange::new(&w.access_log, &w.metrics, ListenerId(0), peer);
         let id_header = w.shared.config.access_log.request_id_header.clone();
         let mut total = 0u64;
         c.bench_function(name, |b| {

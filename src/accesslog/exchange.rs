@@ -59,8 +59,15 @@ const AGENT: usize = 3;
 const REFERER: usize = 4;
 
 impl Exchange {
-    /// `logging`: the access log is on; `counting`: metrics are on.
-    pub fn new(logging: bool, counting: bool, listener: ListenerId, peer: SocketAddr) -> Exchange {
+    /// Facts for `log` (kept only when it is on) and `counters` (timed only when anyone reads
+    /// the duration).
+    pub fn new(
+        log: &super::Log,
+        counters: &crate::metrics::Core,
+        listener: ListenerId,
+        peer: SocketAddr,
+    ) -> Exchange {
+        let (logging, counting) = (log.enabled(), counters.enabled());
         Exchange {
             listener,
             peer,

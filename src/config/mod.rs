@@ -288,6 +288,10 @@ pub struct NextUpstream {
     pub error: bool,
     /// Connect or response-head timeout.
     pub timeout: bool,
+    /// An invalid response (malformed or ambiguously framed head, bad chunked framing, an
+    /// unasked 101): counted against the server only when listed, since a client can ask for
+    /// a route that answers so at will. Never retried (bytes may have reached the client).
+    pub invalid_header: bool,
     /// These statuses from the server are treated as failures (and retried when allowed).
     pub http_500: bool,
     pub http_502: bool,
@@ -302,6 +306,7 @@ impl Default for NextUpstream {
         NextUpstream {
             error: true,
             timeout: true,
+            invalid_header: false,
             http_500: false,
             http_502: false,
             http_503: false,

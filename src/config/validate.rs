@@ -474,6 +474,7 @@ fn next_upstream(p: &mut Problems, path: &str, list: Option<&Vec<String>>) -> Ne
         match item.as_str() {
             "error" => n.error = true,
             "timeout" => n.timeout = true,
+            "invalid_header" => n.invalid_header = true,
             "http_500" => n.http_500 = true,
             "http_502" => n.http_502 = true,
             "http_503" => n.http_503 = true,
@@ -483,8 +484,8 @@ fn next_upstream(p: &mut Problems, path: &str, list: Option<&Vec<String>>) -> Ne
             other => p.add(
                 format!("{path}[{i}]"),
                 format!(
-                    "unknown condition {other:?}; one of error, timeout, http_500, http_502, \
-                     http_503, http_504, non_idempotent, or [\"off\"]"
+                    "unknown condition {other:?}; one of error, timeout, invalid_header, \
+                     http_500, http_502, http_503, http_504, non_idempotent, or [\"off\"]"
                 ),
             ),
         }

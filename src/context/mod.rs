@@ -35,10 +35,14 @@ pub struct Shared {
 impl Shared {
     /// The first generation of a process: `workers` cores serving `config`. Fails when a
     /// TLS file cannot be loaded.
-    pub fn new(config: Config, workers: usize, life: Arc<Life>) -> Result<Shared, String> {
+    pub fn new(
+        config: Config,
+        workers: usize,
+        life: Arc<Life>,
+    ) -> Result<Shared, crate::tls::TlsError> {
         Ok(Shared {
             tls: crate::tls::Tls::new(&config)?,
-            state: StateTable::new(&config),
+            state: StateTable::new(&config, workers),
             metrics: crate::metrics::Registry::new(&config, workers),
             config: Arc::new(config),
             generation: 0,
@@ -50,7 +54,7 @@ impl Shared {
 
     /// The generation after this one, for `config` (already validated): servers that stay
     /// keep their state, TLS keeps its session-ticket keys, counters carry over.
-    pub fn next(&self, config: Config) -> Result<Shared, String> {
+    pub fn next(&self, config: Config) -> Result<Shared, crate::tls::TlsError> {
         let state = StateTable::carry(&config, &self.config, &self.state);
         let tls = self.tls.rebuild(&config)?;
         let metrics = crate::metrics::Registry::new(&config, self.workers);

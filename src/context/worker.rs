@@ -13,6 +13,10 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+/// A request waiting in this core's queue of an upstream: its ticket, and its waker while it
+/// waits for its turn.
+pub type Waiter = (u64, Option<std::task::Waker>);
+
 pub struct Worker {
     pub index: usize,
     pub shared: Arc<Shared>,
@@ -22,8 +26,9 @@ pub struct Worker {
     pub conns: Conns,
     /// Connection tasks that panicked (contained in `proxy::serve`).
     pub panics: Cell<u64>,
-    /// Per upstream: tickets of this core's requests waiting for a slot, oldest first.
-    pub queues: RefCell<Vec<std::collections::VecDeque<u64>>>,
+    /// Per upstream: this core's requests waiting for a slot, oldest first: a ticket, and
+    /// the waker of a waiter that is not first (woken when it becomes first).
+    pub queues: RefCell<Vec<std::collections::VecDeque<Waiter>>>,
     pub queue_ticket: Cell<u64>,
     /// Client connections closed at accept because a listener was at `max_connections`.
     pub rejected: Cell<u64>,

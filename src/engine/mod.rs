@@ -29,6 +29,11 @@ pub struct CoreSpec {
     pub io_memory: usize,
 }
 
+/// The engine refused to start a core (e.g. io_uring setup failed); the engine's words.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
 /// A thread running one executor; [`Core::join`] waits for its main future to end.
 pub struct Core {
     handle: glommio::ExecutorJoinHandle<()>,
@@ -37,7 +42,7 @@ pub struct Core {
 impl Core {
     /// Starts a thread with its own executor that runs `main` to completion. Errors name what
     /// the engine refused (e.g. io_uring setup).
-    pub fn start<F, Fut>(spec: CoreSpec, main: F) -> Result<Core, String>
+    pub fn start<F, Fut>(spec: CoreSpec, main: F) -> Result<Core, StartError>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
@@ -52,7 +57,7 @@ impl Core {
             .ring_depth(256)
             .preempt_timer(Duration::from_millis(50))
             .spawn(main)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| StartError(e.to_string()))?;
         Ok(Core { handle })
     }
 

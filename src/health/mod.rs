@@ -41,7 +41,7 @@ impl Checker {
 /// Starts the checker thread. It checks the servers of the generation in force, and starts
 /// over with the new servers when a reload publishes another. `wake` is its index in
 /// `Life::wake` (after the workers').
-pub fn start(current: Arc<Current>, wake: usize) -> Result<Option<Checker>, String> {
+pub fn start(current: Arc<Current>, wake: usize) -> Result<Option<Checker>, engine::StartError> {
     let spec = CoreSpec {
         name: "ringlb-health".into(),
         cpu: None,
@@ -70,8 +70,7 @@ pub fn start(current: Arc<Current>, wake: usize) -> Result<Option<Checker>, Stri
                 return;
             }
         }
-    })
-    .map_err(|e| format!("cannot start the health check thread: {e}"))?;
+    })?;
     Ok(Some(Checker { core }))
 }
 

@@ -45,6 +45,8 @@ pub struct Registry {
     server_upstream: Box<[u32]>,
     /// Per server: checks passed, failed.
     health: Box<[[AtomicU64; 2]]>,
+    /// Per server: invalid responses (rare: a shared counter).
+    invalid: Box<[AtomicU64]>,
     /// Per upstream: a histogram of check durations (see `histogram.rs`).
     health_hist: Box<[AtomicU64]>,
     /// Reloads succeeded, failed.
@@ -74,6 +76,7 @@ impl Registry {
                 .collect(),
             server_upstream,
             health: (0..layout.servers).map(|_| Default::default()).collect(),
+            invalid: (0..layout.servers).map(|_| AtomicU64::new(0)).collect(),
             health_hist: (0..layout.upstreams * histogram::SLOTS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -118,6 +121,20 @@ impl Registry {
                 sum.fetch_add(ns, Relaxed);
             }
         }
+    }
+
+    /// For the proxy: `server` sent an invalid response. Any core; a shared `fetch_add`
+    /// (a server that misbehaves is rare, and counting it must not depend on the core).
+    pub fn invalid_response(&self, server: ServerId) {
+        if let Some(c) = self.invalid.get(server.0 as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn invalid_responses(&self, server: ServerId) -> u64 {
+        self.invalid
+            .get(server.0 as usize)
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     /// For the reload path: one call per reload attempt.

@@ -127,6 +127,11 @@ pub const UPSTREAM_CONNECTIONS_REUSED: Family = counter(
     "ringlb_upstream_connections_reused_total",
     "Requests sent on a pooled keep-alive connection to a server.",
 );
+pub const UPSTREAM_INVALID_RESPONSES: Family = counter(
+    "ringlb_upstream_invalid_responses_total",
+    "Invalid responses from a server (malformed or ambiguously framed head, bad chunked \
+     framing, an unasked 101); counted against its passive health only with invalid_header.",
+);
 pub const UPSTREAM_RETRIES: Family = counter(
     "ringlb_upstream_retries_total",
     "Requests tried again on another server of the upstream after a failure.",
@@ -227,6 +232,7 @@ pub const ALL: &[Family] = &[
     UPSTREAM_CONNECTIONS_OPENED,
     UPSTREAM_CONNECTIONS_REUSED,
     UPSTREAM_RETRIES,
+    UPSTREAM_INVALID_RESPONSES,
     SERVER_STATE,
     SERVER_ACTIVE,
     SERVER_WEIGHT,

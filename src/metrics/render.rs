@@ -196,6 +196,12 @@ pub fn render(shared: &Scrape<'_>) -> String {
             total[lay.retries(u)],
         );
     }
+    w.family(&names::UPSTREAM_INVALID_RESPONSES);
+    for (up, s) in config.servers() {
+        let labels = [("upstream", up.name.as_str()), ("server", &s.name)];
+        let n = reg.invalid_responses(s.id);
+        w.int(&names::UPSTREAM_INVALID_RESPONSES, "", &labels, n);
+    }
     servers(&mut w, shared);
     w.family(&names::QUEUE_LENGTH);
     for (u, up) in config.upstreams.iter().enumerate() {

@@ -54,7 +54,7 @@ name = "d\"q"
     )
     .unwrap();
     Parts {
-        state: StateTable::new(&config),
+        state: StateTable::new(&config, 2),
         metrics: Registry::new(&config, 2),
         config,
     }

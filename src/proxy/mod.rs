@@ -19,19 +19,19 @@
 
 mod body;
 mod buf;
+mod client;
 mod error;
 mod proxy_protocol;
 mod queue;
 mod tunnel;
 mod upstream;
 
-use crate::accesslog::Exchange;
 use crate::config::{Config, ListenerId};
 use crate::context::Worker;
 use crate::engine::Stream;
-use crate::http1::{self, Method, RequestBody, RequestHead, ResponseHead, Status, Version};
+use crate::http1::{self, Method, RequestBody, RequestError, RequestHead, Status, Version};
 use crate::state::conns::ConnSlot;
-use buf::Buf;
+use client::{Client, Scratch};
 pub use error::Failure;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -65,7 +65,15 @@ enum HeadRead {
     Closed,
     /// The generation was retired: continue on the next (nothing consumed).
     Switch,
-    Refuse(u16),
+    Refuse(Failure),
+}
+
+/// Whether some of the request body is still unread from the client: then the connection
+/// cannot go on to the next request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyLeft {
+    Read,
+    Unread,
 }
 
 /// Serves one client connection. A panic inside is contained here: logged and counted, the
@@ -87,14 +95,17 @@ pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: Li
 
 async fn serve_conn(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
     let mut w = w;
-    let mut parts = Parts::new(&w, client, peer, listener);
+    let mut session = Session {
+        c: Client::new(client, peer, listener),
+        r: Scratch::new(&w, listener, peer),
+    };
     loop {
         let config = w.shared.config.clone();
-        let slot = w.conns.register(parts.client.fd());
-        let mut conn = Conn::from_parts(parts, &w, &config, &slot);
+        let slot = w.conns.register(session.c.stream.fd());
+        let mut conn = Conn::new(session, &w, &config, &slot);
         let end = conn.run().await;
         conn.release();
-        parts = conn.into_parts();
+        session = conn.into_session();
         drop(slot);
         // A reload published a newer generation: carry on there, between two requests.
         let next = w.successor.borrow().clone();
@@ -102,59 +113,18 @@ async fn serve_conn(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: L
             (End::Switch, Some(next)) => w = next,
             _ => {
                 // TLS: close_notify, so a client reading to the end sees a clean end.
-                parts.client.close(config.timeouts.client_send).await;
+                session.c.stream.close(config.timeouts.client_send).await;
                 return;
             }
         }
     }
 }
 
-/// What a client connection owns, whatever config generation serves it.
-struct Parts {
-    client: Stream,
-    peer: SocketAddr,
-    client_ip: IpAddr,
-    listener: ListenerId,
-    cbuf: Buf,
-    ubuf: Buf,
-    head: RequestHead,
-    rhead: ResponseHead,
-    out: Vec<u8>,
-    resp: Vec<u8>,
-    key: Vec<u8>,
-    /// Requests served so far (the first waits `client_header`, later ones `keepalive`).
-    served: u64,
-    /// The PROXY protocol header was read.
-    proxied: bool,
-    x: Exchange,
-}
-
-impl Parts {
-    /// No buffer is taken before the first bytes arrive (see `Conn::read_head`).
-    fn new(w: &Worker, client: Stream, peer: SocketAddr, listener: ListenerId) -> Parts {
-        Parts {
-            x: Exchange::new(w.access_log.enabled(), w.metrics.enabled(), listener, peer),
-            client,
-            peer,
-            client_ip: peer.ip(),
-            listener,
-            cbuf: Buf::empty(),
-            ubuf: Buf::empty(),
-            head: RequestHead {
-                headers: Vec::new(),
-                ..RequestHead::new()
-            },
-            rhead: ResponseHead {
-                headers: Vec::new(),
-                ..ResponseHead::new()
-            },
-            out: Vec::new(),
-            resp: Vec::new(),
-            key: Vec::new(),
-            served: 0,
-            proxied: false,
-        }
-    }
+/// What a client connection owns, whatever config generation serves it: the downstream side
+/// and the working memory of its exchanges.
+struct Session {
+    c: Client,
+    r: Scratch,
 }
 
 /// Why `Conn::run` returned.
@@ -168,101 +138,57 @@ enum End {
 /// Bytes read while a connection waits for its next request with no buffer of its own.
 const IDLE_READ: usize = 1024;
 
+/// One client connection served by one generation: the session, the worker and config of
+/// that generation, and the facts of the request in progress that borrow the config.
 struct Conn<'a> {
     w: &'a Worker,
     config: &'a Arc<Config>,
     slot: &'a ConnSlot<'a>,
-    client: Stream,
-    peer: SocketAddr,
-    /// The client's address: the peer's, or the one a trusted proxy reported (real_ip).
-    client_ip: IpAddr,
-    listener: ListenerId,
-    /// Client bytes: the request head, then body bytes and pipelined requests.
-    cbuf: Buf,
-    /// Upstream bytes of the current attempt.
-    ubuf: Buf,
-    head: RequestHead,
-    rhead: ResponseHead,
-    /// The request as written to the upstream (head, plus the body when replayable).
-    out: Vec<u8>,
-    /// Bytes for the client (response heads, error responses, decoded chunks).
-    resp: Vec<u8>,
-    /// Hash key of the current request, for hash balancing.
-    key: Vec<u8>,
+    /// The downstream side: stream, address, request bytes.
+    c: Client,
+    /// Working memory of the exchange in progress.
+    r: Scratch,
     /// The server the request's sticky cookie names, if it names one of the upstream's.
     sticky_pref: Option<usize>,
     /// `Set-Cookie` to add to the response (the client is (re)pinned to a server).
     set_cookie: Option<&'a [u8]>,
     cookie_nocache: bool,
-    served: u64,
-    proxied: bool,
     /// Where an idle connection reads, having given its buffers back.
     idle: [u8; IDLE_READ],
-    /// metrics: facts of the current exchange, for the counters and the access log.
-    x: Exchange,
 }
 
 impl<'a> Conn<'a> {
-    fn from_parts(
-        p: Parts,
-        w: &'a Worker,
-        config: &'a Arc<Config>,
-        slot: &'a ConnSlot<'a>,
-    ) -> Conn<'a> {
+    fn new(s: Session, w: &'a Worker, config: &'a Arc<Config>, slot: &'a ConnSlot<'a>) -> Conn<'a> {
         Conn {
             w,
             config,
             slot,
-            client: p.client,
-            peer: p.peer,
-            client_ip: p.client_ip,
-            listener: p.listener,
-            cbuf: p.cbuf,
-            ubuf: p.ubuf,
-            head: p.head,
-            rhead: p.rhead,
-            out: p.out,
-            resp: p.resp,
-            key: p.key,
+            c: s.c,
+            r: s.r,
             sticky_pref: None,
             set_cookie: None,
             cookie_nocache: false,
-            served: p.served,
-            proxied: p.proxied,
             idle: [0; IDLE_READ],
-            x: p.x,
         }
     }
 
-    fn into_parts(self) -> Parts {
-        Parts {
-            client: self.client,
-            peer: self.peer,
-            client_ip: self.client_ip,
-            listener: self.listener,
-            cbuf: self.cbuf,
-            ubuf: self.ubuf,
-            head: self.head,
-            rhead: self.rhead,
-            out: self.out,
-            resp: self.resp,
-            key: self.key,
-            served: self.served,
-            proxied: self.proxied,
-            x: self.x,
+    fn into_session(self) -> Session {
+        Session {
+            c: self.c,
+            r: self.r,
         }
     }
 }
 
 impl Conn<'_> {
     async fn run(&mut self) -> End {
-        if !self.proxied && self.config.listeners[self.listener.0 as usize].proxy_protocol {
+        if !self.c.proxied && self.config.listeners[self.c.listener.0 as usize].proxy_protocol {
             self.acquire();
             match self.read_proxy_header().await {
                 Some(source) => {
-                    self.peer = source;
-                    self.client_ip = source.ip();
-                    self.proxied = true;
+                    self.c.peer = source;
+                    self.c.client_ip = source.ip();
+                    self.c.proxied = true;
                 }
                 None => return End::Closed,
             }
@@ -272,16 +198,16 @@ impl Conn<'_> {
                 HeadRead::Ready => {}
                 HeadRead::Closed => return End::Closed,
                 HeadRead::Switch => return End::Switch,
-                HeadRead::Refuse(status) => {
-                    self.x.refused(self.cbuf.filled()); // metrics
-                    self.send_error(status, true).await;
-                    self.w.request_done(&mut self.x, &self.client); // metrics
+                HeadRead::Refuse(f) => {
+                    self.r.x.refused(self.c.buf.filled()); // metrics
+                    self.answer(f, Next::Close).await;
+                    self.w.request_done(&mut self.r.x, &self.c.stream); // metrics
                     return End::Closed;
                 }
             }
-            self.served += 1;
+            self.c.served += 1;
             let next = self.exchange().await;
-            self.w.request_done(&mut self.x, &self.client); // metrics
+            self.w.request_done(&mut self.r.x, &self.c.stream); // metrics
             if next == Next::Close {
                 return End::Closed;
             }
@@ -290,32 +216,16 @@ impl Conn<'_> {
 
     /// Gives every large buffer back to the core's free list (those that are empty).
     fn release(&mut self) {
-        self.cbuf.release();
-        self.ubuf.release();
-        buf::give_vec(std::mem::take(&mut self.out));
-        buf::give_vec(std::mem::take(&mut self.resp));
-        buf::give_headers(std::mem::take(&mut self.head.headers));
-        buf::give_headers(std::mem::take(&mut self.rhead.headers));
+        self.c.release();
+        self.r.release();
     }
 
     /// Takes the buffers back (from the free list, or new ones).
     fn acquire(&mut self) {
         let limits = &self.config.limits;
-        self.cbuf.ensure(limits.request.max_head + BUF_SLACK);
-        self.ubuf
-            .ensure(UPSTREAM_BUF.max(limits.max_response_head + BUF_SLACK));
-        if self.out.capacity() == 0 {
-            self.out = buf::take_vec(4096);
-        }
-        if self.resp.capacity() == 0 {
-            self.resp = buf::take_vec(4096);
-        }
-        if self.head.headers.capacity() == 0 {
-            self.head.headers = buf::take_headers();
-        }
-        if self.rhead.headers.capacity() == 0 {
-            self.rhead.headers = buf::take_headers();
-        }
+        self.c.acquire(limits.request.max_head + BUF_SLACK);
+        self.r
+            .acquire(UPSTREAM_BUF.max(limits.max_response_head + BUF_SLACK));
     }
 
     async fn read_head(&mut self) -> HeadRead {
@@ -323,27 +233,27 @@ impl Conn<'_> {
         if self.w.retired.get() {
             return HeadRead::Switch;
         }
-        self.cbuf.compact();
-        if self.cbuf.is_empty() {
+        self.c.buf.compact();
+        if self.c.buf.is_empty() {
             if self.w.conns.closing() {
                 return HeadRead::Closed;
             }
             // Idle between requests: no large buffer held, closable at shutdown.
             self.release();
-            self.slot.set_idle(true);
-            let wait = if self.served == 0 {
+            self.slot.idle();
+            let wait = if self.c.served == 0 {
                 t.client_header
             } else {
                 t.keepalive
             };
-            let r = self.client.read(&mut self.idle, wait).await;
-            self.slot.set_idle(false);
+            let r = self.c.stream.read(&mut self.idle, wait).await;
+            self.slot.busy();
             let n = match r {
                 Ok(n) if n > 0 => n,
                 _ => return HeadRead::Closed,
             };
             self.acquire();
-            self.cbuf.push(&self.idle[..n]);
+            self.c.buf.push(&self.idle[..n]);
             if self.w.retired.get() {
                 return HeadRead::Switch;
             }
@@ -353,38 +263,40 @@ impl Conn<'_> {
         let limits = self.config.limits.request.limits();
         let deadline = Instant::now() + t.client_header;
         loop {
-            match http1::parse_request(self.cbuf.filled(), &limits, &mut self.head) {
+            match http1::parse_request(self.c.buf.filled(), &limits, &mut self.r.head) {
                 Ok(Status::Complete) => return HeadRead::Ready,
                 Ok(Status::Partial) => {
-                    if self.cbuf.is_full() {
-                        return HeadRead::Refuse(431);
+                    if self.c.buf.is_full() {
+                        return HeadRead::Refuse(Failure::Request(RequestError::HeadersTooLarge));
                     }
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return HeadRead::Refuse(408);
+                        return HeadRead::Refuse(Failure::HeadTimeout);
                     }
-                    match self.cbuf.fill(&mut self.client, left).await {
+                    match self.c.buf.fill(&mut self.c.stream, left).await {
                         Ok(0) => return HeadRead::Closed,
                         Ok(_) => {}
-                        Err(e) if error::is_timeout(&e) => return HeadRead::Refuse(408),
+                        Err(e) if error::is_timeout(&e) => {
+                            return HeadRead::Refuse(Failure::HeadTimeout)
+                        }
                         Err(_) => return HeadRead::Closed,
                     }
                 }
                 Err(e) => {
-                    log::debug!("{}: refused request: {e:?}", self.peer);
-                    return HeadRead::Refuse(e.status());
+                    log::debug!("{}: refused request: {e:?}", self.c.peer);
+                    return HeadRead::Refuse(Failure::Request(e));
                 }
             }
         }
     }
 
-    /// One request: route, attempts, response. The head is in `self.head`, parsed from the
-    /// start of `self.cbuf`.
+    /// One request: route, attempts, response. The head is in `self.r.head`, parsed from the
+    /// start of `self.c.buf`.
     async fn exchange(&mut self) -> Next {
-        let buf = self.cbuf.filled();
-        let head = &self.head;
+        let buf = self.c.buf.filled();
+        let head = &self.r.head;
         let id_header = &self.config.access_log.request_id_header;
-        self.x.begin(&self.w.access_log, id_header, buf, head); // metrics
+        self.r.x.begin(&self.w.access_log, id_header, buf, head); // metrics
         let req = Req {
             method: head.method,
             version: head.version,
@@ -393,26 +305,26 @@ impl Conn<'_> {
             expect_continue: head.expect_continue,
             upgrade: head.upgrade.is_some(),
         };
-        self.client_ip = match &self.config.listeners[self.listener.0 as usize].real_ip {
-            Some(real_ip) if real_ip.trusts(self.peer.ip()) => {
-                real_client_ip(real_ip, buf, &head.headers).unwrap_or(self.peer.ip())
+        self.c.client_ip = match &self.config.listeners[self.c.listener.0 as usize].real_ip {
+            Some(real_ip) if real_ip.trusts(self.c.peer.ip()) => {
+                real_client_ip(real_ip, buf, &head.headers).unwrap_or(self.c.peer.ip())
             }
-            _ => self.peer.ip(),
+            _ => self.c.peer.ip(),
         };
         let host = head
             .host
             .map(|s| host_without_port(s.get(buf)))
             .unwrap_or(b"");
         let path = request_path(head.target.get(buf));
-        if self.config.listeners[self.listener.0 as usize].redirect_https {
+        if self.config.listeners[self.c.listener.0 as usize].redirect_https {
             return self
                 .redirect_https(&req, host.to_vec(), path.to_vec())
                 .await;
         }
-        let Some(up) = self.config.route(self.listener, host, path) else {
+        let Some(up) = self.config.route(self.c.listener, host, path) else {
             let head_len = head.head_len;
-            self.cbuf.consume(head_len);
-            return self.refuse(Failure::NoRoute, &req, true).await;
+            self.c.buf.consume(head_len);
+            return self.refuse(Failure::NoRoute, &req, BodyLeft::Unread).await;
         };
         let upstream = &self.config.upstreams[up.0 as usize];
         self.sticky_pref = None;
@@ -422,9 +334,9 @@ impl Conn<'_> {
                 self.sticky_pref = upstream.servers.iter().position(|s| *s.cookie == *v);
             }
         }
-        self.key.clear();
+        self.r.key.clear();
         if let crate::balance::Algorithm::Hash { key, .. } = &upstream.algorithm {
-            hash_key(key, buf, head, self.client_ip, &mut self.key);
+            hash_key(key, buf, head, self.c.client_ip, &mut self.r.key);
         }
 
         // The upstream request is built once; retries write the same bytes again.
@@ -434,10 +346,10 @@ impl Conn<'_> {
             RequestBody::Length(n) if n <= body_buffered as u64 => Some(n as usize),
             _ => None,
         };
-        self.out.clear();
+        self.r.out.clear();
         let fwd = http1::RequestForward {
-            client_ip: self.peer.ip(),
-            proto: if self.client.is_tls() {
+            client_ip: self.c.peer.ip(),
+            proto: if self.c.stream.is_tls() {
                 http1::Proto::Https
             } else {
                 http1::Proto::Http
@@ -450,40 +362,41 @@ impl Conn<'_> {
                 .as_ref()
                 .filter(|st| st.indirect)
                 .map(|st| st.cookie.as_bytes()),
-            request_id: self.x.request_id(), // metrics: set when the access log is on
+            request_id: self.r.x.request_id(), // metrics: set when the access log is on
         };
-        http1::write_request_head(buf, head, &fwd, &mut self.out);
+        http1::write_request_head(buf, head, &fwd, &mut self.r.out);
         let head_len = head.head_len;
         match replay_len {
             Some(n) => {
-                self.out.extend_from_slice(&buf[head_len..head_len + n]);
-                self.cbuf.consume(head_len + n);
+                self.r.out.extend_from_slice(&buf[head_len..head_len + n]);
+                self.c.buf.consume(head_len + n);
             }
-            None => self.cbuf.consume(head_len),
+            None => self.c.buf.consume(head_len),
         }
-        self.attempts(up, &req, replay_len.is_some()).await
+        let body = match replay_len {
+            Some(_) => error::Body::Replayable,
+            None => error::Body::Streamed,
+        };
+        self.attempts(up, &req, body).await
     }
 
-    /// Answers with an error. `body_pending`: the request body was not read, so the
-    /// connection cannot continue.
-    async fn refuse(&mut self, f: Failure, req: &Req, body_pending: bool) -> Next {
+    /// Answers with the failure's status; the connection goes on when the request was
+    /// read completely (and the client and ringlb both keep it alive).
+    async fn refuse(&mut self, f: Failure, req: &Req, body: BodyLeft) -> Next {
         let close = !req.keep_alive
             || self.w.conns.closing()
-            || (body_pending && req.body != RequestBody::None);
-        self.send_error(f.status(), close).await;
-        if close {
-            Next::Close
-        } else {
-            Next::KeepAlive
-        }
+            || (body == BodyLeft::Unread && req.body != RequestBody::None);
+        let next = if close { Next::Close } else { Next::KeepAlive };
+        self.answer(f, next).await;
+        next
     }
 
     /// `redirect_https` listeners: 301 to the same host (without port) and target over https,
     /// as nginx `return 301 https://$host$request_uri`. Rare, so the two copies do not matter.
     async fn redirect_https(&mut self, req: &Req, host: Vec<u8>, target: Vec<u8>) -> Next {
-        self.cbuf.consume(self.head.head_len);
+        self.c.buf.consume(self.r.head.head_len);
         if host.is_empty() {
-            self.send_error(400, true).await;
+            self.answer(Failure::NoHost, Next::Close).await;
             return Next::Close;
         }
         let close = !req.keep_alive || self.w.conns.closing() || req.body != RequestBody::None;
@@ -491,12 +404,13 @@ impl Conn<'_> {
         location.extend_from_slice(b"https://");
         location.extend_from_slice(&host);
         location.extend_from_slice(&target);
-        self.x.status(301); // metrics
-        self.resp.clear();
-        http1::write_error(301, close, &[(b"Location", &location)], &mut self.resp);
+        self.r.x.status(301); // metrics
+        self.r.resp.clear();
+        http1::write_error(301, close, &[(b"Location", &location)], &mut self.r.resp);
         let sent = self
-            .client
-            .write_all(&self.resp, self.config.timeouts.client_send)
+            .c
+            .stream
+            .write_all(&self.r.resp, self.config.timeouts.client_send)
             .await;
         if close || sent.is_err() {
             Next::Close
@@ -505,17 +419,20 @@ impl Conn<'_> {
         }
     }
 
-    async fn send_error(&mut self, status: u16, close: bool) {
-        self.send_error_with(status, close, &[]).await;
-    }
-
-    async fn send_error_with(&mut self, status: u16, close: bool, extra: &[(&[u8], &[u8])]) {
-        self.x.status(status); // metrics
-        self.resp.clear();
-        http1::write_error(status, close, extra, &mut self.resp);
+    /// Answers the client for `f`, the one way an error response is written (nothing when
+    /// the failure leaves nobody to answer). `next`: whether the response keeps the
+    /// connection.
+    async fn answer(&mut self, f: Failure, next: Next) {
+        let Some((status, extra)) = f.answer() else {
+            return;
+        };
+        self.r.x.status(status); // metrics
+        self.r.resp.clear();
+        http1::write_error(status, next == Next::Close, extra, &mut self.r.resp);
         let _ = self
-            .client
-            .write_all(&self.resp, self.config.timeouts.client_send)
+            .c
+            .stream
+            .write_all(&self.r.resp, self.config.timeouts.client_send)
             .await;
     }
 

@@ -17,28 +17,28 @@ impl Conn<'_> {
     pub(super) async fn read_proxy_header(&mut self) -> Option<SocketAddr> {
         let deadline = Instant::now() + self.config.timeouts.client_header;
         loop {
-            let parsed = HeaderResult::parse(self.cbuf.filled());
+            let parsed = HeaderResult::parse(self.c.buf.filled());
             if !parsed.is_incomplete() {
                 let (len, source) = match parsed {
                     HeaderResult::V1(Ok(h)) => (h.header.len(), v1_source(&h.addresses)),
                     HeaderResult::V2(Ok(h)) => (h.len(), v2_source(&h.addresses)),
                     HeaderResult::V1(Err(e)) => {
-                        log::debug!("{}: invalid PROXY v1 header: {e}", self.peer);
+                        log::debug!("{}: invalid PROXY v1 header: {e}", self.c.peer);
                         return None;
                     }
                     HeaderResult::V2(Err(e)) => {
-                        log::debug!("{}: invalid PROXY v2 header: {e}", self.peer);
+                        log::debug!("{}: invalid PROXY v2 header: {e}", self.c.peer);
                         return None;
                     }
                 };
-                self.cbuf.consume(len);
-                return Some(source.unwrap_or(self.peer));
+                self.c.buf.consume(len);
+                return Some(source.unwrap_or(self.c.peer));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.cbuf.is_full() {
+            if left.is_zero() || self.c.buf.is_full() {
                 return None;
             }
-            match self.cbuf.fill(&mut self.client, left).await {
+            match self.c.buf.fill(&mut self.c.stream, left).await {
                 Ok(n) if n > 0 => {}
                 _ => return None,
             }
@@ -51,8 +51,8 @@ impl Conn<'_> {
         up: &mut Stream,
         version: ProxyProtocol,
     ) -> std::io::Result<()> {
-        let source = SocketAddr::new(self.client_ip, self.peer.port());
-        let destination = self.client.local_addr()?;
+        let source = SocketAddr::new(self.c.client_ip, self.c.peer.port());
+        let destination = self.c.stream.local_addr()?;
         let header = match version {
             ProxyProtocol::V1 => ppp::v1::Addresses::from((source, destination))
                 .to_string()

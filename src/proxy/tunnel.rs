@@ -18,34 +18,35 @@ enum Side {
 }
 
 impl Conn<'_> {
-    /// Runs the tunnel; the response head (`self.resp`) is sent first. Returns when done.
+    /// Runs the tunnel; the response head (`self.r.resp`) is sent first. Returns when done.
     pub(super) async fn tunnel(&mut self, up: &mut Stream) {
         let t = self.config.timeouts;
         // Bytes that came after the heads belong to the tunnel already.
-        let n = self.ubuf.len();
-        self.resp.extend_from_slice(self.ubuf.filled());
-        self.ubuf.consume(n);
+        let n = self.r.ubuf.len();
+        self.r.resp.extend_from_slice(self.r.ubuf.filled());
+        self.r.ubuf.consume(n);
         if self
-            .client
-            .write_all(&self.resp, t.client_send)
+            .c
+            .stream
+            .write_all(&self.r.resp, t.client_send)
             .await
             .is_err()
         {
             return;
         }
-        if !self.cbuf.is_empty() {
+        if !self.c.buf.is_empty() {
             if up
-                .write_all(self.cbuf.filled(), t.upstream_send)
+                .write_all(self.c.buf.filled(), t.upstream_send)
                 .await
                 .is_err()
             {
                 return;
             }
-            let n = self.cbuf.len();
-            self.cbuf.consume(n);
+            let n = self.c.buf.len();
+            self.c.buf.consume(n);
         }
         loop {
-            let client = &mut self.client;
+            let client = &mut self.c.stream;
             let upstream = &mut *up;
             let side: io::Result<(Side, bool)> = future::or(
                 async {
@@ -65,10 +66,10 @@ impl Conn<'_> {
             let moved = match side {
                 Ok((_, false)) | Err(_) => return,
                 Ok((Side::Client, true)) => {
-                    relay(&mut self.client, up, &mut self.cbuf, t.upstream_send).await
+                    relay(&mut self.c.stream, up, &mut self.c.buf, t.upstream_send).await
                 }
                 Ok((Side::Upstream, true)) => {
-                    relay(up, &mut self.client, &mut self.ubuf, t.client_send).await
+                    relay(up, &mut self.c.stream, &mut self.r.ubuf, t.client_send).await
                 }
             };
             if moved.is_err() {

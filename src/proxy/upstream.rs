@@ -1,15 +1,15 @@
 //! The attempt phase: pick a server, get a connection, send the request, read the response
 //! head; then hand over to the response phase.
 
-use super::body::BodyEnd;
-use super::error::{is_timeout, Failure};
-use super::queue::QueueEnd;
-use super::{Conn, Next, Req};
+use super::client::Tried;
+use super::error::{self, is_timeout, Bad, Cause, Failure, Side};
+use super::queue::Slot;
+use super::{BodyLeft, Conn, Next, Req};
 use crate::balance::{self, PickCtx, ServerView};
 use crate::config::{Config, Server, Upstream, UpstreamId};
 use crate::engine::Stream;
 use crate::http1::{self, ResponseBody, Status, Version};
-use crate::state::{now_ms, Active, AdminState, ServerState, StateTable};
+use crate::state::{now_ms, AdminState, ServerState, StateTable};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ pub(super) struct View<'a> {
     pub(super) upstream: &'a Upstream,
     pub(super) table: &'a StateTable,
     pub(super) now: u64,
-    pub(super) tried: u128,
+    pub(super) tried: &'a Tried,
 }
 
 impl View<'_> {
@@ -38,7 +38,7 @@ impl ServerView for View<'_> {
     }
 
     fn usable(&self, i: usize) -> bool {
-        let tried = i < 128 && self.tried & (1u128 << i) != 0;
+        let tried = self.tried.contains(i);
         let st = self.state(i);
         let full = self.upstream.servers[i]
             .max_conns
@@ -80,109 +80,107 @@ impl ServerView for View<'_> {
 enum Attempt {
     /// A response (or a failure after the client saw response bytes) was handled.
     Done(Next),
-    /// Failed before a response reached the client; whether another server may be tried
-    /// depends on how far it got.
-    Failed(Failed),
-    /// The client failed or went away while sending its body: close without answering.
-    ClientGone,
-    /// The client sent an invalid or too slow body: answer with this status and close.
-    ClientError(u16),
+    /// Failed before a response reached the client: whether another server may be tried is
+    /// [`error::retry`]'s decision.
+    Failed(Failure),
 }
 
 impl<'a> Conn<'a> {
-    pub(super) async fn attempts(&mut self, up: UpstreamId, req: &Req, replayable: bool) -> Next {
+    /// The attempt phase: up to `tries` servers, each picked by the balancer (or the sticky
+    /// cookie first), waiting in the upstream's queue when every usable server is full.
+    pub(super) async fn attempts(&mut self, up: UpstreamId, req: &Req, body: error::Body) -> Next {
         let config: &'a Config = self.config;
         let upstream = &config.upstreams[up.0 as usize];
         let policy = upstream.next_upstream;
-        let resendable = replayable && (req.method.is_idempotent() || policy.non_idempotent);
         let started = Instant::now();
-        let mut tried: u128 = 0;
+        self.r.tried.reset(upstream.servers.len());
         let mut last = Failure::NoServer;
-        let mut body_pending = !replayable;
-        self.x.routed(up); // metrics
-        for n in 0..upstream.tries {
-            let pinned = if n == 0 {
-                self.sticky_slot(upstream)
+        let mut left = match body {
+            error::Body::Replayable => BodyLeft::Read,
+            error::Body::Streamed => BodyLeft::Unread,
+        };
+        self.r.x.routed(up); // metrics
+        for made in 1..=upstream.tries {
+            let pinned = if made == 1 {
+                self.sticky_slot(up, upstream)
             } else {
                 None
             };
-            let (i, _active) = match pinned.or_else(|| self.pick_slot(up, upstream, tried)) {
+            let slot = match pinned.or_else(|| self.pick_slot(up, upstream)) {
                 Some(slot) => slot,
                 None => match upstream.queue {
-                    Some(q) if self.all_busy(upstream, tried) => {
-                        match self.wait_for_slot(up, upstream, q, tried).await {
+                    Some(q) if self.all_busy(upstream) => {
+                        match self.wait_for_slot(up, upstream, q).await {
                             Ok(slot) => slot,
-                            Err(end) => return self.queue_refused(end, req, body_pending).await,
+                            Err(f) => return self.refuse(f, req, left).await,
                         }
                     }
                     _ => break,
                 },
             };
-            if i < 128 {
-                tried |= 1u128 << i;
-            }
-            let in_time = |t: Option<Duration>| t.is_none_or(|t| started.elapsed() < t);
-            let may_retry = n + 1 < upstream.tries
-                && in_time(upstream.retry_timeout)
-                && self.alternative_exists(upstream, tried);
+            let i = slot.index;
+            self.r.tried.insert(i);
+            let facts = error::Attempts {
+                idempotent: req.method.is_idempotent(),
+                body,
+                made,
+                tries: upstream.tries,
+                in_time: upstream.retry_timeout.is_none_or(|t| started.elapsed() < t),
+                alternative: self.alternative_exists(upstream),
+            };
             let server = &upstream.servers[i];
-            self.x.attempt(up, server.id); // metrics
-            let state = self.w.shared.state.get(server.id);
+            self.r.x.attempt(up, server.id); // metrics
             if let Some(st) = &upstream.sticky {
                 let repin = self.sticky_pref != Some(i);
                 self.set_cookie = server.set_cookie.as_deref().filter(|_| repin);
                 self.cookie_nocache = repin && st.nocache;
             }
-            let retry_status = may_retry && resendable;
-            let failed = match self
-                .attempt(upstream, server, state, req, replayable, retry_status)
+            // A listed status is only worth reporting as a failure when it can be retried.
+            let status_retry = if facts.another_allowed() && facts.resendable(&policy) {
+                StatusRetry::Allowed
+            } else {
+                StatusRetry::No
+            };
+            let f = match self
+                .attempt(upstream, server, req, body, status_retry)
                 .await
             {
                 Attempt::Done(next) => return next,
-                Attempt::ClientGone => return Next::Close,
-                Attempt::ClientError(status) => {
-                    self.send_error(status, true).await;
-                    return Next::Close;
-                }
                 Attempt::Failed(f) => f,
             };
-            let failure = failed.failure();
-            match failed {
-                Failed::Status(code) => log::debug!(
+            drop(slot);
+            match f.side() {
+                Side::Client => {
+                    // The client failed while sending its body: the connection cannot be
+                    // resynchronised, whatever is answered.
+                    self.answer(f, Next::Close).await;
+                    return Next::Close;
+                }
+                Side::Server => self.passive_failure(upstream, server, f),
+                Side::Proxy => {}
+            }
+            if let Failure::Status(code) = f {
+                log::debug!(
                     "server {} of upstream {} answered {code}: trying another",
                     server.name,
                     upstream.name
-                ),
-                _ => self.passive_failure(upstream, server, state, failure),
+                );
             }
-            last = failure;
-            let timeout = failure == Failure::UpstreamTimeout;
-            let allowed_by_policy = if timeout {
-                policy.timeout
-            } else {
-                policy.error
-            };
-            let retry = match failed {
-                Failed::Connect(_) => allowed_by_policy,
-                Failed::NoResponse(_) => allowed_by_policy && resendable,
-                Failed::Status(_) => true,
-                Failed::BodySend(_) | Failed::BadResponse => false,
-            };
-            if matches!(failed, Failed::BodySend(_)) {
-                // The body was partly consumed from the client: the connection cannot be
-                // resynchronised.
-                body_pending = true;
+            if matches!(f, Failure::BodySend(_)) {
+                // Part of the body was consumed from the client.
+                left = BodyLeft::Unread;
             }
-            if !(retry && may_retry) {
+            last = f;
+            if !error::retry(f, &policy, &facts) {
                 break;
             }
         }
-        self.refuse(last, req, body_pending).await
+        self.refuse(last, req, left).await
     }
 
     /// The server the sticky cookie names, with a slot, if it may take the request: usable,
     /// or draining but up (draining servers keep their existing sessions).
-    fn sticky_slot(&self, upstream: &'a Upstream) -> Option<(usize, Active<'a>)> {
+    fn sticky_slot(&self, up: UpstreamId, upstream: &'a Upstream) -> Option<Slot<'a>> {
         let i = self.sticky_pref?;
         let server = upstream.servers.get(i)?;
         let st = self.w.shared.state.get(server.id);
@@ -191,41 +189,30 @@ impl<'a> Conn<'a> {
         if !eligible {
             return None;
         }
-        st.try_begin(server.max_conns).map(|a| (i, a))
+        self.take_slot(up, upstream, i)
     }
 
-    /// 503 with Retry-After: the queue was full, or the wait timed out.
-    async fn queue_refused(&mut self, end: QueueEnd, req: &Req, body_pending: bool) -> Next {
-        let why = match end {
-            QueueEnd::Full => "full",
-            QueueEnd::Timeout => "timeout",
-        };
-        log::debug!("{}: queue {why}: 503", self.peer);
-        let close = !req.keep_alive
-            || self.w.conns.closing()
-            || (body_pending && req.body != http1::RequestBody::None);
-        self.send_error_with(503, close, &[(b"Retry-After", b"1")])
-            .await;
-        if close {
-            Next::Close
-        } else {
-            Next::KeepAlive
+    /// Passive health (nginx `max_fails` / `fail_timeout`): counts the failure kinds the
+    /// upstream's `next_upstream` lists; an invalid response is logged and counted in a metric
+    /// either way.
+    fn passive_failure(&self, upstream: &Upstream, server: &Server, f: Failure) {
+        let state = self.w.shared.state.get(server.id);
+        if let Failure::BadResponse(bad) = f {
+            self.w.shared.metrics.invalid_response(server.id);
+            log::warn!(
+                "server {} ({}) of upstream {} sent an invalid response ({bad:?}) to {} {}",
+                server.name,
+                server.addr,
+                upstream.name,
+                String::from_utf8_lossy(self.r.x.method()),
+                String::from_utf8_lossy(self.r.x.target()),
+            );
         }
-    }
-
-    /// Passive health (nginx `max_fails` / `fail_timeout`).
-    fn passive_failure(
-        &self,
-        upstream: &Upstream,
-        server: &Server,
-        state: &ServerState,
-        failure: Failure,
-    ) {
-        if failure.is_server_fault()
+        if f.counts_against_server(&upstream.next_upstream)
             && state.record_failure(now_ms(), server.max_fails, server.fail_timeout)
         {
             log::warn!(
-                "server {} ({}) of upstream {} marked down for {:?}: {failure:?}",
+                "server {} ({}) of upstream {} marked down for {:?}: {f:?}",
                 server.name,
                 server.addr,
                 upstream.name,
@@ -234,27 +221,27 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// Whether a server not yet tried could take the request (without moving any balancer).
-    fn alternative_exists(&self, upstream: &Upstream, tried: u128) -> bool {
-        let view = View {
+    /// The servers of `upstream` as the balancer sees them for this request.
+    pub(super) fn view(&self, upstream: &'a Upstream) -> View<'_> {
+        View {
             upstream,
             table: &self.w.shared.state,
             now: now_ms(),
-            tried,
-        };
+            tried: &self.r.tried,
+        }
+    }
+
+    /// Whether a server not yet tried could take the request (without moving any balancer).
+    fn alternative_exists(&self, upstream: &'a Upstream) -> bool {
+        let view = self.view(upstream);
         (0..view.len()).any(|i| view.usable(i))
     }
 
-    pub(super) fn pick(&self, up: UpstreamId, upstream: &Upstream, tried: u128) -> Option<usize> {
-        let view = View {
-            upstream,
-            table: &self.w.shared.state,
-            now: now_ms(),
-            tried,
-        };
+    pub(super) fn pick(&self, up: UpstreamId, upstream: &'a Upstream) -> Option<usize> {
+        let view = self.view(upstream);
         let ctx = PickCtx {
-            client_ip: self.client_ip,
-            key: (!self.key.is_empty()).then_some(&self.key[..]),
+            client_ip: self.c.client_ip,
+            key: (!self.r.key.is_empty()).then_some(&self.r.key[..]),
         };
         self.w.refresh_balancers();
         let mut balancers = self.w.balancers.borrow_mut();
@@ -267,12 +254,13 @@ impl<'a> Conn<'a> {
         &mut self,
         upstream: &Upstream,
         server: &Server,
-        state: &ServerState,
         req: &Req,
-        replayable: bool,
-        retry_status: bool,
+        body: error::Body,
+        status_retry: StatusRetry,
     ) -> Attempt {
         let t = self.config.timeouts;
+        let state = self.w.shared.state.get(server.id);
+        let replayable = body == error::Body::Replayable;
         // A PROXY header belongs to one client: such connections are never shared.
         let mut allow_pooled = upstream.send_proxy_protocol.is_none();
         loop {
@@ -299,57 +287,55 @@ impl<'a> Conn<'a> {
                     }
                     Err(e) => {
                         log::debug!("connect to {} failed: {e}", server.addr);
-                        return Attempt::Failed(Failed::Connect(Failure::from_io(&e)));
+                        return Attempt::Failed(Failure::server_io(&e, Failure::Connect));
                     }
                 },
             };
             if let (Some(v), false) = (upstream.send_proxy_protocol, reused) {
                 if let Err(e) = self.send_proxy_header(&mut up, v).await {
-                    return Attempt::Failed(Failed::Connect(Failure::from_io(&e)));
+                    return Attempt::Failed(Failure::server_io(&e, Failure::Connect));
                 }
             }
             self.w.metrics.upstream_conn(server.id, reused); // metrics
             let sent_at = Instant::now();
-            if let Err(e) = up.write_all(&self.out, t.upstream_send).await {
+            if let Err(e) = up.write_all(&self.r.out, t.upstream_send).await {
                 if reused && replayable {
                     allow_pooled = false;
                     continue;
                 }
-                return Attempt::Failed(Failed::NoResponse(Failure::from_io(&e)));
+                return Attempt::Failed(Failure::server_io(&e, Failure::NoResponse));
             }
             if !replayable {
-                if req.expect_continue && req.version == Version::Http11 && self.cbuf.is_empty() {
+                if req.expect_continue && req.version == Version::Http11 && self.c.buf.is_empty() {
                     const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
                     if self
-                        .client
+                        .c
+                        .stream
                         .write_all(CONTINUE, t.client_send)
                         .await
                         .is_err()
                     {
-                        return Attempt::ClientGone;
+                        return Attempt::Failed(Failure::ClientGone);
                     }
                 }
-                match self.send_body(&mut up, req.body).await {
-                    Ok(()) => {}
-                    Err(BodyEnd::Client) => return Attempt::ClientGone,
-                    Err(BodyEnd::ClientTimeout) => return Attempt::ClientError(408),
-                    Err(BodyEnd::ClientInvalid) => return Attempt::ClientError(400),
-                    Err(BodyEnd::Upstream(f)) => return Attempt::Failed(Failed::BodySend(f)),
+                if let Err(f) = self.send_body(&mut up, req.body).await {
+                    return Attempt::Failed(f);
                 }
             }
             match self.read_response_head(&mut up, req).await {
                 Ok(()) => {
                     let latency = sent_at.elapsed().as_nanos() as u64;
-                    self.x.upstream_time(latency); // metrics
+                    self.r.x.upstream_time(latency); // metrics
                     observe_latency(state, latency);
-                    let status = self.rhead.status;
+                    let status = self.r.rhead.status;
                     if upstream.next_upstream.status_fails(status) {
                         // The server answered, but with a status the operator counts as a
                         // failure (backends' 503 honoured).
-                        self.passive_failure(upstream, server, state, Failure::Upstream);
-                        if retry_status {
-                            return Attempt::Failed(Failed::Status(status));
+                        let f = Failure::Status(status);
+                        if status_retry == StatusRetry::Allowed {
+                            return Attempt::Failed(f);
                         }
+                        self.passive_failure(upstream, server, f);
                     } else {
                         state.record_success();
                     }
@@ -360,15 +346,16 @@ impl<'a> Conn<'a> {
                     allow_pooled = false;
                 }
                 Err(HeadFail::Closed { any_byte: false }) => {
-                    return Attempt::Failed(Failed::NoResponse(Failure::Upstream))
+                    return Attempt::Failed(Failure::NoResponse(Cause::Error))
                 }
-                Err(HeadFail::Closed { any_byte: true }) | Err(HeadFail::Bad) => {
-                    return Attempt::Failed(Failed::BadResponse)
+                Err(HeadFail::Closed { any_byte: true }) => {
+                    return Attempt::Failed(Failure::BadResponse(Bad::Truncated))
                 }
+                Err(HeadFail::Bad(bad)) => return Attempt::Failed(Failure::BadResponse(bad)),
                 Err(HeadFail::Timeout) => {
-                    return Attempt::Failed(Failed::NoResponse(Failure::UpstreamTimeout))
+                    return Attempt::Failed(Failure::NoResponse(Cause::Timeout))
                 }
-                Err(HeadFail::Client) => return Attempt::ClientGone,
+                Err(HeadFail::Client) => return Attempt::Failed(Failure::ClientGone),
             }
         }
     }
@@ -381,22 +368,27 @@ impl<'a> Conn<'a> {
             max_head: self.config.limits.max_response_head,
             ..http1::Limits::default()
         };
-        self.ubuf.consume(self.ubuf.len());
+        self.r.ubuf.consume(self.r.ubuf.len());
         let mut any_byte = false;
         let mut informational = 0;
         loop {
-            match http1::parse_response(self.ubuf.filled(), &limits, req.method, &mut self.rhead) {
+            match http1::parse_response(
+                self.r.ubuf.filled(),
+                &limits,
+                req.method,
+                &mut self.r.rhead,
+            ) {
                 Ok(Status::Complete) => {
-                    let status = self.rhead.status;
+                    let status = self.r.rhead.status;
                     if !(100..200).contains(&status) || status == 101 {
                         return Ok(());
                     }
                     informational += 1;
                     if informational > MAX_INFORMATIONAL {
-                        return Err(HeadFail::Bad);
+                        return Err(HeadFail::Bad(Bad::TooManyInformational));
                     }
                     if req.version == Version::Http11 {
-                        self.resp.clear();
+                        self.r.resp.clear();
                         let fwd = http1::ResponseForward {
                             keep_alive: true,
                             client_version: Version::Http11,
@@ -405,28 +397,29 @@ impl<'a> Conn<'a> {
                             nocache: false,
                         };
                         http1::write_response_head(
-                            self.ubuf.filled(),
-                            &self.rhead,
+                            self.r.ubuf.filled(),
+                            &self.r.rhead,
                             &fwd,
-                            &mut self.resp,
+                            &mut self.r.resp,
                         );
                         if self
-                            .client
-                            .write_all(&self.resp, t.client_send)
+                            .c
+                            .stream
+                            .write_all(&self.r.resp, t.client_send)
                             .await
                             .is_err()
                         {
                             return Err(HeadFail::Client);
                         }
                     }
-                    self.ubuf.consume(self.rhead.head_len);
-                    self.ubuf.compact();
+                    self.r.ubuf.consume(self.r.rhead.head_len);
+                    self.r.ubuf.compact();
                 }
                 Ok(Status::Partial) => {
-                    if self.ubuf.is_full() {
-                        return Err(HeadFail::Bad);
+                    if self.r.ubuf.is_full() {
+                        return Err(HeadFail::Bad(Bad::Head));
                     }
-                    match self.ubuf.fill(up, t.upstream_read).await {
+                    match self.r.ubuf.fill(up, t.upstream_read).await {
                         Ok(0) => return Err(HeadFail::Closed { any_byte }),
                         Ok(_) => any_byte = true,
                         Err(e) if is_timeout(&e) => return Err(HeadFail::Timeout),
@@ -434,8 +427,8 @@ impl<'a> Conn<'a> {
                     }
                 }
                 Err(e) => {
-                    log::warn!("invalid response head from upstream: {e:?}");
-                    return Err(HeadFail::Bad);
+                    log::debug!("invalid response head from upstream: {e:?}");
+                    return Err(HeadFail::Bad(Bad::Head));
                 }
             }
         }
@@ -451,18 +444,16 @@ impl<'a> Conn<'a> {
         req: &Req,
     ) -> Next {
         let closing = self.w.conns.closing();
-        let rbody = self.rhead.body;
-        if self.rhead.status == 101 {
+        let rbody = self.r.rhead.body;
+        if self.r.rhead.status == 101 {
             if !req.upgrade {
                 // A 101 we did not ask for is a protocol error.
-                log::warn!(
-                    "upstream {} answered 101 without an Upgrade request",
-                    server.addr
-                );
-                self.send_error(502, true).await;
+                let f = Failure::BadResponse(Bad::UnaskedUpgrade);
+                self.passive_failure(upstream, server, f);
+                self.answer(f, Next::Close).await;
                 return Next::Close;
             }
-            self.resp.clear();
+            self.r.resp.clear();
             let fwd = http1::ResponseForward {
                 keep_alive: true,
                 client_version: req.version,
@@ -470,15 +461,15 @@ impl<'a> Conn<'a> {
                 set_cookie: self.set_cookie,
                 nocache: false,
             };
-            http1::write_response_head(self.ubuf.filled(), &self.rhead, &fwd, &mut self.resp);
-            self.ubuf.consume(self.rhead.head_len);
+            http1::write_response_head(self.r.ubuf.filled(), &self.r.rhead, &fwd, &mut self.r.resp);
+            self.r.ubuf.consume(self.r.rhead.head_len);
             self.tunnel(&mut up).await;
             return Next::Close;
         }
         let dechunk = rbody == ResponseBody::Chunked && req.version == Version::Http10;
         let keep_alive =
             req.keep_alive && !closing && rbody != ResponseBody::UntilClose && !dechunk;
-        self.resp.clear();
+        self.r.resp.clear();
         let fwd = http1::ResponseForward {
             keep_alive,
             client_version: req.version,
@@ -486,13 +477,13 @@ impl<'a> Conn<'a> {
             set_cookie: self.set_cookie,
             nocache: self.cookie_nocache,
         };
-        http1::write_response_head(self.ubuf.filled(), &self.rhead, &fwd, &mut self.resp);
-        self.x.status(self.rhead.status); // metrics
-        self.ubuf.consume(self.rhead.head_len);
-        let upstream_reusable = self.rhead.keep_alive && upstream.send_proxy_protocol.is_none();
+        http1::write_response_head(self.r.ubuf.filled(), &self.r.rhead, &fwd, &mut self.r.resp);
+        self.r.x.status(self.r.rhead.status); // metrics
+        self.r.ubuf.consume(self.r.rhead.head_len);
+        let upstream_reusable = self.r.rhead.keep_alive && upstream.send_proxy_protocol.is_none();
         match self.relay_body(&mut up, rbody, dechunk).await {
             Ok(()) => {
-                if upstream_reusable && self.ubuf.is_empty() {
+                if upstream_reusable && self.r.ubuf.is_empty() {
                     self.w.pool.borrow_mut().put(server.id, up);
                 }
                 if keep_alive {
@@ -501,9 +492,13 @@ impl<'a> Conn<'a> {
                     Next::Close
                 }
             }
-            Err(end) => {
-                if let BodyEnd::Upstream(f) = end {
-                    log::debug!("response body from {} cut short: {f:?}", server.addr);
+            Err(f) => {
+                match f {
+                    Failure::BadResponse(_) => self.passive_failure(upstream, server, f),
+                    Failure::ResponseCut(_) => {
+                        log::debug!("response body from {} cut short: {f:?}", server.addr)
+                    }
+                    _ => {}
                 }
                 Next::Close
             }
@@ -511,35 +506,19 @@ impl<'a> Conn<'a> {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Failed {
-    /// Nothing was sent: connect failed.
-    Connect(Failure),
-    /// The request was (maybe partly) sent; no response byte arrived.
-    NoResponse(Failure),
-    /// The request body could not be sent completely: never retried.
-    BodySend(Failure),
-    /// Response bytes arrived but were not a valid response: never retried.
-    BadResponse,
-    /// A response status listed in `next_upstream` (e.g. 503), discarded for a retry.
-    Status(u16),
-}
-
-impl Failed {
-    fn failure(self) -> Failure {
-        match self {
-            Failed::Connect(f) | Failed::NoResponse(f) | Failed::BodySend(f) => f,
-            Failed::BadResponse => Failure::BadResponse,
-            Failed::Status(_) => Failure::Upstream,
-        }
-    }
-}
-
+/// How reading a response head failed.
 enum HeadFail {
     Closed { any_byte: bool },
     Timeout,
-    Bad,
+    Bad(Bad),
     Client,
+}
+
+/// Whether a response status listed in `next_upstream` may be discarded for a retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StatusRetry {
+    Allowed,
+    No,
 }
 
 fn observe_latency(state: &ServerState, sample_ns: u64) {

@@ -50,10 +50,10 @@ pub enum RunError {
     IoUring(String),
     #[error("worker {0} did not start within 10s (see the log above for why)")]
     WorkerStart(usize),
+    #[error("cannot start the health check thread: {0}")]
+    Health(engine::StartError),
     #[error("{0}")]
-    Health(String),
-    #[error("{0}")]
-    Tls(String),
+    Tls(crate::tls::TlsError),
     #[error("cannot open the access log {path}: {source}")]
     AccessLog {
         path: String,
@@ -80,7 +80,14 @@ fn worker_cpus(config: &Config) -> Result<Vec<usize>, RunError> {
     })
 }
 
-fn bind_one(addr: SocketAddr, backlog: u32, reuse_port: bool) -> std::io::Result<Socket> {
+/// Whether other sockets may bind the same address (one listening socket per core).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Exclusive,
+    Shared,
+}
+
+fn bind_one(addr: SocketAddr, backlog: u32, port: Port) -> std::io::Result<Socket> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -88,7 +95,7 @@ fn bind_one(addr: SocketAddr, backlog: u32, reuse_port: bool) -> std::io::Result
     };
     let s = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    if reuse_port {
+    if port == Port::Shared {
         s.set_reuse_port(true)?;
     }
     if addr.is_ipv6() {
@@ -112,7 +119,7 @@ fn bind_listeners(
             addr: l.addr,
             source,
         };
-        let probe = bind_one(l.addr, 1, false).map_err(err)?;
+        let probe = bind_one(l.addr, 1, Port::Exclusive).map_err(err)?;
         let addr = probe
             .local_addr()
             .ok()
@@ -120,7 +127,7 @@ fn bind_listeners(
             .unwrap_or(l.addr);
         drop(probe);
         for sockets in per_worker.iter_mut() {
-            let s = bind_one(addr, l.backlog, true).map_err(err)?;
+            let s = bind_one(addr, l.backlog, Port::Shared).map_err(err)?;
             sockets.push(s.into());
         }
         log::info!("listening on {} {}", l.name, addr);
@@ -176,11 +183,12 @@ fn serve(
         source,
     })?;
     let mut listeners = bind_listeners(&config, cpus.len())?;
-    let admin = bind_one(config.admin.listen, 128, false).map_err(|source| RunError::Bind {
-        name: "admin".into(),
-        addr: config.admin.listen,
-        source,
-    })?;
+    let admin =
+        bind_one(config.admin.listen, 128, Port::Exclusive).map_err(|source| RunError::Bind {
+            name: "admin".into(),
+            addr: config.admin.listen,
+            source,
+        })?;
     log::info!(
         "admin listening on {}",
         admin
@@ -246,7 +254,7 @@ fn serve(
         .map_err(|e| RunError::Worker {
             index,
             cpu,
-            reason: io_uring_hint(&e),
+            reason: io_uring_hint(&e.to_string()),
         })?;
         cores.push(core);
     }

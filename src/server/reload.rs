@@ -14,19 +14,21 @@ pub(super) fn reload(path: &Path, current: &Current) {
     let life = old.life.clone();
     match next_generation(path, &old) {
         Ok(shared) => {
-            log::info!(
-                "reloaded {}: generation {}, {} upstreams, {} servers",
-                path.display(),
+            let (generation, upstreams, servers) = (
                 shared.generation,
                 shared.config.upstreams.len(),
-                shared.config.server_count()
+                shared.config.server_count(),
             );
-            let generation = shared.generation;
             shared.metrics.config_reload(true);
             current.store(Arc::new(shared));
             life.last_reload_error.store(None);
-            // After the store: a core woken by this finds the new generation.
+            // After the store: a core woken by this finds the new generation, and so does
+            // anyone who read the log line.
             life.published(generation);
+            log::info!(
+                "reloaded {}: generation {generation}, {upstreams} upstreams, {servers} servers",
+                path.display(),
+            );
         }
         Err(e) => {
             log::error!(
@@ -35,21 +37,32 @@ pub(super) fn reload(path: &Path, current: &Current) {
             );
             life.reload_failures.fetch_add(1, Relaxed);
             old.metrics.config_reload(false);
-            life.last_reload_error.store(Some(Arc::new(e)));
+            life.last_reload_error.store(Some(Arc::new(e.to_string())));
         }
     }
     life.reloads.fetch_add(1, Relaxed);
 }
 
-fn next_generation(path: &Path, old: &Shared) -> Result<Shared, String> {
-    let config = Config::load(path, &crate::tls::Files).map_err(|e| e.lines().join("; "))?;
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{}", .0.lines().join("; "))]
+    Config(crate::config::ConfigError),
+    #[error("{0} changed: this needs a restart")]
+    Restart(String),
+    #[error("{0}")]
+    Tls(crate::tls::TlsError),
+}
+
+fn next_generation(path: &Path, old: &Shared) -> Result<Shared, Refused> {
+    let config = Config::load(path, &crate::tls::Files).map_err(Refused::Config)?;
     compatible(&old.config, &config)?;
-    old.next(config)
+    old.next(config).map_err(Refused::Tls)
 }
 
 /// What is bound or spawned at start cannot change without a restart.
-fn compatible(old: &Config, new: &Config) -> Result<(), String> {
-    let restart = |what: &str| Err(format!("{what} changed: this needs a restart"));
+fn compatible(old: &Config, new: &Config) -> Result<(), Refused> {
+    let restart = |what: &str| Err(Refused::Restart(what.to_string()));
     if old.listeners.len() != new.listeners.len() {
         return restart("the number of listeners");
     }

@@ -84,9 +84,14 @@ pub struct ConnSlot<'a> {
 }
 
 impl ConnSlot<'_> {
-    /// Marks the connection as waiting for a request (closable at shutdown) or busy.
-    pub fn set_idle(&self, idle: bool) {
-        self.conns.slots.borrow_mut()[self.index].idle = idle;
+    /// The connection waits for a request: closable at shutdown.
+    pub fn idle(&self) {
+        self.conns.slots.borrow_mut()[self.index].idle = true;
+    }
+
+    /// The connection serves a request: shutdown lets it finish.
+    pub fn busy(&self) {
+        self.conns.slots.borrow_mut()[self.index].idle = false;
     }
 }
 

@@ -3,6 +3,7 @@
 //! core on each pick. What one core learns about a dead server protects every core at once.
 
 use crate::config::{Config, ServerId};
+use crate::engine::Signal;
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -172,8 +173,8 @@ pub struct StateTable {
     /// Shared with the next generation for servers that stay (identity: upstream and server
     /// names), so health, failures and in-flight counts survive a reload.
     servers: Box<[Arc<CachePadded<ServerState>>]>,
-    /// Requests waiting in each upstream's queue, across all cores (by `UpstreamId`).
-    queued: Box<[CachePadded<AtomicU32>]>,
+    /// Each upstream's queue, across all cores (by `UpstreamId`).
+    queues: Box<[CachePadded<UpstreamQueue>]>,
     /// Client connections open on each listener, across all cores (by `ListenerId`); carried
     /// across reloads, which keep the listeners.
     connections: Arc<[CachePadded<AtomicU64>]>,
@@ -183,8 +184,34 @@ pub struct StateTable {
     generation: CachePadded<AtomicU64>,
 }
 
+/// Requests waiting for a `max_conns` slot of one upstream, across all cores.
+pub struct UpstreamQueue {
+    /// Requests waiting, on every core.
+    pub waiting: AtomicU32,
+    /// One per core: raised when a request to a server of this upstream ends while requests
+    /// wait, so the core's oldest waiter tries again (no polling).
+    wake: Box<[Signal]>,
+}
+
+impl UpstreamQueue {
+    /// The wake-up of core `core`'s oldest waiter.
+    pub fn wake(&self, core: usize) -> &Signal {
+        &self.wake[core % self.wake.len()]
+    }
+
+    /// A slot was freed: if requests wait, every core's oldest waiter tries again.
+    pub fn slot_freed(&self) {
+        if self.waiting.load(Relaxed) > 0 {
+            for s in self.wake.iter() {
+                s.raise();
+            }
+        }
+    }
+}
+
 impl StateTable {
-    pub fn new(config: &Config) -> StateTable {
+    /// The table for `config` served by `cores` cores.
+    pub fn new(config: &Config, cores: usize) -> StateTable {
         let now = now_ms();
         let servers = config
             .servers()
@@ -201,10 +228,15 @@ impl StateTable {
             .collect();
         StateTable {
             servers,
-            queued: config
+            queues: config
                 .upstreams
                 .iter()
-                .map(|_| Default::default())
+                .map(|_| {
+                    CachePadded::new(UpstreamQueue {
+                        waiting: AtomicU32::new(0),
+                        wake: (0..cores.max(1)).map(|_| Signal::default()).collect(),
+                    })
+                })
                 .collect(),
             connections: config
                 .listeners
@@ -215,8 +247,8 @@ impl StateTable {
         }
     }
 
-    pub fn queued(&self, upstream: crate::config::UpstreamId) -> &AtomicU32 {
-        &self.queued[upstream.0 as usize]
+    pub fn queue(&self, upstream: crate::config::UpstreamId) -> &UpstreamQueue {
+        &self.queues[upstream.0 as usize]
     }
 
     pub fn connections(&self, listener: crate::config::ListenerId) -> &AtomicU64 {
@@ -226,7 +258,8 @@ impl StateTable {
     /// The table for `config` replacing `old` (built from `old_config`): servers found in both
     /// keep their state; a weight changed in the file or `drain = true` is applied.
     pub fn carry(config: &Config, old_config: &Config, old: &StateTable) -> StateTable {
-        let mut fresh = StateTable::new(config);
+        let cores = old.queues.first().map_or(1, |q| q.wake.len());
+        let mut fresh = StateTable::new(config, cores);
         for (u, s) in config.servers() {
             let before = old_config
                 .upstreams

@@ -41,6 +41,16 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Why the TLS configs of a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Certificate, key or CA files: one line per problem, each naming the field and file.
+    #[error("{}", .0.join("\n"))]
+    Files(Vec<String>),
+    #[error("cannot create TLS session ticket keys: {0}")]
+    Tickets(String),
+}
+
 /// Every TLS configuration of the process, shared by all cores.
 pub struct Tls {
     ticketer: Arc<dyn ProducesTickets>,
@@ -154,19 +164,19 @@ type Built = (
 impl Tls {
     /// Loads every certificate of `config`. Errors are one line per problem, each naming the
     /// field and the file.
-    pub fn new(config: &Config) -> Result<Tls, String> {
-        let ticketer = rustls::crypto::ring::Ticketer::new()
-            .map_err(|e| format!("cannot create TLS session ticket keys: {e}"))?;
+    pub fn new(config: &Config) -> Result<Tls, TlsError> {
+        let ticketer =
+            rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Tickets(e.to_string()))?;
         Tls::with_ticketer(config, ticketer)
     }
 
     /// The TLS configs of a reloaded `config`, keeping this process's session-ticket keys so
     /// clients resume across the reload.
-    pub fn rebuild(&self, config: &Config) -> Result<Tls, String> {
+    pub fn rebuild(&self, config: &Config) -> Result<Tls, TlsError> {
         Tls::with_ticketer(config, self.ticketer.clone())
     }
 
-    fn with_ticketer(config: &Config, ticketer: Arc<dyn ProducesTickets>) -> Result<Tls, String> {
+    fn with_ticketer(config: &Config, ticketer: Arc<dyn ProducesTickets>) -> Result<Tls, TlsError> {
         let (servers, clients) = build(config, &ticketer)?;
         let mut upstreams = Vec::new();
         for (u, client) in config.upstreams.iter().zip(clients) {
@@ -231,7 +241,7 @@ impl Tls {
     }
 }
 
-fn build(config: &Config, ticketer: &Arc<dyn ProducesTickets>) -> Result<Built, String> {
+fn build(config: &Config, ticketer: &Arc<dyn ProducesTickets>) -> Result<Built, TlsError> {
     let mut errors = Vec::new();
     let mut servers = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -262,6 +272,6 @@ fn build(config: &Config, ticketer: &Arc<dyn ProducesTickets>) -> Result<Built, 
     if errors.is_empty() {
         Ok((servers, clients))
     } else {
-        Err(errors.join("\n"))
+        Err(TlsError::Files(errors))
     }
 }

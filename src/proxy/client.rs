@@ -1,0 +1,165 @@
+//! The two halves of what a client connection owns: the downstream side ([`Client`]) and the
+//! working memory of its exchanges ([`Scratch`]). Both outlive a configuration generation (a
+//! connection moves to the next one between requests) and give their large buffers back to
+//! the core's free list while the connection is idle.
+
+use super::buf::{self, Buf};
+use crate::accesslog::Exchange;
+use crate::config::ListenerId;
+use crate::context::Worker;
+use crate::engine::Stream;
+use crate::http1::{RequestHead, ResponseHead};
+use std::net::{IpAddr, SocketAddr};
+
+/// The downstream side of one connection.
+pub(super) struct Client {
+    pub(super) stream: Stream,
+    pub(super) peer: SocketAddr,
+    /// The client's address: the peer's, or the one a trusted proxy reported (real_ip, PROXY).
+    pub(super) client_ip: IpAddr,
+    pub(super) listener: ListenerId,
+    /// Client bytes: the request head, then body bytes and pipelined requests.
+    pub(super) buf: Buf,
+    /// Requests served so far (the first waits `client_header`, later ones `keepalive`).
+    pub(super) served: u64,
+    /// The PROXY protocol header was read.
+    pub(super) proxied: bool,
+}
+
+impl Client {
+    /// No buffer is taken before the first bytes arrive.
+    pub(super) fn new(stream: Stream, peer: SocketAddr, listener: ListenerId) -> Client {
+        Client {
+            stream,
+            peer,
+            client_ip: peer.ip(),
+            listener,
+            buf: Buf::empty(),
+            served: 0,
+            proxied: false,
+        }
+    }
+
+    pub(super) fn release(&mut self) {
+        self.buf.release();
+    }
+
+    pub(super) fn acquire(&mut self, size: usize) {
+        self.buf.ensure(size);
+    }
+}
+
+/// Working memory of one exchange, reused by the next on the same connection.
+pub(super) struct Scratch {
+    /// Upstream bytes of the current attempt.
+    pub(super) ubuf: Buf,
+    pub(super) head: RequestHead,
+    pub(super) rhead: ResponseHead,
+    /// The request as written to the upstream (head, plus the body when replayable).
+    pub(super) out: Vec<u8>,
+    /// Bytes for the client (response heads, error responses, decoded chunks).
+    pub(super) resp: Vec<u8>,
+    /// Hash key of the current request, for hash balancing.
+    pub(super) key: Vec<u8>,
+    /// The servers of the upstream this request tried.
+    pub(super) tried: Tried,
+    /// Facts of the current exchange, for the counters and the access log.
+    pub(super) x: Exchange,
+}
+
+impl Scratch {
+    pub(super) fn new(w: &Worker, listener: ListenerId, peer: SocketAddr) -> Scratch {
+        let x = Exchange::new(&w.access_log, &w.metrics, listener, peer);
+        Scratch {
+            ubuf: Buf::empty(),
+            head: RequestHead {
+                headers: Vec::new(),
+                ..RequestHead::new()
+            },
+            rhead: ResponseHead {
+                headers: Vec::new(),
+                ..ResponseHead::new()
+            },
+            out: Vec::new(),
+            resp: Vec::new(),
+            key: Vec::new(),
+            tried: Tried::default(),
+            x,
+        }
+    }
+
+    /// Gives the large buffers back (those that are empty).
+    pub(super) fn release(&mut self) {
+        self.ubuf.release();
+        buf::give_vec(std::mem::take(&mut self.out));
+        buf::give_vec(std::mem::take(&mut self.resp));
+        buf::give_headers(std::mem::take(&mut self.head.headers));
+        buf::give_headers(std::mem::take(&mut self.rhead.headers));
+    }
+
+    /// Takes them back, the upstream buffer with `upstream_size` bytes.
+    pub(super) fn acquire(&mut self, upstream_size: usize) {
+        self.ubuf.ensure(upstream_size);
+        if self.out.capacity() == 0 {
+            self.out = buf::take_vec(4096);
+        }
+        if self.resp.capacity() == 0 {
+            self.resp = buf::take_vec(4096);
+        }
+        if self.head.headers.capacity() == 0 {
+            self.head.headers = buf::take_headers();
+        }
+        if self.rhead.headers.capacity() == 0 {
+            self.rhead.headers = buf::take_headers();
+        }
+    }
+}
+
+/// The servers of one upstream a request has tried: a bit per server index, sized to the
+/// upstream (any number of servers). Reused per connection: no allocation in steady state.
+#[derive(Default)]
+pub(super) struct Tried {
+    bits: Vec<u64>,
+}
+
+impl Tried {
+    /// Empty, for an upstream of `servers` servers.
+    pub(super) fn reset(&mut self, servers: usize) {
+        self.bits.clear();
+        self.bits.resize(servers.div_ceil(64), 0);
+    }
+
+    pub(super) fn insert(&mut self, i: usize) {
+        if let Some(w) = self.bits.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    pub(super) fn contains(&self, i: usize) -> bool {
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tried;
+
+    #[test]
+    fn tried_covers_any_number_of_servers() {
+        let mut t = Tried::default();
+        t.reset(1000);
+        for i in [0, 63, 64, 127, 128, 999] {
+            assert!(!t.contains(i));
+            t.insert(i);
+            assert!(t.contains(i));
+        }
+        assert!(!t.contains(500));
+        t.reset(3);
+        assert!(!t.contains(0));
+        // Out of range is never tried (and never panics).
+        t.insert(5000);
+        assert!(!t.contains(5000));
+    }
+}
