@@ -2,13 +2,24 @@
 """ringlb vs nginx vs HAProxy (and the direct path), in one run, on this machine.
 
 Each proxy runs on CPU 0 (taskset), one worker/thread; the three `loadgen serve` backends and
-the load generator share CPU 1. Proxies are interleaved over several rounds. Measured:
-  - closed loop: max req/s, and the proxy's CPU time per request (user+sys of the proxy
-    process over the run, divided by the requests served in it);
-  - open loop at fixed rates (50% and 80% of nginx's max): p50/p99/p99.9 latency;
-  - RSS per idle keep-alive client connection, with 10,000 connections open.
+the load generator share CPU 1. Proxies are interleaved over several rounds, and every figure
+is also given as a ratio to nginx's in the same run (the machine is noisy). Measured:
+  - closed loop, keep-alive: max req/s and the proxy's CPU time per request (user+sys of the
+    proxy process over the run / requests served), at 50 and 200 connections with a small
+    body, and at 50 connections with 4 KiB and 64 KiB bodies;
+  - syscalls, io_uring_enter and epoll_wait per request, and interrupts per second on the
+    proxy's CPU (perf stat and /proc/interrupts; skipped without perf);
+  - open loop at fixed 10k and 30k req/s: p50/p99/p99.9 latency from the intended send time;
+  - goodput at 1.5x each proxy's own saturation rate, as a fraction of its peak;
+  - a latency-versus-throughput sweep (p50 and p99 against offered load), drawn into
+    benches/latency.svg;
+  - HTTPS keep-alive req/s and new TLS handshakes per second (ringlb and nginx, same cert);
+  - RSS per idle keep-alive client connection, with 10,000 connections open;
+  - ringlb with 2 workers vs 1 (the load generator shares the second CPU: indicative only).
 Writes the tables between the compare markers of benches/RESULTS.md and prints them.
 Every load run is bounded in time; every process started here is stopped by pid.
+Environment: ROUNDS (3), SECONDS_PER_RUN (4s), IDLE_CONNS (10000), QUICK=1 (one round, short
+runs, a coarse sweep: for a smoke test of the script itself).
 """
 
 import json
@@ -25,21 +36,26 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 RESULTS = os.path.join(ROOT, "benches", "RESULTS.md")
-ROUNDS = int(os.environ.get("ROUNDS", "3"))
-SECONDS = os.environ.get("SECONDS_PER_RUN", "4s")
-CONNS = int(os.environ.get("CONNS", "50"))
-IDLE = int(os.environ.get("IDLE_CONNS", "10000"))
+PLOT = os.path.join(ROOT, "benches", "latency.svg")
+QUICK = os.environ.get("QUICK") == "1"
+ROUNDS = int(os.environ.get("ROUNDS", "1" if QUICK else "3"))
+SECONDS = os.environ.get("SECONDS_PER_RUN", "2s" if QUICK else "4s")
+IDLE = int(os.environ.get("IDLE_CONNS", "2000" if QUICK else "10000"))
 BACKENDS = [19101, 19102, 19103]
 # HAProxy wants about 2 descriptors per maxconn; the sandbox's hard RLIMIT_NOFILE is 20000.
 HAPROXY_MAXCONN = min(30000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 200) // 2)
-PORTS = {
-    "ringlb": 18081,
-    "ringlb (metrics off)": 18084,
-    "nginx": 18082,
-    "haproxy": 18083,
-    "direct": BACKENDS[0],
-}
 TICK = os.sysconf("SC_CLK_TCK")
+
+# name -> port; filled by start_targets().
+PORTS = {"direct": BACKENDS[0]}
+PROXIES = ["ringlb", "nginx", "haproxy"]
+# Closed-loop scenarios: (label, connections, path).
+SCENARIOS = [
+    ("c50, small body", 50, "/"),
+    ("c200, small body", 200, "/"),
+    ("c50, 4 KiB body", 50, "/size/4096"),
+    ("c50, 64 KiB body", 50, "/size/65536"),
+]
 
 procs = []
 
@@ -96,25 +112,71 @@ def children(pid):
     return [int(x) for x in out.split()]
 
 
-def loadgen(port, extra):
+def cpu0_interrupts():
+    """Interrupts delivered to CPU 0 so far (every line of /proc/interrupts)."""
+    total = 0
+    with open("/proc/interrupts") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if len(parts) > 1 and parts[1].isdigit():
+                total += int(parts[1])
+    return total
+
+
+def loadgen(url, conns, extra, seconds=None):
     cmd = [
         "taskset", "-c", "1", os.path.join(BIN, "loadgen"), "run", "--no-pin", "-t", "1",
-        "-c", str(CONNS), "-d", SECONDS, "--warmup", "1s", "--json",
-    ] + extra + [f"http://127.0.0.1:{port}/"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        "-c", str(conns), "-d", seconds or SECONDS, "--warmup", "1s", "--json",
+    ] + extra + [url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     if out.returncode != 0:
         raise SystemExit(f"loadgen failed: {out.stderr}")
     return json.loads(out.stdout)
 
 
-def closed_loop(name, pids):
+def url(name, path="/"):
+    scheme = "https" if name.endswith("tls") else "http"
+    return f"{scheme}://127.0.0.1:{PORTS[name]}{path}"
+
+
+def closed_loop(name, pids, conns=50, path="/", extra=()):
+    """(req/s, proxy CPU µs per request, p99 µs) of one closed-loop run."""
     before = cpu_ticks(pids) if pids else 0
-    r = loadgen(PORTS[name], [])
+    r = loadgen(url(name, path), conns, list(extra))
     after = cpu_ticks(pids) if pids else 0
     # The warm-up's requests ran on the proxy too: scale by measured time over total time.
     served = r["requests"] * (r["duration_s"] + 1.0) / r["duration_s"]
-    cpu_us = (after - before) * 1e6 / TICK / served if pids else None
+    cpu_us = (after - before) * 1e6 / TICK / served if pids and served else None
     return r["rps"], cpu_us, r["latency_us"]["p99"]
+
+
+def syscalls(name, pids):
+    """Per request: syscalls, io_uring_enter, epoll_wait; interrupts per second on CPU 0."""
+    if not shutil.which("perf") or not pids:
+        return None
+    events = "raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait"
+    secs = 3
+    perf = subprocess.Popen(
+        ["perf", "stat", "-x", ",", "-e", events, "-p", ",".join(map(str, pids)), "--",
+         "sleep", str(secs)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    irq0 = cpu0_interrupts()
+    r = loadgen(url(name), 50, [], seconds=f"{secs + 1}s")
+    irq1 = cpu0_interrupts()
+    _, err = perf.communicate(timeout=60)
+    counts = {}
+    for line in err.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0].strip().isdigit():
+            counts[parts[2].strip()] = int(parts[0])
+    if not counts:
+        return None
+    # perf counted `secs` seconds of the run: the requests of those seconds.
+    reqs = r["rps"] * secs
+    per = lambda key: counts.get(key, 0) / reqs if reqs else None
+    return (per("raw_syscalls:sys_enter"), per("syscalls:sys_enter_io_uring_enter"),
+            per("syscalls:sys_enter_epoll_wait"), (irq1 - irq0) / (r["duration_s"] + 1.0))
 
 
 def idle_connections(port, n):
@@ -135,16 +197,23 @@ def idle_connections(port, n):
     return socks
 
 
-def configs(tmp):
+def ringlb_config(port, admin, extra_runtime="", extra_top="", tls=None, workers=1, cpus="[0]"):
     servers = "".join(f'[[upstreams.app.servers]]\naddr = "127.0.0.1:{p}"\n' for p in BACKENDS)
-    ringlb = (
-        "[runtime]\nworkers = 1\ncpus = [0]\n[admin]\nlisten = \"127.0.0.1:19991\"\n"
-        "[[listeners]]\nname = \"http\"\nlisten = \"127.0.0.1:18081\"\nbacklog = 4096\n"
-        "[[routes]]\nlistener = \"http\"\nupstream = \"app\"\n[upstreams.app]\nkeepalive = 64\n"
+    listener = f"[[listeners]]\nname = \"http\"\nlisten = \"127.0.0.1:{port}\"\nbacklog = 4096\n"
+    if tls:
+        listener += f'tls = {{ certs = [{{ cert = "{tls[0]}", key = "{tls[1]}" }}] }}\n'
+    return (
+        f"[runtime]\nworkers = {workers}\ncpus = {cpus}\n{extra_runtime}"
+        f"[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra_top}"
+        + listener
+        + "[[routes]]\nlistener = \"http\"\nupstream = \"app\"\n[upstreams.app]\nkeepalive = 64\n"
         + servers
     )
+
+
+def nginx_config(tmp, tls):
     ups = "".join(f"  server 127.0.0.1:{p};\n" for p in BACKENDS)
-    nginx = f"""worker_processes 1;
+    return f"""worker_processes 1;
 worker_cpu_affinity 01;
 worker_rlimit_nofile 65536;
 pid {tmp}/nginx.pid;
@@ -158,13 +227,21 @@ http {{
   }}
   server {{
     listen 127.0.0.1:18082 backlog=4096;
+    listen 127.0.0.1:18092 ssl backlog=4096;
+    ssl_certificate {tls[0]};
+    ssl_certificate_key {tls[1]};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets on;
     keepalive_requests 1000000;
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }}
   }}
 }}
 """
+
+
+def haproxy_config():
     hsrv = "".join(f"  server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(BACKENDS))
-    haproxy = f"""global
+    return f"""global
   nbthread 1
   maxconn {HAPROXY_MAXCONN}
 defaults
@@ -180,31 +257,82 @@ frontend fe
 backend be
   balance roundrobin
 {hsrv}"""
-    quiet = (
-        ringlb.replace("127.0.0.1:18081", "127.0.0.1:18084")
-        .replace("127.0.0.1:19991", "127.0.0.1:19992")
-        .replace("cpus = [0]\n", "cpus = [0]\n[metrics]\nenabled = false\n")
-    )
-    paths = {}
-    for name, text in [
-        ("ringlb.toml", ringlb),
-        ("ringlb-quiet.toml", quiet),
-        ("nginx.conf", nginx),
-        ("haproxy.cfg", haproxy),
-    ]:
-        paths[name] = os.path.join(tmp, name)
-        with open(paths[name], "w") as f:
-            f.write(text)
-    return paths
 
 
-def version(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    return (out.stdout + out.stderr).strip().splitlines()[0]
+def make_cert(tmp):
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=bench.test",
+         "-addext", "subjectAltName=DNS:bench.test,IP:127.0.0.1"],
+        check=True, capture_output=True)
+    return cert, key
 
 
-def fmt(v, digits=0):
-    return "–" if v is None else f"{v:,.{digits}f}"
+def engine_supported(tmp, value):
+    """Whether this ringlb knows `[runtime] engine = value` (the epoll engine may not exist)."""
+    path = os.path.join(tmp, f"probe-{value}.toml")
+    with open(path, "w") as f:
+        f.write(ringlb_config(18999, 19999, extra_runtime=f'engine = "{value}"\n'))
+    out = subprocess.run([os.path.join(BIN, "ringlb"), "check", "-c", path], capture_output=True)
+    return out.returncode == 0
+
+
+def start_targets(tmp):
+    """Starts every proxy; returns {name: [pids]}."""
+    tls = make_cert(tmp)
+    variants = [
+        ("ringlb", 18081, 19991, "", "", None, 1, "[0]"),
+        ("ringlb (metrics off)", 18084, 19992, "", "[metrics]\nenabled = false\n", None, 1, "[0]"),
+        ("ringlb tls", 18091, 19993, "", "", tls, 1, "[0]"),
+        ("ringlb x2", 18085, 19994, "", "", None, 2, "[0, 1]"),
+    ]
+    if engine_supported(tmp, "epoll"):
+        variants.append(("ringlb (epoll)", 18086, 19995, 'engine = "epoll"\n', "", None, 1, "[0]"))
+    pids = {"direct": []}
+    for name, port, admin, rt, top, cert, workers, cpus in variants:
+        path = os.path.join(tmp, name.replace(" ", "_").replace("(", "").replace(")", "") + ".toml")
+        with open(path, "w") as f:
+            f.write(ringlb_config(port, admin, rt, top, cert, workers, cpus))
+        taskset = "0" if workers == 1 else "0,1"
+        p = start(["taskset", "-c", taskset, os.path.join(BIN, "ringlb"), "run", "-c", path],
+                  env={**os.environ, "RUST_LOG": "warn"})
+        pids[name], PORTS[name] = [p.pid], port
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(nginx_config(tmp, tls))
+    ng = start(["taskset", "-c", "0", "nginx", "-c", conf, "-p", tmp])
+    PORTS["nginx"], PORTS["nginx tls"] = 18082, 18092
+    hconf = os.path.join(tmp, "haproxy.cfg")
+    with open(hconf, "w") as f:
+        f.write(haproxy_config())
+    ha = start(["taskset", "-c", "0", "haproxy", "-f", hconf])
+    pids["haproxy"], PORTS["haproxy"] = [ha.pid], 18083
+    for port in PORTS.values():
+        wait_port(port)
+    time.sleep(0.5)
+    pids["nginx"] = pids["nginx tls"] = children(ng.pid)
+    return pids
+
+
+def interleaved(names, pids, run):
+    """Runs `run(name, pids)` for every name, ROUNDS times in rotating order; medians."""
+    results = {n: [] for n in names}
+    for rnd in range(ROUNDS):
+        order = names[rnd % len(names):] + names[: rnd % len(names)]
+        for n in order:
+            results[n].append(run(n, pids[n]))
+            print(f"round {rnd + 1} {n}: {results[n][-1]}", file=sys.stderr)
+    out = {}
+    for n, rs in results.items():
+        cols = list(zip(*rs))
+        out[n] = tuple(statistics.median(c) if all(v is not None for v in c) else None for c in cols)
+    return out
+
+
+def sweep_rates(peak):
+    steps = [0.2, 0.5, 0.8, 1.1] if QUICK else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
+    return [max(1000, int(peak * s / 1000) * 1000) for s in steps]
 
 
 def main():
@@ -215,56 +343,72 @@ def main():
     if IDLE + 1000 > want:
         IDLE = max(100, want - 1000)
         print(f"RLIMIT_NOFILE hard limit {hard}: measuring RSS with {IDLE} connections", file=sys.stderr)
-    for tool in ["nginx", "haproxy", "taskset"]:
+    for tool in ["nginx", "haproxy", "taskset", "openssl"]:
         if not shutil.which(tool):
-            raise SystemExit(f"{tool} is missing (benches/compare.sh installs nginx and haproxy)")
+            raise SystemExit(f"{tool} is missing (benches/compare.sh installs what it needs)")
     tmp = tempfile.mkdtemp(prefix="ringlb-bench-")
-    paths = configs(tmp)
+    r = {}
     try:
         for p in BACKENDS:
             start(["taskset", "-c", "1", os.path.join(BIN, "loadgen"), "serve", "--no-pin",
                    "--listen", f"127.0.0.1:{p}", "--name", f"be{p}"])
-        pids = {}
-        rl = start(["taskset", "-c", "0", os.path.join(BIN, "ringlb"), "run", "-c",
-                    paths["ringlb.toml"]], env={**os.environ, "RUST_LOG": "warn"})
-        pids["ringlb"] = [rl.pid]
-        rq = start(["taskset", "-c", "0", os.path.join(BIN, "ringlb"), "run", "-c",
-                    paths["ringlb-quiet.toml"]], env={**os.environ, "RUST_LOG": "warn"})
-        pids["ringlb (metrics off)"] = [rq.pid]
-        ng = start(["taskset", "-c", "0", "nginx", "-c", paths["nginx.conf"], "-p", tmp])
-        ha = start(["taskset", "-c", "0", "haproxy", "-f", paths["haproxy.cfg"]])
-        pids["haproxy"] = [ha.pid]
-        for port in list(PORTS.values()):
-            wait_port(port)
-        time.sleep(0.5)
-        pids["nginx"] = children(ng.pid)
-        pids["direct"] = []
+        pids = start_targets(tmp)
+        ringlbs = [n for n in ["ringlb", "ringlb (epoll)"] if n in pids]
+        targets = ringlbs + ["nginx", "haproxy"]
 
-        names = ["ringlb", "ringlb (metrics off)", "nginx", "haproxy", "direct"]
-        closed = {n: [] for n in names}
-        for rnd in range(ROUNDS):
-            order = names[rnd % len(names):] + names[: rnd % len(names)]
-            for n in order:
-                closed[n].append(closed_loop(n, pids[n]))
-                print(f"round {rnd + 1} {n}: {closed[n][-1]}", file=sys.stderr)
-        summary = {}
-        for n in names:
-            rps = statistics.median(x[0] for x in closed[n])
-            cpus = [x[1] for x in closed[n] if x[1] is not None]
-            summary[n] = {"rps": rps, "cpu_us": statistics.median(cpus) if cpus else None}
+        # 1. Closed loop, every scenario; the first also with metrics off and direct.
+        r["closed"] = {}
+        for label, conns, path in SCENARIOS:
+            names = targets + (["ringlb (metrics off)", "direct"] if conns == 50 and path == "/" else [])
+            r["closed"][label] = interleaved(
+                names, pids, lambda n, p: closed_loop(n, p, conns, path))
+        base = r["closed"][SCENARIOS[0][0]]
 
-        nginx_max = summary["nginx"]["rps"]
-        rates = [int(nginx_max * 0.5), int(nginx_max * 0.8)]
-        opened = {}
-        for rate in rates:
-            for n in [x for x in names if x != "ringlb (metrics off)"]:
-                r = loadgen(PORTS[n], ["-R", str(rate)])
-                lat = r["latency_us"]
-                opened[(n, rate)] = (r["rps"], lat["p50"], lat["p99"], lat["p999"])
-                print(f"open {rate}/s {n}: {opened[(n, rate)]}", file=sys.stderr)
+        # 2. Syscalls and interrupts.
+        r["sys"] = {n: syscalls(n, pids[n]) for n in targets}
 
-        rss = {}
-        for n in ["ringlb", "nginx", "haproxy"]:
+        # 3. Open loop at fixed rates.
+        r["open"] = {}
+        for rate in [10000, 30000]:
+            for n in targets:
+                res = loadgen(url(n), 50, ["-R", str(rate)])
+                lat = res["latency_us"]
+                r["open"][(n, rate)] = (res["rps"], lat["p50"], lat["p99"], lat["p999"])
+                print(f"open {rate}/s {n}: {r['open'][(n, rate)]}", file=sys.stderr)
+
+        # 4. Goodput at 1.5x each proxy's own saturation rate.
+        r["overload"] = {}
+        for n in targets:
+            peak = base[n][0]
+            res = loadgen(url(n), 200, ["-R", str(int(peak * 1.5)), "--timeout", "1s"])
+            ok = sum(v for k, v in res["status"].items() if k.startswith("2"))
+            r["overload"][n] = (peak, int(peak * 1.5), ok / res["duration_s"])
+            print(f"overload {n}: {r['overload'][n]}", file=sys.stderr)
+
+        # 5. Latency against offered load.
+        r["sweep"] = {}
+        rates = sweep_rates(max(base[n][0] for n in targets))
+        for n in targets:
+            for rate in rates:
+                res = loadgen(url(n), 50, ["-R", str(rate)], seconds="2s" if QUICK else "3s")
+                lat = res["latency_us"]
+                r["sweep"][(n, rate)] = (res["rps"], lat["p50"], lat["p99"])
+        write_plot(r["sweep"], targets, rates)
+
+        # 6. TLS: keep-alive req/s and new handshakes per second.
+        tls_names = ["ringlb tls", "nginx tls"]
+        r["tls_keepalive"] = interleaved(
+            tls_names, pids, lambda n, p: closed_loop(n, p, 50, "/", ["--insecure"]))
+        r["tls_handshakes"] = interleaved(
+            tls_names, pids, lambda n, p: closed_loop(n, p, 50, "/", ["--insecure", "--no-keepalive"]))
+
+        # 7. Two workers vs one.
+        r["workers"] = interleaved(["ringlb", "ringlb x2"], pids,
+                                   lambda n, p: closed_loop(n, p, 200, "/"))
+
+        # 8. Idle connections.
+        r["rss"] = {}
+        for n in targets:
             count = min(IDLE, HAPROXY_MAXCONN - 100) if n == "haproxy" else IDLE
             before = rss_kib(pids[n])
             socks = idle_connections(PORTS[n], count)
@@ -272,11 +416,11 @@ def main():
             after = rss_kib(pids[n])
             for s in socks:
                 s.close()
-            rss[n] = (after - before) * 1024 / count
-            print(f"rss {n}: {rss[n]:.0f} B/conn", file=sys.stderr)
+            r["rss"][n] = (after - before) * 1024 / count
+            print(f"rss {n}: {r['rss'][n]:.0f} B/conn", file=sys.stderr)
             time.sleep(1.0)
 
-        lines = report(summary, opened, rates, rss)
+        lines = report(r, targets)
         write_results(lines)
         print("\n".join(lines))
     finally:
@@ -284,8 +428,20 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def report(summary, opened, rates, rss):
-    ng, direct = summary["nginx"], summary["direct"]
+def fmt(v, digits=0):
+    return "–" if v is None else f"{v:,.{digits}f}"
+
+
+def ratio(a, b):
+    return "–" if a is None or not b else f"{a / b:.2f}"
+
+
+def version(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    return (out.stdout + out.stderr).strip().splitlines()[0]
+
+
+def report(r, targets):
     cpu_model = "unknown"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -298,37 +454,119 @@ def report(summary, opened, rates, rss):
         f"{version(['nginx', '-v'])}; {version(['haproxy', '-v'])}; "
         f"{version([os.path.join(BIN, 'ringlb'), '--version'])}.",
         "",
-        f"Each proxy: one worker on CPU 0 (`taskset -c 0`), keep-alive to 3 `loadgen serve` "
-        f"backends; load: `loadgen run -c {CONNS} -d {SECONDS} --warmup 1s` on CPU 1 with the "
-        f"backends. Closed-loop figures are medians of {ROUNDS} interleaved rounds. "
-        "`direct` is loadgen against one backend, no proxy.",
+        "Each proxy: one worker on CPU 0 (`taskset -c 0`), keep-alive to 3 `loadgen serve` "
+        f"backends; load: `loadgen run -d {SECONDS} --warmup 1s` on CPU 1 with the backends. "
+        f"Closed-loop figures are medians of {ROUNDS} interleaved rounds. `direct` is loadgen "
+        "against one backend, no proxy. Ratios are to nginx in the same run.",
         "",
-        "| target | max req/s | vs nginx | vs direct | proxy CPU µs/request | vs nginx |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| scenario | target | max req/s | vs nginx | proxy CPU µs/request | vs nginx | p99 µs |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for n in ["ringlb", "ringlb (metrics off)", "nginx", "haproxy", "direct"]:
-        s = summary[n]
-        cpu = s["cpu_us"]
-        cpu_ratio = "–" if cpu is None else "%.2f" % (cpu / ng["cpu_us"])
-        out.append(
-            f"| {n} | {fmt(s['rps'])} | {s['rps'] / ng['rps']:.2f} | {s['rps'] / direct['rps']:.2f} "
-            f"| {fmt(cpu, 1)} | {cpu_ratio} |"
-        )
-    on, off = summary["ringlb"], summary["ringlb (metrics off)"]
-    out += ["", f"Metrics cost: req/s with metrics on / off = {on['rps'] / off['rps']:.3f}; "
-            f"CPU per request on / off = {on['cpu_us'] / off['cpu_us']:.3f}."]
+    for label, _, _ in SCENARIOS:
+        res = r["closed"][label]
+        ng = res["nginx"]
+        for n, (rps, cpu, p99) in res.items():
+            out.append(f"| {label} | {n} | {fmt(rps)} | {ratio(rps, ng[0])} | {fmt(cpu, 1)} "
+                       f"| {ratio(cpu, ng[1])} | {fmt(p99)} |")
+    base = r["closed"][SCENARIOS[0][0]]
+    on, off = base["ringlb"], base["ringlb (metrics off)"]
+    out += ["", f"Metrics cost: req/s with metrics on / off = {ratio(on[0], off[0])}; "
+            f"CPU per request on / off = {ratio(on[1], off[1])}."]
+
+    out += ["", "Syscalls per request (c50, small body; `perf stat`), and interrupts per second "
+            "on the proxy's CPU (/proc/interrupts, whole CPU):", "",
+            "| target | syscalls/request | io_uring_enter/request | epoll_wait/request | interrupts/s |",
+            "|---|---:|---:|---:|---:|"]
+    for n in targets:
+        s = r["sys"].get(n)
+        if s is None:
+            out.append(f"| {n} | – | – | – | – |")
+        else:
+            out.append(f"| {n} | {fmt(s[0], 2)} | {fmt(s[1], 2)} | {fmt(s[2], 2)} | {fmt(s[3])} |")
+
     out += ["", "Open loop at fixed rates (latency from the intended send time, µs):", "",
-            "| target | rate | achieved req/s | p50 | p99 | p99.9 |", "|---|---:|---:|---:|---:|---:|"]
-    for rate in rates:
-        for n in ["ringlb", "nginx", "haproxy", "direct"]:
-            rps, p50, p99, p999 = opened[(n, rate)]
-            out.append(f"| {n} | {rate:,} | {fmt(rps)} | {fmt(p50)} | {fmt(p99)} | {fmt(p999)} |")
+            "| target | rate | achieved req/s | p50 | p99 | p99.9 | p99 vs nginx |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for rate in [10000, 30000]:
+        ng = r["open"][("nginx", rate)]
+        for n in targets:
+            rps, p50, p99, p999 = r["open"][(n, rate)]
+            out.append(f"| {n} | {rate:,} | {fmt(rps)} | {fmt(p50)} | {fmt(p99)} | {fmt(p999)} "
+                       f"| {ratio(p99, ng[2])} |")
+
+    out += ["", "Overload: offered 1.5x each proxy's own closed-loop maximum (200 connections, "
+            "1 s request timeout); goodput = 2xx responses per second:", "",
+            "| target | peak req/s | offered req/s | goodput req/s | goodput / peak |",
+            "|---|---:|---:|---:|---:|"]
+    for n in targets:
+        peak, offered, good = r["overload"][n]
+        out.append(f"| {n} | {fmt(peak)} | {fmt(offered)} | {fmt(good)} | {ratio(good, peak)} |")
+
+    out += ["", "Latency against offered load: [`benches/latency.svg`](latency.svg) (p50 and p99 per "
+            "proxy; a point past a proxy's maximum shows its queueing)."]
+
+    out += ["", "TLS (ECDSA P-256, TLS 1.3, `loadgen run --insecure`), ringlb vs nginx:", "",
+            "| | ringlb | nginx | ringlb / nginx |", "|---|---:|---:|---:|"]
+    for title, key in [("HTTPS keep-alive req/s (c50)", "tls_keepalive"),
+                       ("new TLS handshakes/s (a connection per request)", "tls_handshakes")]:
+        a, b = r[key]["ringlb tls"][0], r[key]["nginx tls"][0]
+        out.append(f"| {title} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} |")
+    a, b = r["tls_keepalive"]["ringlb tls"][1], r["tls_keepalive"]["nginx tls"][1]
+    out.append(f"| CPU µs/request, keep-alive | {fmt(a, 1)} | {fmt(b, 1)} | {ratio(a, b)} |")
+
+    one, two = r["workers"]["ringlb"], r["workers"]["ringlb x2"]
+    out += ["", f"Two workers vs one (c200; the load generator and backends share CPU 1 with the "
+            f"second worker, so this understates scaling): {fmt(two[0])} vs {fmt(one[0])} req/s "
+            f"= {ratio(two[0], one[0])}x."]
+
     out += ["", f"RSS growth per idle keep-alive client connection ({IDLE:,} connections; HAProxy "
             f"{min(IDLE, HAPROXY_MAXCONN - 100):,}, its maxconn under this machine's descriptor limit):", "",
             "| proxy | bytes/connection | vs nginx |", "|---|---:|---:|"]
-    for n in ["ringlb", "nginx", "haproxy"]:
-        out.append(f"| {n} | {fmt(rss[n])} | {rss[n] / rss['nginx']:.2f} |")
+    for n in targets:
+        out.append(f"| {n} | {fmt(r['rss'][n])} | {ratio(r['rss'][n], r['rss']['nginx'])} |")
     return out
+
+
+def write_plot(sweep, targets, rates):
+    """p50 (dashed) and p99 (solid) latency against achieved req/s, log-scale latency, as SVG."""
+    import math
+    w, h, left, bottom, top, right = 760, 440, 70, 50, 30, 170
+    colors = ["#1f77b4", "#9467bd", "#2ca02c", "#d62728"]
+    xmax = max(v[0] for v in sweep.values()) * 1.05 or 1
+    lat = [v[i] for v in sweep.values() for i in (1, 2) if v[i] and v[i] > 0]
+    ymin, ymax = math.log10(max(10, min(lat))), math.log10(max(lat) * 1.5)
+    ymax = max(ymax, ymin + 1)
+    px = lambda x: left + (w - left - right) * x / xmax
+    py = lambda y: h - bottom - (h - bottom - top) * (math.log10(max(y, 10)) - ymin) / (ymax - ymin)
+    s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{w}" height="{h}" fill="white"/>',
+         f'<text x="{left}" y="18" font-size="14">Latency against throughput (one core, {time.strftime("%Y-%m-%d")})</text>',
+         f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="black"/>',
+         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="black"/>',
+         f'<text x="{(w - right + left) / 2}" y="{h - 12}" text-anchor="middle">achieved req/s</text>',
+         f'<text x="16" y="{(h - bottom + top) / 2}" transform="rotate(-90 16 {(h - bottom + top) / 2})" text-anchor="middle">latency µs (log)</text>']
+    for i in range(6):
+        x = xmax * i / 5
+        s.append(f'<text x="{px(x)}" y="{h - bottom + 16}" text-anchor="middle">{int(x / 1000)}k</text>')
+    for e in range(int(math.floor(ymin)), int(math.ceil(ymax)) + 1):
+        y = 10 ** e
+        if ymin <= e <= ymax:
+            s.append(f'<line x1="{left}" y1="{py(y)}" x2="{w - right}" y2="{py(y)}" stroke="#ddd"/>')
+            s.append(f'<text x="{left - 6}" y="{py(y) + 4}" text-anchor="end">{y:,}</text>')
+    for k, n in enumerate(targets):
+        c = colors[k % len(colors)]
+        pts = sorted(sweep[(n, rate)] for rate in rates)
+        for idx, dash in [(1, ' stroke-dasharray="4 3"'), (2, "")]:
+            path = " ".join(f"{px(p[0]):.1f},{py(p[idx]):.1f}" for p in pts if p[idx])
+            s.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="2"{dash}/>')
+        ly = top + 20 + 36 * k
+        s.append(f'<line x1="{w - right + 15}" y1="{ly}" x2="{w - right + 40}" y2="{ly}" stroke="{c}" stroke-width="2"/>')
+        s.append(f'<text x="{w - right + 46}" y="{ly + 4}">{n} p99</text>')
+        s.append(f'<line x1="{w - right + 15}" y1="{ly + 14}" x2="{w - right + 40}" y2="{ly + 14}" stroke="{c}" stroke-width="2" stroke-dasharray="4 3"/>')
+        s.append(f'<text x="{w - right + 46}" y="{ly + 18}">{n} p50</text>')
+    s.append("</svg>")
+    with open(PLOT, "w") as f:
+        f.write("\n".join(s) + "\n")
 
 
 def write_results(lines):
