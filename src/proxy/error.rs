@@ -7,6 +7,8 @@ use std::io;
 pub enum Failure {
     /// No route matched the request (404).
     NoRoute,
+    /// The request's Via already names ringlb: it came round a forwarding loop (508).
+    Loop,
     /// Every server of the upstream is down, draining or already tried (503).
     NoServer,
     /// Connection refused, unreachable, reset before a response byte (502).
@@ -24,6 +26,7 @@ impl Failure {
     pub fn status(self) -> u16 {
         match self {
             Failure::NoRoute => 404,
+            Failure::Loop => 508,
             Failure::NoServer | Failure::Local => 503,
             Failure::Upstream | Failure::BadResponse => 502,
             Failure::UpstreamTimeout => 504,
