@@ -29,7 +29,7 @@ pub fn render(shared: &Scrape<'_>) -> String {
     let reg = &shared.metrics;
     let config = &shared.config;
     let lay = reg.layout();
-    let total = core::sum(lay.len, reg.cores());
+    let total = reg.totals();
     let mut w = Writer {
         out: String::with_capacity(64 << 10),
     };
@@ -207,7 +207,7 @@ pub fn render(shared: &Scrape<'_>) -> String {
         let n = total[lay.queue_timeouts(u)];
         w.int(&names::QUEUE_TIMEOUTS, "", &[("upstream", &up.name)], n);
     }
-    health(&mut w, shared, reg);
+    health(&mut w, shared, reg, &total);
 
     // Control plane.
     w.family(&names::CONFIG_RELOADS);
@@ -321,11 +321,14 @@ fn servers(w: &mut Writer, shared: &Scrape<'_>) {
 
 /// Active health checks: counters from the registry, last results from the state table (only
 /// for upstreams with `health_check` configured).
-fn health(w: &mut Writer, shared: &Scrape<'_>, reg: &Registry) {
+fn health(w: &mut Writer, shared: &Scrape<'_>, reg: &Registry, total: &[u64]) {
     let config = &shared.config;
     w.family(&names::HEALTH_CHECKS);
     for (up, s) in config.servers() {
-        for (result, n) in names::CHECK_RESULTS.iter().zip(reg.health_counts(s.id)) {
+        for (result, n) in names::CHECK_RESULTS
+            .iter()
+            .zip(reg.health_counts(total, s.id))
+        {
             let labels = [
                 ("upstream", up.name.as_str()),
                 ("server", &s.name),
@@ -336,7 +339,7 @@ fn health(w: &mut Writer, shared: &Scrape<'_>, reg: &Registry) {
     }
     w.family(&names::HEALTH_CHECK_DURATION);
     for (u, up) in config.upstreams.iter().enumerate() {
-        let h = reg.health_hist(u);
+        let h = reg.health_hist(total, u);
         w.histogram(&names::HEALTH_CHECK_DURATION, &[("upstream", &up.name)], &h);
     }
     let checked = || config.servers().filter(|(up, _)| up.health_check.is_some());
