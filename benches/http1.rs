@@ -65,7 +65,7 @@ fn rewrite(c: &mut Criterion) {
         proto: Proto::Https,
         default_host: b"backend",
         tunnel: false,
-        strip_expect: true,
+        via: Some(b"ringlb"),
         drop_cookie: Some(b"SRV"),
         request_id: None,
     };

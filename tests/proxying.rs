@@ -11,7 +11,11 @@ const WAIT: Duration = Duration::from_secs(5);
 
 fn recorder_proxy(response: &'static [u8]) -> (Recorder, Ringlb) {
     let rec = Recorder::start(response);
-    let lb = Ringlb::start(&config(&[server(rec.addr)], "", ""));
+    let lb = Ringlb::start(&config(
+        &[server(rec.addr)],
+        "",
+        "[proxy]\nvia = \"lb-test\"\n",
+    ));
     (rec, lb)
 }
 
@@ -31,7 +35,8 @@ fn request_head_is_rewritten_exactly() {
     assert_eq!(
         String::from_utf8_lossy(&got),
         "GET /a/b?c=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nAccept: */*\r\n\
-         X-Forwarded-For: 10.1.1.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"
+         X-Forwarded-For: 10.1.1.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+         Via: 1.1 lb-test\r\n\r\n"
     );
 }
 
@@ -106,7 +111,7 @@ fn content_length_and_chunked_request_bodies_reach_the_backend() {
     c.send(b"POST /cl HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world");
     assert_eq!(c.response().status, 200);
     let got = rec.next(WAIT).unwrap();
-    assert!(got.ends_with(b"Content-Length: 11\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\nhello world"), "{}", String::from_utf8_lossy(&got));
+    assert!(got.ends_with(b"Content-Length: 11\r\nX-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\nVia: 1.1 lb-test\r\n\r\nhello world"), "{}", String::from_utf8_lossy(&got));
 
     // Chunked, sent in pieces: passed through unchanged.
     c.send(b"POST /ch HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");

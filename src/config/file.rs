@@ -22,6 +22,8 @@ pub struct File {
     #[serde(default)]
     pub access_log: AccessLogFile,
     #[serde(default)]
+    pub proxy: ProxyFile,
+    #[serde(default)]
     pub listeners: Vec<ListenerFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
@@ -71,6 +73,21 @@ pub struct AccessLogFile {
     pub path: Option<String>,
     /// Request header whose value is the request id; without it one is generated.
     pub request_id_header: Option<String>,
+}
+
+/// What ringlb adds to the requests it forwards.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    /// `Via` name: a string, `true` (the host name, the default) or `false` (no Via).
+    pub via: Option<ViaFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ViaFile {
+    Switch(bool),
+    Name(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +177,8 @@ pub struct RouteFile {
     #[serde(default)]
     pub path: Option<String>,
     pub upstream: String,
+    /// Protocols a client may upgrade to on this route (default `["websocket"]`).
+    pub upgrade: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

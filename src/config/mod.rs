@@ -3,10 +3,11 @@
 //! or a timeout.
 
 mod file;
+mod forward;
 mod validate;
 
 use crate::balance::Algorithm;
-use crate::http1::Limits;
+use crate::http1::{Limits, Upgrades};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub struct Config {
     pub limits: HttpLimits,
     pub metrics: Metrics,
     pub access_log: AccessLog,
+    pub proxy: Proxy,
     pub listeners: Vec<Listener>,
     /// Routes in match order: most specific host first, then longest path prefix.
     pub routes: Vec<Route>,
@@ -86,6 +88,14 @@ pub struct AccessLog {
     pub target: LogTarget,
     /// Lowercase request header carrying the request id (default `x-request-id`).
     pub request_id_header: Box<[u8]>,
+}
+
+/// What ringlb adds to the requests it forwards (`[proxy]`).
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    /// `Via: 1.1 <name>` on forwarded requests, and the name whose presence in a received Via
+    /// is a loop (508). None: no Via, no loop check. Default: the host name.
+    pub via: Option<Box<[u8]>>,
 }
 
 /// Timeouts, named after their nginx counterparts.
@@ -232,6 +242,9 @@ pub struct Route {
     pub host: HostMatch,
     pub path: Box<[u8]>,
     pub upstream: UpstreamId,
+    /// Protocols a request on this route may upgrade to (tunnel); others go on as plain
+    /// HTTP/1.1 without their Upgrade.
+    pub upgrade: Upgrades,
 }
 
 #[derive(Debug, Clone)]
@@ -483,10 +496,14 @@ impl Config {
 
     /// The upstream for a request on `listener` with `host` (port stripped) and `path`.
     pub fn route(&self, listener: ListenerId, host: &[u8], path: &[u8]) -> Option<UpstreamId> {
+        self.find_route(listener, host, path).map(|r| r.upstream)
+    }
+
+    /// The route a request on `listener` with `host` (port stripped) and `path` takes.
+    pub fn find_route(&self, listener: ListenerId, host: &[u8], path: &[u8]) -> Option<&Route> {
         self.routes
             .iter()
             .find(|r| r.listener == listener && r.host.matches(host) && path.starts_with(&r.path))
-            .map(|r| r.upstream)
     }
 }
 

@@ -265,3 +265,50 @@ fn access_log_and_metrics_keys() {
         "{p:?}"
     );
 }
+
+#[test]
+fn route_upgrades_default_to_websocket_and_are_validated() {
+    let c = Config::parse(MINIMAL).unwrap();
+    let names: Vec<&[u8]> = c.routes[0].upgrade.names().collect();
+    assert_eq!(names, [&b"websocket"[..]]);
+    let with = |list: &str| {
+        MINIMAL.replace(
+            "upstream = \"app\"\n",
+            &format!("upstream = \"app\"\nupgrade = {list}\n"),
+        )
+    };
+    let c = Config::parse(&with("[\"WebSocket\", \"h2c\"]")).unwrap();
+    assert!(c.routes[0].upgrade.allows(b"h2c, websocket"));
+    let none = Config::parse(&with("[]")).unwrap();
+    assert!(!none.routes[0].upgrade.allows(b"websocket"));
+    assert_eq!(
+        problems(&with("[\"websocket\", \"h2c/1\", \"a b\", \"\", \"WEBSOCKET\"]")),
+        [
+            "routes[0].upgrade[1]: \"h2c/1\" is not a protocol name (a token without '/' or spaces, e.g. \"websocket\")",
+            "routes[0].upgrade[2]: \"a b\" is not a protocol name (a token without '/' or spaces, e.g. \"websocket\")",
+            "routes[0].upgrade[3]: \"\" is not a protocol name (a token without '/' or spaces, e.g. \"websocket\")",
+            "routes[0].upgrade[4]: \"WEBSOCKET\" is listed twice",
+        ]
+    );
+    assert!(Config::parse(&with("\"websocket\"")).is_err());
+}
+
+#[test]
+fn via_is_the_host_name_a_given_name_or_off() {
+    let c = Config::parse(MINIMAL).unwrap();
+    let via = c.proxy.via.expect("Via on by default");
+    assert!(crate::http1::is_via_name(&via));
+    let with = |v: &str| format!("[proxy]\nvia = {v}\n{MINIMAL}");
+    let named = Config::parse(&with("\"lb-1.example\"")).unwrap();
+    assert_eq!(named.proxy.via.as_deref(), Some(&b"lb-1.example"[..]));
+    assert!(Config::parse(&with("false")).unwrap().proxy.via.is_none());
+    assert_eq!(Config::parse(&with("true")).unwrap().proxy.via, Some(via));
+    let bad = problems(&with("\"two words\""));
+    assert_eq!(bad.len(), 1);
+    assert!(
+        bad[0].starts_with("proxy.via: \"two words\" is not a Via name"),
+        "{bad:?}"
+    );
+    assert!(Config::parse(&with("3")).is_err());
+    assert!(Config::parse(&format!("[proxy]\nvai = \"x\"\n{MINIMAL}")).is_err());
+}

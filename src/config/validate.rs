@@ -182,6 +182,9 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
         enabled: file.metrics.enabled.unwrap_or(true),
     };
     let access_log = access_log(&mut p, &file.access_log);
+    let proxy = Proxy {
+        via: forward::via(file.proxy.via.as_ref(), &mut p.list),
+    };
     let listeners = listeners(&mut p, &file);
     let upstreams = upstreams(&mut p, &file);
     let routes = routes(&mut p, &file, &listeners, &upstreams);
@@ -194,6 +197,7 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
             limits,
             metrics,
             access_log,
+            proxy,
             listeners,
             routes,
             upstreams,
@@ -942,6 +946,7 @@ fn routes(
                 "must start with '/' and contain no spaces",
             );
         }
+        let upgrade = forward::upgrades(&path, r.upgrade.as_deref(), &mut p.list);
         let (Some(l), Some(u)) = (listener, upstream) else {
             continue;
         };
@@ -950,6 +955,7 @@ fn routes(
             host,
             path: prefix.as_bytes().into(),
             upstream: UpstreamId(u as u32),
+            upgrade,
         };
         if out
             .iter()

@@ -57,8 +57,8 @@ impl Shared {
     pub fn next(&self, config: Config) -> Result<Shared, crate::tls::TlsError> {
         let state = StateTable::carry(&config, &self.config, &self.state);
         let tls = self.tls.rebuild(&config)?;
-        let metrics = crate::metrics::Registry::new(&config, self.workers);
-        metrics.carry_process_counters(&self.metrics);
+        let metrics =
+            crate::metrics::Registry::next(&config, self.workers, &self.metrics, &self.config);
         Ok(Shared {
             tls,
             metrics,

@@ -169,7 +169,7 @@ impl ChunkedDecoder {
                 },
                 ExtStart => match b {
                     b' ' | b'\t' => self.ext(ExtStart)?,
-                    _ if token(b) => self.ext(Ext)?,
+                    _ if super::is_tchar(b) => self.ext(Ext)?,
                     _ => return Err(E::Extension),
                 },
                 Ext => match b {
@@ -199,12 +199,12 @@ impl ChunkedDecoder {
                 TrailerStart => match b {
                     b'\r' => EndLf,
                     b'\n' => return Err(E::LineEnding),
-                    _ if token(b) => self.trailer(TrailerName)?,
+                    _ if super::is_tchar(b) => self.trailer(TrailerName)?,
                     _ => return Err(E::Trailer),
                 },
                 TrailerName => match b {
                     b':' => self.trailer(TrailerValue)?,
-                    _ if token(b) => self.trailer(TrailerName)?,
+                    _ if super::is_tchar(b) => self.trailer(TrailerName)?,
                     _ => return Err(E::Trailer),
                 },
                 TrailerValue => match b {
@@ -275,11 +275,6 @@ fn hex(b: u8) -> u8 {
         b'A'..=b'F' => b - b'A' + 10,
         _ => 0,
     }
-}
-
-/// tchar (RFC 9110 §5.6.2).
-fn token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// HTAB, SP, VCHAR, obs-text: what a field value may hold (RFC 9110 §5.5).

@@ -9,6 +9,8 @@
 //! - `parse.rs`: request and response heads, and their message framing (RFC 9112 §6).
 //! - `chunked.rs`: the chunked transfer coding scanner (RFC 9112 §7.1).
 //! - `rewrite.rs`: the heads ringlb writes: to the server, to the client, and its own errors.
+//! - `upgrade.rs`: which protocol upgrades a route forwards (an allow-list).
+//! - `via.rs`: ringlb's `Via` entry and forwarding-loop detection.
 //!
 //! Choices where RFC 9112 leaves room, taken to keep one reading of a message across every hop:
 //! - A bare LF ends no line, in a request or response head or in a chunked body: 400 / malformed
@@ -24,6 +26,8 @@
 mod chunked;
 mod parse;
 mod rewrite;
+mod upgrade;
+mod via;
 pub(crate) use rewrite::{ip as write_ip, num as write_num};
 
 #[cfg(test)]
@@ -38,6 +42,8 @@ pub use rewrite::{
     reason, write_error, write_request_head, write_response_head, Proto, RequestForward,
     ResponseForward,
 };
+pub use upgrade::{is_protocol_name, Upgrades};
+pub use via::{is_via_name, via_loop};
 
 /// Byte range into the buffer the head was parsed from (u32 offsets keep headers small).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,6 +207,8 @@ pub(crate) enum Name {
     XForwardedFor,
     XForwardedProto,
     XRequestId,
+    Http2Settings,
+    Via,
     Other,
 }
 
@@ -211,6 +219,7 @@ impl Name {
         let first = n.first().map_or(0, |b| b.to_ascii_lowercase());
         let (want, kind): (&[u8], Name) = match (n.len(), first) {
             (2, b't') => (b"te", Name::Te),
+            (3, b'v') => (b"via", Name::Via),
             (4, b'h') => (b"host", Name::Host),
             (6, b'c') => (b"cookie", Name::Cookie),
             (6, b'e') => (b"expect", Name::Expect),
@@ -220,6 +229,7 @@ impl Name {
             (10, b'k') => (b"keep-alive", Name::KeepAlive),
             (12, b'x') => (b"x-request-id", Name::XRequestId),
             (14, b'c') => (b"content-length", Name::ContentLength),
+            (14, b'h') => (b"http2-settings", Name::Http2Settings),
             (15, b'x') => (b"x-forwarded-for", Name::XForwardedFor),
             (16, b'p') => (b"proxy-connection", Name::ProxyConnection),
             (17, b't') => (b"transfer-encoding", Name::TransferEncoding),
@@ -236,6 +246,11 @@ impl Name {
             Name::Other
         }
     }
+}
+
+/// `tchar` (RFC 9110 §5.6.2): the bytes of a token.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Strips SP and HTAB from both ends.

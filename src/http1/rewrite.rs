@@ -2,9 +2,13 @@
 //! error responses. Every function appends to `out`, which the caller clears and reuses.
 //!
 //! Hop-by-hop fields (RFC 9110 §7.6.1) are dropped: Connection and every name it lists,
-//! Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade. Content-Length, Transfer-Encoding and Host
-//! stay even when Connection lists them: the body is passed through with the framing ringlb
-//! parsed, and a server that lost those fields would read the body as the next request.
+//! Keep-Alive, Proxy-Connection, TE (`TE: trailers` too: ringlb does not promise the server
+//! that trailers reach the client, an HTTP/1.0 client gets the body decoded), Trailer, and
+//! Upgrade with HTTP2-Settings unless the request is tunnelled (an allowed upgrade, see
+//! `upgrade.rs`). Expect is dropped from requests: ringlb answers `100-continue` itself, and
+//! any other expectation is not the server's to meet. Content-Length, Transfer-Encoding and
+//! Host stay even when Connection lists them: the body is passed through with the framing
+//! ringlb parsed, and a server that lost those fields would read the body as the next request.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -28,10 +32,11 @@ pub struct RequestForward<'a> {
     pub proto: Proto,
     /// Emitted as Host when the request has none (HTTP/1.0).
     pub default_host: &'a [u8],
-    /// Forward `Connection: upgrade` and Upgrade (WebSocket).
+    /// Forward the upgrade: `Connection: upgrade`, Upgrade and HTTP2-Settings. Only for an
+    /// upgrade the route allows ([`super::Upgrades::allow`]).
     pub tunnel: bool,
-    /// Drop Expect (ringlb answers 100-continue itself).
-    pub strip_expect: bool,
+    /// Append `Via: <version> <name>` (RFC 9110 §7.6.3) after any Via received.
+    pub via: Option<&'a [u8]>,
     /// Remove this cookie from Cookie headers (sticky `indirect`); a Cookie header left empty is
     /// dropped.
     pub drop_cookie: Option<&'a [u8]>,
@@ -43,11 +48,14 @@ pub struct RequestForward<'a> {
 /// - `METHOD target HTTP/1.1`, an absolute-form target turned into origin-form;
 /// - Host first when ringlb makes it up: the absolute-form authority (RFC 9112 §3.2.2, incoming
 ///   Host dropped) or `default_host` for a request without one;
-/// - the end-to-end fields in their received order and bytes, minus hop-by-hop ones, Expect
-///   when `strip_expect`, X-Forwarded-For, X-Forwarded-Proto, and X-Request-Id when replaced;
-///   Cookie without `drop_cookie`; Content-Length once, with the value parsed;
+/// - the end-to-end fields in their received order and bytes, minus hop-by-hop ones, Expect,
+///   X-Forwarded-For, X-Forwarded-Proto, and X-Request-Id when replaced; Cookie without
+///   `drop_cookie`; Content-Length once, with the value parsed; HTTP2-Settings only when
+///   `tunnel`;
 /// - `X-Forwarded-For`: every incoming X-Forwarded-For value joined with `, `, then the client;
-/// - `X-Forwarded-Proto`, `X-Request-Id`, and `Connection: upgrade` + Upgrade when `tunnel`;
+/// - `X-Forwarded-Proto`, `Via` (received Via fields stay above, in place: ours is the last
+///   element), `X-Request-Id`, and when `tunnel`: `Connection: upgrade` (plus
+///   `HTTP2-Settings` when that field was forwarded) and Upgrade;
 /// - the empty line.
 pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, out: &mut Vec<u8>) {
     let absolute = head.path != head.target;
@@ -69,6 +77,7 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
     let kinds = Kinds::new(buf, hs);
     let listed = Listed::new(buf, hs, &kinds);
     let mut chain = false;
+    let mut h2_settings = false;
     let mut length = match head.body {
         RequestBody::Length(n) => Some(n),
         _ => None,
@@ -84,8 +93,11 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
                 true
             }
             Name::Host => absolute,
-            Name::Expect => fwd.strip_expect,
-            Name::XForwardedFor | Name::XForwardedProto | Name::Upgrade => true,
+            Name::Http2Settings => {
+                h2_settings |= fwd.tunnel;
+                !fwd.tunnel
+            }
+            Name::Expect | Name::XForwardedFor | Name::XForwardedProto | Name::Upgrade => true,
             Name::XRequestId => fwd.request_id.is_some(),
             n => hop_by_hop(n),
         };
@@ -119,11 +131,24 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
         Proto::Https => b"https",
     };
     field(out, b"X-Forwarded-Proto", proto);
+    if let Some(name) = fwd.via {
+        out.extend_from_slice(match head.version {
+            Version::Http10 => b"Via: 1.0 ",
+            Version::Http11 => b"Via: 1.1 ",
+        });
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"\r\n");
+    }
     if let Some(id) = fwd.request_id {
         field(out, b"X-Request-Id", id);
     }
     if let (true, Some(u)) = (fwd.tunnel, head.upgrade) {
-        field(out, b"Connection", b"upgrade");
+        let connection: &[u8] = if h2_settings {
+            b"upgrade, HTTP2-Settings"
+        } else {
+            b"upgrade"
+        };
+        field(out, b"Connection", connection);
         field(out, b"Upgrade", u.get(buf));
     }
     out.extend_from_slice(b"\r\n");
@@ -228,8 +253,8 @@ pub fn write_error(status: u16, close: bool, extra: &[(&[u8], &[u8])], out: &mut
     out.push(b'\n');
 }
 
-/// Reason phrase of the status codes RFC 9110 §15 defines, plus 429 and 431 (RFC 6585); empty
-/// for any other code.
+/// Reason phrase of the status codes RFC 9110 §15 defines, plus 429 and 431 (RFC 6585) and 508
+/// (RFC 5842); empty for any other code.
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -275,6 +300,7 @@ pub fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
+        508 => "Loop Detected",
         _ => "",
     }
 }
@@ -326,8 +352,13 @@ impl<'b> Listed<'b> {
             .enumerate()
             .filter(|&(i, h)| kinds.get(i, h.name.get(buf)) == Name::Connection);
         for t in conn.flat_map(|(_, h)| list(h.value.get(buf))) {
-            // Options that name no field of their own, or one dropped anyway.
-            if t.is_empty() || is(t, b"close") || is(t, b"keep-alive") || is(t, b"upgrade") {
+            // Options that name no field of their own, or one the rules above decide.
+            if t.is_empty()
+                || is(t, b"close")
+                || is(t, b"keep-alive")
+                || is(t, b"upgrade")
+                || is(t, b"http2-settings")
+            {
                 continue;
             }
             match l.names.get_mut(l.len) {

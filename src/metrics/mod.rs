@@ -4,6 +4,8 @@
 //! - `names.rs`: every metric name, type and help text, defined once.
 //! - `core.rs`: one core's counters (single writer, no locked instruction) and their layout.
 //! - `histogram.rs`: the fixed latency buckets.
+//! - `carry.rs`: counts of earlier configuration generations, added at scrape time so that
+//!   counters never go back across a reload.
 //! - `render.rs`: the text exposition format 0.0.4, built from the summed counters, the shared
 //!   server-state table and the registry's control-plane counters ([`Scrape`]).
 //!
@@ -19,6 +21,7 @@
 //!
 //! Uses `config`, `http1` and `state`.
 
+mod carry;
 pub mod core;
 pub mod histogram;
 pub mod names;
@@ -40,15 +43,12 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Registry {
     layout: Layout,
     enabled: bool,
-    cores: Box<[Arc<Core>]>,
+    /// The per-core arrays and the health counts this generation's traffic writes.
+    live: Arc<carry::Live>,
     /// Upstream of each server (by `ServerId`), for per-upstream health histograms.
     server_upstream: Box<[u32]>,
-    /// Per server: checks passed, failed.
-    health: Box<[[AtomicU64; 2]]>,
-    /// Per server: invalid responses (rare: a shared counter).
-    invalid: Box<[AtomicU64]>,
-    /// Per upstream: a histogram of check durations (see `histogram.rs`).
-    health_hist: Box<[AtomicU64]>,
+    /// What the generations before this one counted (None for the first).
+    carried: Option<carry::Carried>,
     /// Reloads succeeded, failed.
     reloads: [AtomicU64; 2],
     last_reload_ok: AtomicBool,
@@ -68,18 +68,21 @@ impl Registry {
             .enumerate()
             .flat_map(|(u, up)| up.servers.iter().map(move |_| u as u32))
             .collect();
-        Registry {
-            layout,
-            enabled,
+        let live = carry::Live {
             cores: (0..workers)
                 .map(|_| Arc::new(Core::new(layout, enabled)))
                 .collect(),
-            server_upstream,
             health: (0..layout.servers).map(|_| Default::default()).collect(),
-            invalid: (0..layout.servers).map(|_| AtomicU64::new(0)).collect(),
             health_hist: (0..layout.upstreams * histogram::SLOTS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+        };
+        Registry {
+            layout,
+            enabled,
+            live: Arc::new(live),
+            server_upstream,
+            carried: None,
             reloads: Default::default(),
             last_reload_ok: AtomicBool::new(true),
             last_load_ms: AtomicU64::new(unix_ms(SystemTime::now())),
@@ -91,13 +94,35 @@ impl Registry {
         self.enabled
     }
 
+    /// The registry of the generation after `old`, for `config` (`old_config` is `old`'s): it
+    /// counts from zero, and its scrapes add what `old` and the generations before it counted
+    /// for every series that stays (see `carry.rs`). The process counters carry over too.
+    pub fn next(config: &Config, workers: usize, old: &Registry, old_config: &Config) -> Registry {
+        let mut reg = Registry::new(config, workers);
+        reg.carry_process_counters(old);
+        reg.carried = Some(carry::Carried::new(old, old_config, config, &reg.layout));
+        reg
+    }
+
     /// The counters of core `index`, for its `Worker`.
     pub fn core(&self, index: usize) -> Arc<Core> {
-        self.cores[index].clone()
+        self.live.cores[index].clone()
     }
 
     pub fn cores(&self) -> impl Iterator<Item = &Core> {
-        self.cores.iter().map(|c| &**c)
+        self.live.cores.iter().map(|c| &**c)
+    }
+
+    /// Every counter slot summed over the cores, plus the counts carried from earlier
+    /// generations: what a scrape renders. Slot order: `carry.rs`.
+    pub(crate) fn totals(&self) -> Vec<u64> {
+        let mut total = self.live.sum(&self.layout);
+        if let Some(c) = &self.carried {
+            for (t, old) in total.iter_mut().zip(c.counts(&self.layout)) {
+                *t = t.wrapping_add(old);
+            }
+        }
+        total
     }
 
     pub fn layout(&self) -> &Layout {
@@ -108,16 +133,16 @@ impl Registry {
     /// duration. Any thread; a shared `fetch_add` (checks are rare).
     pub fn health_check(&self, server: ServerId, passed: bool, took: Duration) {
         let s = server.0 as usize;
-        if let Some(c) = self.health.get(s) {
+        if let Some(c) = self.live.health.get(s) {
             c[usize::from(!passed)].fetch_add(1, Relaxed);
         }
         if let Some(&u) = self.server_upstream.get(s) {
             let at = u as usize * histogram::SLOTS;
             let ns = took.as_nanos() as u64;
-            if let Some(b) = self.health_hist.get(at + histogram::bucket(ns)) {
+            if let Some(b) = self.live.health_hist.get(at + histogram::bucket(ns)) {
                 b.fetch_add(1, Relaxed);
             }
-            if let Some(sum) = self.health_hist.get(at + histogram::SUM) {
+            if let Some(sum) = self.live.health_hist.get(at + histogram::SUM) {
                 sum.fetch_add(ns, Relaxed);
             }
         }
@@ -126,15 +151,15 @@ impl Registry {
     /// For the proxy: `server` sent an invalid response. Any core; a shared `fetch_add`
     /// (a server that misbehaves is rare, and counting it must not depend on the core).
     pub fn invalid_response(&self, server: ServerId) {
-        if let Some(c) = self.invalid.get(server.0 as usize) {
-            c.fetch_add(1, Relaxed);
+        if let Some(c) = self.live.health.get(server.0 as usize) {
+            c[carry::INVALID].fetch_add(1, Relaxed);
         }
     }
 
-    pub fn invalid_responses(&self, server: ServerId) -> u64 {
-        self.invalid
-            .get(server.0 as usize)
-            .map_or(0, |c| c.load(Relaxed))
+    /// The invalid responses of `server`, in `totals`.
+    pub(crate) fn invalid_responses(&self, totals: &[u64], server: ServerId) -> u64 {
+        let slot = carry::invalid(&self.layout, server.0 as usize);
+        totals.get(slot).copied().unwrap_or(0)
     }
 
     /// For the reload path: one call per reload attempt.
@@ -160,20 +185,24 @@ impl Registry {
         self.log_errors.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn health_counts(&self, server: ServerId) -> [u64; 2] {
-        self.health
-            .get(server.0 as usize)
-            .map_or([0, 0], |c| [c[0].load(Relaxed), c[1].load(Relaxed)])
+    /// Checks of `server` passed and failed, in `totals`.
+    pub(crate) fn health_counts(&self, totals: &[u64], server: ServerId) -> [u64; 2] {
+        let s = server.0 as usize;
+        [false, true].map(|failed| {
+            totals
+                .get(carry::health(&self.layout, s, failed))
+                .copied()
+                .unwrap_or(0)
+        })
     }
 
-    pub(crate) fn health_hist(&self, upstream: usize) -> histogram::Snapshot {
-        let at = upstream * histogram::SLOTS;
-        let slots: Vec<u64> = self
-            .health_hist
-            .get(at..at + histogram::SLOTS)
-            .map(|s| s.iter().map(|a| a.load(Relaxed)).collect())
-            .unwrap_or_else(|| vec![0; histogram::SLOTS]);
-        histogram::Snapshot::from_slots(&slots)
+    /// The health check histogram of `upstream`, in `totals`.
+    pub(crate) fn health_hist(&self, totals: &[u64], upstream: usize) -> histogram::Snapshot {
+        let at = carry::health_hist(&self.layout, upstream);
+        match totals.get(at..at + histogram::SLOTS) {
+            Some(slots) => histogram::Snapshot::from_slots(slots),
+            None => histogram::Snapshot::from_slots(&[0; histogram::SLOTS]),
+        }
     }
 
     pub(crate) fn reloads(&self) -> [u64; 2] {

@@ -29,7 +29,7 @@ pub fn render(shared: &Scrape<'_>) -> String {
     let reg = &shared.metrics;
     let config = &shared.config;
     let lay = reg.layout();
-    let total = core::sum(lay.len, reg.cores());
+    let total = reg.totals();
     let mut w = Writer {
         out: String::with_capacity(64 << 10),
     };
@@ -199,7 +199,7 @@ pub fn render(shared: &Scrape<'_>) -> String {
     w.family(&names::UPSTREAM_INVALID_RESPONSES);
     for (up, s) in config.servers() {
         let labels = [("upstream", up.name.as_str()), ("server", &s.name)];
-        let n = reg.invalid_responses(s.id);
+        let n = reg.invalid_responses(&total, s.id);
         w.int(&names::UPSTREAM_INVALID_RESPONSES, "", &labels, n);
     }
     servers(&mut w, shared);
@@ -213,7 +213,7 @@ pub fn render(shared: &Scrape<'_>) -> String {
         let n = total[lay.queue_timeouts(u)];
         w.int(&names::QUEUE_TIMEOUTS, "", &[("upstream", &up.name)], n);
     }
-    health(&mut w, shared, reg);
+    health(&mut w, shared, reg, &total);
 
     // Control plane.
     w.family(&names::CONFIG_RELOADS);
@@ -327,11 +327,14 @@ fn servers(w: &mut Writer, shared: &Scrape<'_>) {
 
 /// Active health checks: counters from the registry, last results from the state table (only
 /// for upstreams with `health_check` configured).
-fn health(w: &mut Writer, shared: &Scrape<'_>, reg: &Registry) {
+fn health(w: &mut Writer, shared: &Scrape<'_>, reg: &Registry, total: &[u64]) {
     let config = &shared.config;
     w.family(&names::HEALTH_CHECKS);
     for (up, s) in config.servers() {
-        for (result, n) in names::CHECK_RESULTS.iter().zip(reg.health_counts(s.id)) {
+        for (result, n) in names::CHECK_RESULTS
+            .iter()
+            .zip(reg.health_counts(total, s.id))
+        {
             let labels = [
                 ("upstream", up.name.as_str()),
                 ("server", &s.name),
@@ -342,7 +345,7 @@ fn health(w: &mut Writer, shared: &Scrape<'_>, reg: &Registry) {
     }
     w.family(&names::HEALTH_CHECK_DURATION);
     for (u, up) in config.upstreams.iter().enumerate() {
-        let h = reg.health_hist(u);
+        let h = reg.health_hist(total, u);
         w.histogram(&names::HEALTH_CHECK_DURATION, &[("upstream", &up.name)], &h);
     }
     let checked = || config.servers().filter(|(up, _)| up.health_check.is_some());

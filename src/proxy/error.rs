@@ -71,6 +71,8 @@ pub enum Failure {
     NoRoute,
     /// A `redirect_https` listener got a request without a Host.
     NoHost,
+    /// The request's Via already names ringlb: it came round a forwarding loop.
+    Loop,
     /// Every server of the upstream is down, draining, at `max_conns` or already tried.
     NoServer,
     /// The upstream's queue holds `size` requests already.
@@ -113,7 +115,7 @@ impl Failure {
         use Failure::*;
         match self {
             Request(_) | HeadTimeout | BodyTimeout | BodyInvalid | ClientGone => Side::Client,
-            NoRoute | NoHost | NoServer | QueueFull | QueueTimeout | Local => Side::Proxy,
+            NoRoute | NoHost | Loop | NoServer | QueueFull | QueueTimeout | Local => Side::Proxy,
             Connect(_) | NoResponse(_) | BodySend(_) | BadResponse(_) | Status(_)
             | ResponseCut(_) => Side::Server,
         }
@@ -130,6 +132,7 @@ impl Failure {
             HeadTimeout | BodyTimeout => 408,
             BodyInvalid | NoHost => 400,
             NoRoute => 404,
+            Loop => 508,
             QueueFull | QueueTimeout => return Some((503, RETRY_AFTER)),
             NoServer | Local => 503,
             Connect(Cause::Timeout) | NoResponse(Cause::Timeout) | BodySend(Cause::Timeout) => 504,
@@ -327,6 +330,7 @@ mod tests {
         assert_eq!(status(Failure::BodyTimeout), Some(408));
         assert_eq!(status(Failure::BodyInvalid), Some(400));
         assert_eq!(status(Failure::NoRoute), Some(404));
+        assert_eq!(status(Failure::Loop), Some(508));
         assert_eq!(status(Failure::NoServer), Some(503));
         assert_eq!(status(Failure::Local), Some(503));
         assert_eq!(status(Failure::Connect(Cause::Error)), Some(502));

@@ -297,7 +297,7 @@ impl Conn<'_> {
         let head = &self.r.head;
         let id_header = &self.config.access_log.request_id_header;
         self.r.x.begin(&self.w.access_log, id_header, buf, head); // metrics
-        let req = Req {
+        let mut req = Req {
             method: head.method,
             version: head.version,
             keep_alive: head.keep_alive,
@@ -321,11 +321,18 @@ impl Conn<'_> {
                 .redirect_https(&req, host.to_vec(), path.to_vec())
                 .await;
         }
-        let Some(up) = self.config.route(self.c.listener, host, path) else {
+        let via = self.config.proxy.via.as_deref();
+        if via.is_some_and(|name| http1::via_loop(buf, &head.headers, name)) {
+            self.c.buf.consume(head.head_len);
+            return self.refuse(Failure::Loop, &req, BodyLeft::Unread).await;
+        }
+        let Some(route) = self.config.find_route(self.c.listener, host, path) else {
             let head_len = head.head_len;
             self.c.buf.consume(head_len);
             return self.refuse(Failure::NoRoute, &req, BodyLeft::Unread).await;
         };
+        let up = route.upstream;
+        req.upgrade = route.upgrade.allow(buf, head);
         let upstream = &self.config.upstreams[up.0 as usize];
         self.sticky_pref = None;
         self.set_cookie = None;
@@ -356,7 +363,7 @@ impl Conn<'_> {
             },
             default_host: upstream.name.as_bytes(),
             tunnel: req.upgrade,
-            strip_expect: req.expect_continue,
+            via,
             drop_cookie: upstream
                 .sticky
                 .as_ref()

@@ -11,7 +11,8 @@ fn in_bounds(s: Span, len: usize) -> bool {
 }
 
 /// `parse_request` never panics; a complete head stays within the input, and what
-/// `write_request_head` makes of it parses back as the same method, path, host and body.
+/// `write_request_head` makes of it parses back as the same method, path, host and body, and
+/// carries no hop-by-hop field, Upgrade or Expect unless tunnelled.
 pub fn request(data: &[u8]) {
     let limits = Limits::default();
     // Splits at line endings, where a reader most often stops.
@@ -37,15 +38,41 @@ pub fn request(data: &[u8]) {
         client_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         proto: Proto::Http,
         default_host: b"default",
-        tunnel: true,
-        strip_expect: true,
+        tunnel: false,
+        via: Some(b"ringlb"),
         drop_cookie: Some(b"SRV"),
         request_id: Some(b"id"),
     };
     let mut out = Vec::new();
+    // Without a tunnel, no hop-by-hop field, upgrade or expectation reaches the server.
     write_request_head(data, &head, &fwd, &mut out);
-    // ringlb adds at most six fields; past MAX_HEADERS the copy is refused, as it should be.
-    if head.headers.len() + 6 > MAX_HEADERS {
+    let hop = [
+        &b"\r\nconnection:"[..],
+        b"\r\nkeep-alive:",
+        b"\r\nproxy-connection:",
+        b"\r\nte:",
+        b"\r\ntrailer:",
+        b"\r\nupgrade:",
+        b"\r\nhttp2-settings:",
+        b"\r\nexpect:",
+    ];
+    let lower = out.to_ascii_lowercase();
+    for name in hop {
+        assert!(
+            !lower.windows(name.len()).any(|w| w == name),
+            "{:?} in {:?}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(&out)
+        );
+    }
+    out.clear();
+    let fwd = RequestForward {
+        tunnel: true,
+        ..fwd
+    };
+    write_request_head(data, &head, &fwd, &mut out);
+    // ringlb adds at most seven fields; past MAX_HEADERS the copy is refused, as it should be.
+    if head.headers.len() + 7 > MAX_HEADERS {
         return;
     }
     let wide = Limits {

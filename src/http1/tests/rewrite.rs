@@ -10,7 +10,7 @@ fn fwd() -> RequestForward<'static> {
         proto: Proto::Http,
         default_host: b"backend.local",
         tunnel: false,
-        strip_expect: false,
+        via: None,
         drop_cookie: None,
         request_id: None,
     }
@@ -143,7 +143,6 @@ fn tunnel_expect_request_id() {
         Expect: 100-continue\r\nX-Request-Id: spoofed\r\nSec-WebSocket-Key: k\r\n\r\n";
     let f = RequestForward {
         tunnel: true,
-        strip_expect: true,
         request_id: Some(b"abc123"),
         ..fwd()
     };
@@ -153,10 +152,11 @@ fn tunnel_expect_request_id() {
          X-Forwarded-Proto: http\r\nX-Request-Id: abc123\r\nConnection: upgrade\r\n\
          Upgrade: websocket\r\n\r\n"
     );
-    // Without the options, Expect and the incoming id pass, and no upgrade is forwarded.
+    // Without the options, the incoming id passes, and no upgrade is forwarded.
     let out = rewrite(buf, &fwd());
-    assert!(out.contains("\r\nExpect: 100-continue\r\nX-Request-Id: spoofed\r\n"));
+    assert!(out.contains("\r\nHost: a\r\nX-Request-Id: spoofed\r\nSec-WebSocket-Key: k\r\n"));
     assert!(!out.contains("pgrade"));
+    assert!(!out.contains("Expect"));
 }
 
 #[test]
@@ -359,4 +359,113 @@ fn head_with_more_than_max_headers() {
     let s = String::from_utf8(out).unwrap();
     assert_eq!(s.matches("X: y\r\n").count(), MAX_HEADERS);
     assert!(!s.contains("TE: x"));
+}
+
+#[test]
+fn h2c_upgrade_is_stripped_unless_tunnelled() {
+    let buf = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+        Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nAccept: */*\r\n\r\n";
+    assert_eq!(
+        rewrite(buf, &fwd()),
+        "GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 192.0.2.7\r\n\
+         X-Forwarded-Proto: http\r\n\r\n"
+    );
+    // HTTP2-Settings not listed in Connection is dropped all the same.
+    let buf = b"GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMA\r\n\r\n";
+    assert!(!rewrite(buf, &fwd()).contains("HTTP2-Settings"));
+    // A route that allows h2c tunnels it with its settings.
+    let buf = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+        Upgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n";
+    let f = RequestForward {
+        tunnel: true,
+        ..fwd()
+    };
+    assert_eq!(
+        rewrite(buf, &f),
+        "GET / HTTP/1.1\r\nHost: a\r\nHTTP2-Settings: AAMA\r\nX-Forwarded-For: 192.0.2.7\r\n\
+         X-Forwarded-Proto: http\r\nConnection: upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"
+    );
+}
+
+#[test]
+fn expect_te_and_listed_fields_never_pass() {
+    let buf = b"POST / HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\nTE: trailers\r\n\
+        Connection: X-Secret, te\r\nX-Secret: 1\r\nProxy-Connection: keep-alive\r\n\
+        Keep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(
+        rewrite(buf, &fwd()),
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nX-Forwarded-For: 192.0.2.7\r\n\
+         X-Forwarded-Proto: http\r\n\r\n"
+    );
+    // HTTP/1.0: Expect is not acted on (RFC 9110 §10.1.1), and not forwarded either.
+    let buf = b"POST / HTTP/1.0\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n";
+    assert!(!rewrite(buf, &fwd()).contains("Expect"));
+}
+
+#[test]
+fn via_is_appended_with_the_received_version() {
+    let f = RequestForward {
+        via: Some(b"lb-a"),
+        ..fwd()
+    };
+    let buf = b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 edge, 1.0 cache (squid)\r\n\r\n";
+    assert_eq!(
+        rewrite(buf, &f),
+        "GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 edge, 1.0 cache (squid)\r\n\
+         X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nVia: 1.1 lb-a\r\n\r\n"
+    );
+    let buf = b"GET / HTTP/1.0\r\nHost: a\r\n\r\n";
+    assert!(rewrite(buf, &f).ends_with("\r\nVia: 1.0 lb-a\r\n\r\n"));
+}
+
+#[test]
+fn via_loops_are_found_by_received_by() {
+    let name = b"lb-a";
+    let looped = |head: &[u8]| via_loop(head, &ok(head).headers, name);
+    assert!(looped(
+        b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 LB-A\r\n\r\n"
+    ));
+    assert!(looped(
+        b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.0 x, HTTP/1.1 lb-a (c)\r\n\r\n"
+    ));
+    assert!(looped(
+        b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 x\r\nvia:  1.1\tlb-a \r\n\r\n"
+    ));
+    assert!(!looped(
+        b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 lb-ab, 1.1 x-lb-a\r\n\r\n"
+    ));
+    assert!(!looped(b"GET / HTTP/1.1\r\nHost: a\r\nVia: lb-a\r\n\r\n"));
+    assert!(!looped(
+        b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 edge (lb-a)\r\n\r\n"
+    ));
+    assert!(!looped(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Via: 1.1 lb-a\r\n\r\n"
+    ));
+    assert!(is_via_name(b"lb-a.example.com"));
+    assert!(!is_via_name(b"") && !is_via_name(b"lb a") && !is_via_name(b"lb,a"));
+}
+
+#[test]
+fn upgrades_allow_only_listed_protocols() {
+    let ws = Upgrades::default();
+    assert!(ws.allows(b"websocket") && ws.allows(b"WebSocket") && ws.allows(b"websocket/13"));
+    assert!(ws.allows(b"websocket, "));
+    assert!(!ws.allows(b"h2c") && !ws.allows(b"websocket, h2c") && !ws.allows(b"h2c, websocket"));
+    assert!(!ws.allows(b"") && !ws.allows(b" , "));
+    assert!(!Upgrades::new([]).allows(b"websocket"));
+    let both = Upgrades::new([&b"WebSocket"[..], b"h2c"]);
+    assert!(both.allows(b"h2c, websocket"));
+    assert_eq!(
+        both.names().collect::<Vec<_>>(),
+        [&b"websocket"[..], b"h2c"]
+    );
+    // The request must ask for an upgrade (Connection: upgrade, HTTP/1.1) to be allowed one.
+    let asks = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    assert!(ws.allow(asks, &ok(asks)));
+    let h2c = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n";
+    assert!(!ws.allow(h2c, &ok(h2c)));
+    let unasked = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n";
+    assert!(!ws.allow(unasked, &ok(unasked)));
+    assert!(is_protocol_name(b"websocket") && is_protocol_name(b"h2c"));
+    assert!(!is_protocol_name(b"") && !is_protocol_name(b"h2c/1") && !is_protocol_name(b"a b"));
 }
