@@ -23,6 +23,8 @@
 //! view's methods are therefore on the request path once per server: they should be plain
 //! loads (an effective weight stored by the control plane, not [`slow_start_weight`] computed
 //! per call).
+//!
+//! Uses no other module of ringlb: indices, weights and state in, a server index out.
 
 mod hash;
 mod ip_hash;

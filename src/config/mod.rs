@@ -1,6 +1,10 @@
 //! Configuration: the TOML file (`file.rs`) is validated once (`validate.rs`) into the typed
 //! [`Config`] below. After [`Config::load`] returns `Ok`, nothing re-checks a weight, an address
 //! or a timeout.
+//!
+//! Plain validated data: no certificate is loaded and no socket is opened here (the files a
+//! config names are checked through [`FileCheck`], which `tls` implements). Uses `http1` and
+//! `balance` (limits and algorithm types).
 
 mod file;
 mod forward;

@@ -10,6 +10,8 @@
 //! A server taken out by passive checks (failed requests, `max_fails`) also returns after
 //! `rise` passes counted from when the checker first saw it down, instead of waiting for the
 //! rest of `fail_timeout`, as HAProxy does when it observes errors on a checked server.
+//!
+//! Uses `http1`, `config`, `engine`, `state`, `metrics`, `tls` (upstream TLS) and `context`.
 
 use crate::config::{HealthCheck, Server, Upstream};
 use crate::context::{Current, Shared};

@@ -22,6 +22,8 @@
 //! - Identical repeated `Content-Length` values count as one, differing ones are refused (§6.3
 //!   item 5); an empty list element is refused too.
 //! - Host must be a valid `uri-host [":" port]` even when an absolute-form target overrides it.
+//!
+//! Uses no other module of ringlb: bytes in, decisions out (no sockets, no runtime).
 
 mod chunked;
 mod parse;

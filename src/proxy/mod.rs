@@ -15,7 +15,12 @@
 //! 5. **next** — keep the client connection for the next (possibly already buffered,
 //!    pipelined) request, or close.
 //!
-//! Runs on the owning core; takes no lock. Buffers are allocated once per connection.
+//! Runs on the owning core; takes no lock. Buffers come from the core's free list while a
+//! request is in flight and go back to it while the connection is idle. How a failure is
+//! answered, counted and retried is decided in `error.rs` only.
+//!
+//! Uses `http1`, `balance`, `config`, `engine`, `state`, `metrics`, `accesslog`, `upstream`
+//! and `context`.
 
 mod body;
 mod buf;
