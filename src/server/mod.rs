@@ -14,6 +14,7 @@
 //!
 //! The top layer: uses every other module.
 
+mod admin;
 mod core;
 pub mod host;
 mod reload;
@@ -36,6 +37,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on {listen} (admin): {reason}")]
+    Admin { listen: String, reason: String },
     #[error("cannot start worker {index} on CPU {cpu}: {reason}")]
     Worker {
         index: usize,
@@ -176,20 +179,7 @@ fn serve(
         source,
     })?;
     let mut listeners = bind_listeners(&config, cpus.len())?;
-    let admin = bind_one(config.admin.listen, 128, false).map_err(|source| RunError::Bind {
-        name: "admin".into(),
-        addr: config.admin.listen,
-        source,
-    })?;
-    log::info!(
-        "admin listening on {}",
-        admin
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(config.admin.listen)
-    );
-    let mut admin = Some(std::net::TcpListener::from(admin));
+    let mut admin = Some(admin::bind(&config.admin.listen)?);
 
     let facts = host::HostFacts::read();
     let max_connections = config
@@ -272,6 +262,7 @@ fn serve(
             Ok(_) => {}
         }
     }
+    life.workers_running();
     log::info!("{} workers running on CPUs {:?}", cpus.len(), cpus);
 
     // The control loop.
