@@ -399,6 +399,7 @@ impl Conn<'_> {
             }
             _ => self.peer.ip(),
         };
+        self.x.client(self.peer, self.client_ip, &self.w.access_log); // log: remote_addr, id
         let host = head
             .host
             .map(|s| host_without_port(s.get(buf)))
