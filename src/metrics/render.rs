@@ -148,7 +148,6 @@ pub fn render(shared: &Scrape<'_>) -> String {
         ),
         (&names::SENT_BYTES, core::Layout::sent),
         (&names::TLS_HANDSHAKES, core::Layout::tls_ok),
-        (&names::TLS_HANDSHAKE_FAILURES, core::Layout::tls_failed),
     ] {
         w.family(family);
         for (l, listener) in config.listeners.iter().enumerate() {
@@ -157,6 +156,22 @@ pub fn render(shared: &Scrape<'_>) -> String {
                 "",
                 &[("listener", &listener.name)],
                 total[index(lay, l)],
+            );
+        }
+    }
+
+    w.family(&names::TLS_HANDSHAKE_FAILURES);
+    for (l, listener) in config.listeners.iter().enumerate() {
+        for (reason, name) in core::ALL_TLS_FAILURES
+            .iter()
+            .zip(names::TLS_FAILURE_REASONS)
+        {
+            let labels = [("listener", listener.name.as_str()), ("reason", name)];
+            w.int(
+                &names::TLS_HANDSHAKE_FAILURES,
+                "",
+                &labels,
+                total[lay.tls_failed(l, *reason)],
             );
         }
     }
