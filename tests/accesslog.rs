@@ -14,10 +14,112 @@ fn log_config(backend: std::net::SocketAddr, format: &str, path: &Path) -> Strin
         &[format!("addr = \"{backend}\"\nname = \"rec\"")],
         "",
         &format!(
-            "[access_log]\nformat = \"{format}\"\npath = \"{}\"\n",
+            "[access_log]\nformat = \"{format}\"\npath = \"{}\"\n\
+             request_id_from = [\"127.0.0.0/8\"]\n",
             path.display()
         ),
     )
+}
+
+/// A JSON-log config whose listener takes a PROXY protocol header and believes
+/// X-Forwarded-For from 203.0.113.0/24, and adopts request ids from 10.0.0.0/8.
+fn proxied_config(backend: std::net::SocketAddr, path: &Path) -> String {
+    log_config(backend, "json", path)
+        .replace(
+            "listen = \"127.0.0.1:0\"\n[[routes]]",
+            "listen = \"127.0.0.1:0\"\nproxy_protocol = true\n\
+             real_ip_header = \"X-Forwarded-For\"\nreal_ip_from = [\"203.0.113.0/24\"]\n[[routes]]",
+        )
+        .replace(
+            "request_id_from = [\"127.0.0.0/8\"]",
+            "request_id_from = [\"10.0.0.0/8\"]",
+        )
+}
+
+fn json_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    wait_lines(path, n)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn remote_addr_is_the_effective_client_and_peer_addr_the_tcp_peer() {
+    let rec = Recorder::start(OK);
+    let path = temp_path("realip.json");
+    let rl = Ringlb::start(&proxied_config(rec.addr, &path));
+    assert!(rl.config_path.exists());
+
+    // Behind an L4 balancer: the PROXY header names the client.
+    let mut c = Client::connect(rl.addr());
+    let local = c.stream.local_addr().unwrap();
+    c.send(b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 80\r\nGET /1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(c.response().status, 200);
+    // Behind an L7 proxy the PROXY source trusts: X-Forwarded-For names the client.
+    let mut c2 = Client::connect(rl.addr());
+    c2.send(
+        b"PROXY TCP4 203.0.113.8 127.0.0.1 40000 80\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\
+          X-Forwarded-For: 198.51.100.9\r\n\r\n",
+    );
+    assert_eq!(c2.response().status, 200);
+
+    let j = json_lines(&path, 2);
+    let by_uri = |u: &str| j.iter().find(|l| l["uri"] == u).expect(u).clone();
+    let one = by_uri("/1");
+    assert_eq!(one["remote_addr"], "203.0.113.7", "{one}");
+    assert_eq!(one["remote_port"], 51234, "{one}");
+    assert_eq!(one["peer_addr"], local.to_string(), "{one}");
+    let two = by_uri("/2");
+    assert_eq!(two["remote_addr"], "198.51.100.9", "{two}");
+    assert_eq!(two["remote_port"], serde_json::Value::Null, "{two}");
+    assert!(
+        two["peer_addr"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{two}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn request_ids_are_adopted_only_from_request_id_from() {
+    let rec = Recorder::start(OK);
+    let path = temp_path("ids.json");
+    let rl = Ringlb::start(&proxied_config(rec.addr, &path));
+
+    // A stranger's id is neither forwarded nor logged.
+    let mut c = Client::connect(rl.addr());
+    c.send(
+        b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 80\r\nGET /stranger HTTP/1.1\r\nHost: h\r\n\
+          X-Request-Id: spoofed-id-1\r\n\r\n",
+    );
+    assert_eq!(c.response().status, 200);
+    let ids = forwarded_ids(&rec.next(Duration::from_secs(5)).expect("request"));
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_ne!(ids[0], "spoofed-id-1");
+    assert!(
+        ids[0].len() == 24 && ids[0].bytes().all(|b| b.is_ascii_hexdigit()),
+        "a generated id: {ids:?}"
+    );
+    let generated = ids[0].clone();
+
+    // A trusted peer's id is adopted.
+    let mut c = Client::connect(rl.addr());
+    c.send(
+        b"PROXY TCP4 10.1.2.3 127.0.0.1 1000 80\r\nGET /trusted HTTP/1.1\r\nHost: h\r\n\
+          X-Request-Id: trusted-id-2\r\n\r\n",
+    );
+    assert_eq!(c.response().status, 200);
+    let ids = forwarded_ids(&rec.next(Duration::from_secs(5)).expect("request"));
+    assert_eq!(ids, ["trusted-id-2"]);
+
+    let j = json_lines(&path, 2);
+    let by_uri = |u: &str| j.iter().find(|l| l["uri"] == u).expect(u).clone();
+    assert_eq!(by_uri("/stranger")["request_id"], generated.as_str());
+    assert_eq!(by_uri("/trusted")["request_id"], "trusted-id-2");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("spoofed-id-1"), "{text}");
+    let _ = std::fs::remove_file(&path);
 }
 
 /// The file's lines once it has at least `n` (lines are written within a second).

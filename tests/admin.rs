@@ -37,7 +37,7 @@ fn admin(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Response {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost:9901\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
@@ -242,7 +242,7 @@ fn api_errors_are_json_with_the_right_status() {
     err(&admin(&rl, "POST", path, Some(&big), None), 413, "64 KiB");
     let mut c = Client::connect(rl.admin);
     c.send(
-        format!("POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 70000\r\n\r\n").as_bytes(),
+        format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 70000\r\n\r\n").as_bytes(),
     );
     err(&c.response(), 413, "64 KiB");
     assert_eq!(get_server(&rl, "a")["state"], "ready");
@@ -261,7 +261,7 @@ fn bodies_by_chunks_or_after_100_continue_are_read() {
     let mut c = Client::connect(rl.admin);
     c.send(
         format!(
-            "PATCH {path} HTTP/1.1\r\nHost: admin\r\nTransfer-Encoding: chunked\r\n\r\n\
+            "PATCH {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
              5\r\n{{\"sta\r\nc\r\nte\":\"maint\"}}\r\n0\r\n\r\n"
         )
         .as_bytes(),
@@ -274,7 +274,7 @@ fn bodies_by_chunks_or_after_100_continue_are_read() {
     let mut c = Client::connect(rl.admin);
     c.send(
         format!(
-            "PUT {path} HTTP/1.1\r\nHost: admin\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            "PUT {path} HTTP/1.1\r\nHost: [::1]\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -329,7 +329,7 @@ fn token_guards_the_api_but_not_the_probes() {
     assert_eq!(r.status, 401);
     let mut c = Client::connect(rl.admin);
     c.send(
-        format!("GET /api/upstreams HTTP/1.1\r\nHost: a\r\nAuthorization: Basic {TOKEN}\r\n\r\n")
+        format!("GET /api/upstreams HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {TOKEN}\r\n\r\n")
             .as_bytes(),
     );
     assert_eq!(c.response().status, 401);
@@ -411,7 +411,12 @@ fn drain_finishes_in_flight_requests_and_takes_no_new_ones() {
 fn maint_takes_a_server_out_and_ready_brings_it_back() {
     let a = Backend::start("a", &[]);
     let b = Backend::start("b", &[]);
-    let rl = start(&[&a, &b], false);
+    let servers = [named(&a), named(&b)];
+    let cfg = config(&servers, "", "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\nready_requires = [\"app\"]\n",
+    );
+    let rl = Ringlb::start(&cfg);
     assert_eq!(spread(rl.addr(), 4, "/").get("b"), Some(&2));
 
     assert_eq!(set(&rl, "b", r#"{"state":"maint"}"#)["state"], "maint");

@@ -193,10 +193,15 @@ fn ready_becomes(rl: &Ringlb, want: u16) -> Response {
 }
 
 #[test]
-fn ready_is_503_while_every_server_of_a_route_is_down() {
+fn ready_requires_is_503_while_every_server_of_the_upstream_is_down() {
     let a = Backend::start("a", &[]);
     let b = Backend::start("b", &[]);
-    let rl = start(&[&a, &b], CHECK);
+    let servers: Vec<String> = [&a, &b].iter().map(|b| named(b)).collect();
+    let cfg = config(&servers, CHECK, "").replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\nready_requires = [\"app\"]\n",
+    );
+    let rl = Ringlb::start(&cfg);
     assert_eq!(ready_becomes(&rl, 200).status, 200);
 
     a.request("POST", "/control/health/503");
@@ -207,7 +212,7 @@ fn ready_is_503_while_every_server_of_a_route_is_down() {
     let r = ready_becomes(&rl, 503);
     assert_eq!(r.status, 503);
     assert!(
-        r.text().contains("upstream app has no usable server"),
+        r.text().contains("upstream app has 0 usable servers"),
         "{}",
         r.text()
     );

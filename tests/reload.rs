@@ -25,7 +25,8 @@ fn post(lb: &Ringlb, path: &str, body: &str) -> Response {
     let mut c = Client::connect(lb.admin);
     c.send(
         format!(
-            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),

@@ -595,11 +595,69 @@ fn plain_http_truncated_hello_and_garbage_get_a_clean_close() {
     // The process is unharmed.
     let mut c = Https::connect(https, "a.test", Arc::new(client_config(ca.roots()))).unwrap();
     assert_eq!(c.get("/", "a.test").status, 200);
-    assert!(lb
-        .proc
-        .wait_line(Duration::from_secs(2), |l| l
-            .contains("TLS handshake failed"))
-        .is_some());
+}
+
+/// The value of the series `name{labels}` in a scrape, 0 when absent.
+fn series(text: &str, name_labels: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_labels)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn failed_handshakes_are_counted_by_reason_not_logged() {
+    const PROBES: usize = 150;
+    let ca = Ca::new("flood");
+    let a = ca.issue(&["a.test"]);
+    let backend = Backend::start("app1", &[]);
+    let lb = Ringlb::start(&tls_config(
+        HEAD,
+        &format!("{{ certs = [{}] }}", a.toml()),
+        backend.addr,
+    ));
+    let https = lb.listeners[0];
+    for _ in 0..PROBES {
+        let reply = support::exchange_raw(https, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        assert!(reply.starts_with(b"HTTP/1.1 400"));
+    }
+    for _ in 0..PROBES {
+        let mut s = TcpStream::connect(https).unwrap();
+        s.write_all(&[0, 1, 2, 3]).unwrap();
+        assert!(closed_within(&mut s, Duration::from_secs(5)));
+    }
+    let mut s = TcpStream::connect(https).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+
+    let text = lb.admin_get("/metrics").text();
+    let failures = "ringlb_tls_handshake_failures_total{listener=\"https\",reason=";
+    assert_eq!(
+        series(&text, &format!("{failures}\"plain_http\"}}")),
+        PROBES as u64,
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, &format!("{failures}\"not_tls\"}}")),
+        PROBES as u64
+    );
+    assert_eq!(series(&text, &format!("{failures}\"error\"}}")), 1);
+
+    // Not one log line for them (RUST_LOG=info): drain what was written.
+    let mut lines = Vec::new();
+    while let Ok(l) = lb.proc.lines.recv_timeout(Duration::from_millis(300)) {
+        lines.push(l);
+    }
+    let noisy: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("TLS handshake") || l.contains("plain HTTP"))
+        .collect();
+    assert!(
+        noisy.is_empty(),
+        "{} lines, e.g. {:?}",
+        noisy.len(),
+        noisy.first()
+    );
 }
 
 #[test]

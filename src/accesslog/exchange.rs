@@ -5,14 +5,23 @@
 //! allocated once (only when the access log is on) and grows to the longest request line seen,
 //! so recording costs no allocation per request in steady state. Runs on the owning core.
 //!
-//! Call order, per request: [`Exchange::begin`] (head parsed) or [`Exchange::refused`] (head
-//! refused), then any of [`Exchange::attempt`], [`Exchange::upstream_time`],
-//! [`Exchange::status`], then `Worker::request_done`, which calls [`Exchange::finish`].
+//! Call order, per request: [`Exchange::begin`] (head parsed), then [`Exchange::client`] (the
+//! client address decided), or [`Exchange::refused`] (head refused); then any of
+//! [`Exchange::attempt`], [`Exchange::upstream_time`], [`Exchange::status`], then
+//! `Worker::request_done`, which calls [`Exchange::finish`].
+//!
+//! Two addresses: `peer` is the TCP peer (logged as `peer_addr` in JSON); `client_ip` is the
+//! effective client, the address the PROXY protocol header or a trusted `real_ip_header` gave
+//! (logged as `remote_addr`, as nginx's realip module and HAProxy's `%ci` do).
+//!
+//! The request id: a client's `request_id_header` is adopted only when the request came from
+//! `access_log.request_id_from` (the sender: the TCP peer, or the PROXY protocol source);
+//! otherwise a new id is generated, logged and forwarded instead, as nginx's `$request_id`.
 
 use crate::config::{ListenerId, ServerId, UpstreamId};
 use crate::http1::{find_header, RequestHead, Version};
 use crate::metrics::{Request, Target};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
 /// Longest request id taken from a request header; a longer one is replaced.
@@ -24,7 +33,13 @@ pub const CLIENT_CLOSED: u16 = 499;
 
 pub struct Exchange {
     listener: ListenerId,
+    /// The TCP peer.
     peer: SocketAddr,
+    /// The effective client, and its port when known (the PROXY source's, or the peer's).
+    client_ip: IpAddr,
+    client_port: Option<u16>,
+    /// `id` holds the client's id, not yet adopted (see [`Exchange::client`]).
+    offered: bool,
     /// Whether log facts (request line, headers, id) are copied at all.
     logging: bool,
     /// Whether anyone reads the duration (metrics or log on): otherwise the clock is not read.
@@ -71,6 +86,9 @@ impl Exchange {
         Exchange {
             listener,
             peer,
+            client_ip: peer.ip(),
+            client_port: Some(peer.port()),
+            offered: false,
             logging,
             timed: logging || counting,
             upstream: None,
@@ -107,6 +125,7 @@ impl Exchange {
         self.ends = [0; 5];
         self.raw = false;
         self.id_len = 0;
+        self.offered = false;
         self.done = None;
     }
 
@@ -134,12 +153,30 @@ impl Exchange {
             Some(id) if valid_id(id) => {
                 self.id[..id.len()].copy_from_slice(id);
                 self.id_len = id.len() as u8;
+                self.offered = true;
             }
             _ => {
                 let n = log.generate_id(&mut self.id);
                 self.id_len = n as u8;
             }
         }
+    }
+
+    /// The proxy decided who the client is: `sender` sent the request (the TCP peer, or the
+    /// source the PROXY protocol header gave), `client_ip` is the effective client (`sender`'s,
+    /// or what a trusted `real_ip_header` said). The client's request id is adopted only when
+    /// `sender` is in `access_log.request_id_from`; otherwise it is replaced by a new one.
+    pub fn client(&mut self, sender: SocketAddr, client_ip: IpAddr, log: &super::Log) {
+        if !self.logging {
+            return;
+        }
+        self.client_ip = client_ip;
+        self.client_port = (client_ip == sender.ip()).then_some(sender.port());
+        if self.offered && !log.trusts_request_id(sender.ip()) {
+            let n = log.generate_id(&mut self.id);
+            self.id_len = n as u8;
+        }
+        self.offered = false;
     }
 
     /// The request head was refused (400, 408, 414, 431…): `buf` holds what the client sent;
@@ -179,7 +216,7 @@ impl Exchange {
     }
 
     /// The id to forward upstream as `X-Request-Id`: None when the access log is off (the
-    /// request is forwarded as received).
+    /// request is forwarded as received). Valid after [`Exchange::client`].
     pub fn request_id(&self) -> Option<&[u8]> {
         (self.id_len > 0).then(|| &self.id[..self.id_len as usize])
     }
@@ -249,8 +286,17 @@ impl Exchange {
     pub fn listener(&self) -> ListenerId {
         self.listener
     }
+    /// The TCP peer.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+    /// The effective client address (PROXY protocol or trusted real_ip), and its port when
+    /// known.
+    pub fn client_ip(&self) -> IpAddr {
+        self.client_ip
+    }
+    pub fn client_port(&self) -> Option<u16> {
+        self.client_port
     }
     pub fn upstream(&self) -> Option<UpstreamId> {
         self.upstream

@@ -15,6 +15,11 @@
 //! outside printable ASCII, `"` and `\` are written `\xHH`, as nginx does; in `key=value`
 //! fields a space is too, so a line splits on spaces outside the quoted fields.
 //!
+//! The first field (`remote_addr` in JSON) is the effective client: the address the PROXY
+//! protocol header or a trusted `real_ip_header` gave, else the TCP peer. JSON also has the
+//! TCP peer as `peer_addr` ("ip:port"); `remote_port` is null when the client's port is not
+//! known (an address from `real_ip_header`).
+//!
 //! `json` is one object per line with the same facts; strings are valid JSON (control bytes
 //! and, in a field that is not valid UTF-8, every byte above 0x7f, as `\u00HH`).
 
@@ -27,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn common(out: &mut Vec<u8>, x: &Exchange, config: &Config) {
     let Some(r) = x.done() else { return };
-    ip(out, x.peer().ip());
+    ip(out, x.client_ip());
     out.extend_from_slice(b" - - [");
     clf_time(out, x.end_time());
     out.extend_from_slice(b"] \"");
@@ -81,11 +86,16 @@ pub fn json(out: &mut Vec<u8>, x: &Exchange, config: &Config) {
     let Some(r) = x.done() else { return };
     out.extend_from_slice(b"{\"time\":\"");
     iso_time(out, x.end_time());
-    let peer = x.peer();
     out.extend_from_slice(b"\",\"remote_addr\":\"");
-    ip(out, peer.ip());
+    ip(out, x.client_ip());
     out.extend_from_slice(b"\",\"remote_port\":");
-    num(out, u64::from(peer.port()));
+    match x.client_port() {
+        Some(p) => num(out, u64::from(p)),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"peer_addr\":\"");
+    addr(out, x.peer());
+    out.push(b'"');
     out.extend_from_slice(b",\"listener\":");
     json_str(out, listener_name(x, config).as_bytes());
     out.extend_from_slice(b",\"request_id\":");

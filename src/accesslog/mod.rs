@@ -83,6 +83,8 @@ pub struct Log {
     seq: Cell<u64>,
     /// The last write failed (log the next failure only after a success).
     failing: Cell<bool>,
+    /// Senders whose request id is adopted.
+    request_id_from: Vec<ipnet::IpNet>,
 }
 
 impl Log {
@@ -116,7 +118,13 @@ impl Log {
             prefix,
             seq: Cell::new(0),
             failing: Cell::new(false),
+            request_id_from: config.request_id_from.clone(),
         }
+    }
+
+    /// Whether a request id sent by `ip` is adopted (`access_log.request_id_from`).
+    pub fn trusts_request_id(&self, ip: std::net::IpAddr) -> bool {
+        self.request_id_from.iter().any(|n| n.contains(&ip))
     }
 
     pub fn enabled(&self) -> bool {
@@ -233,6 +241,7 @@ mod tests {
             format: LogFormat::Json,
             target: LogTarget::Stderr,
             request_id_header: b"x-request-id".to_vec().into(),
+            request_id_from: Vec::new(),
         };
         let log = Log::new(&config, 3, 0x65f1_c0de, 0);
         let mut a = [0u8; 64];

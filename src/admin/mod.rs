@@ -13,15 +13,34 @@
 //! With `admin.token` set, `/api/*` and `/metrics` require `Authorization: Bearer <token>`
 //! (401 otherwise); `/live` and `/ready` stay open for probes. The JSON shapes are in `api.rs`.
 //! Errors under `/api` are JSON `{"error": "..."}`.
+//!
+//! Not reachable from a web page (a browser on the host must not be a way in), checked in this
+//! order on every request:
+//! 1. `Host` (TCP listener only) must be an IP literal, `localhost` or one of
+//!    `admin.allow_hosts`, any port: anything else is 421 Misdirected Request. A page that
+//!    rebinds its own name to 127.0.0.1 sends its name as Host, so it cannot read `/api` or
+//!    `/metrics`.
+//! 2. An `Origin` header not in `admin.allow_origins` (empty by default) is 403: browsers send
+//!    it on every cross-origin POST and on CORS reads; curl, probes and scripts do not.
+//! 3. The token, then the method (405).
+//! 4. A write (POST, PUT, PATCH) must say `Content-Type: application/json` (415 otherwise):
+//!    a page can send `text/plain`, form and multipart bodies without a CORS preflight, never
+//!    JSON.
+//!
+//! At most `admin.max_connections` connections are served at once; more are closed at accept.
+//! A request head is at most 8 KiB and a body at most 64 KiB (`request.rs`).
 
 mod api;
 mod request;
 
+use crate::config::{Admin, AdminListen};
 use crate::context::{Shared, Worker};
 use crate::engine::{self, Listener, Stream};
 use crate::http1::{self, Method};
 use crate::state::{now_ms, Event};
 use request::{ReadError, Request};
+use std::cell::Cell;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -29,11 +48,36 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(w: Rc<Worker>, listener: Listener) {
+    /// One open admin connection, counted until it ends.
+    struct Open(Rc<Cell<usize>>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
+    let open = Rc::new(Cell::new(0));
+    let throttle = engine::Throttle::new(Duration::from_secs(10));
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => engine::spawn_detached(handle(w.clone(), stream)),
+        match listener.accept_local().await {
+            Ok(stream) => {
+                let max = w.current.load().config.admin.max_connections;
+                if open.get() >= max {
+                    // Closed before reading anything (as a listener's max_connections).
+                    drop(stream);
+                    continue;
+                }
+                open.set(open.get() + 1);
+                let guard = Open(open.clone());
+                let w = w.clone();
+                engine::spawn_detached(async move {
+                    handle(w, stream).await;
+                    drop(guard);
+                });
+            }
             Err(e) => {
-                log::warn!("admin accept failed: {e}");
+                if let Some(skipped) = throttle.allow() {
+                    log::warn!("admin accept failed: {e} ({skipped} more since the last line)");
+                }
                 engine::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -140,6 +184,26 @@ fn percent_decode(s: &[u8]) -> Option<String> {
 }
 
 async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response {
+    let admin = &shared.config.admin;
+    let tcp = matches!(admin.listen, AdminListen::Tcp(_));
+    if tcp && !req.host.as_deref().is_none_or(|h| host_allowed(h, admin)) {
+        return Response::text(
+            421,
+            "this Host is not served here; add it to admin.allow_hosts\n".into(),
+        );
+    }
+    if let Some(origin) = &req.origin {
+        if !admin
+            .allow_origins
+            .iter()
+            .any(|o| o.as_bytes().eq_ignore_ascii_case(origin))
+        {
+            return Response::text(
+                403,
+                "cross-origin requests are refused; see admin.allow_origins\n".into(),
+            );
+        }
+    }
     let target = Target::parse(req.path());
     if target.protected() {
         if let Some(token) = &shared.config.admin.token {
@@ -172,6 +236,9 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
             Response::text(405, "method not allowed\n".into())
         };
         return r.header("Allow", allow.into());
+    }
+    if write && !req.content_type.as_deref().is_some_and(is_json) {
+        return Response::error(415, "a change needs Content-Type: application/json");
     }
     match target {
         Target::Live => Response::text(200, "ok\n".into()),
@@ -267,18 +334,78 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// 200 when serving; 503 while stopping or when a routed upstream has no usable server
-/// (drained, in maintenance, or down by passive or active checks).
+/// `application/json`, parameters (`; charset=utf-8`) allowed.
+fn is_json(content_type: &[u8]) -> bool {
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+}
+
+/// A `Host` value this listener answers for: an IP literal, `localhost`, or one of
+/// `admin.allow_hosts`, with any port.
+fn host_allowed(host: &[u8], admin: &Admin) -> bool {
+    let name = if host.first() == Some(&b'[') {
+        // An IPv6 literal: "[::1]" or "[::1]:9901".
+        return host.iter().position(|&b| b == b']').is_some_and(|end| {
+            std::str::from_utf8(&host[1..end]).is_ok_and(|ip| ip.parse::<Ipv6Addr>().is_ok())
+                && (host.len() == end + 1 || port(&host[end + 1..]))
+        });
+    } else {
+        match host.iter().position(|&b| b == b':') {
+            Some(i) if port(&host[i..]) => &host[..i],
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let Ok(name) = std::str::from_utf8(name) else {
+        return false;
+    };
+    name.parse::<Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || admin
+            .allow_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// ":" followed by 1 to 5 digits.
+fn port(s: &[u8]) -> bool {
+    s.first() == Some(&b':') && (2..=6).contains(&s.len()) && s[1..].iter().all(u8::is_ascii_digit)
+}
+
+/// 200 while the process serves: every worker runs and it is not stopping. With
+/// `admin.ready_requires`, also 503 while a listed upstream has fewer usable servers than
+/// `admin.ready_min_servers` (drained, in maintenance, or down by passive or active checks).
+/// No upstream counts by default: one empty upstream must not take every node out at once.
 fn ready(shared: &Shared) -> (u16, String) {
     if shared.stopping() {
         return (503, "stopping\n".into());
     }
+    if !shared.life.serving() {
+        return (503, "starting\n".into());
+    }
     let config = &shared.config;
     let now = now_ms();
-    for r in &config.routes {
+    for r in &config.admin.ready_requires {
         let u = &config.upstreams[r.upstream.0 as usize];
-        if !u.servers.iter().any(|s| shared.state.get(s.id).usable(now)) {
-            return (503, format!("upstream {} has no usable server\n", u.name));
+        let usable = u
+            .servers
+            .iter()
+            .filter(|s| shared.state.get(s.id).usable(now))
+            .count();
+        if usable < r.min_servers {
+            return (
+                503,
+                format!(
+                    "upstream {} has {usable} usable servers, fewer than {} \
+                     (admin.ready_requires)\n",
+                    u.name, r.min_servers
+                ),
+            );
         }
     }
     (200, "ready\n".into())
@@ -374,6 +501,51 @@ mod tests {
         assert!(!Target::parse(b"/ready").protected());
         assert!(Target::parse(b"/metrics").protected());
         assert!(Target::parse(b"/api/nope").protected());
+    }
+
+    #[test]
+    fn hosts_served() {
+        let admin = Admin {
+            listen: AdminListen::Tcp("127.0.0.1:9901".parse().unwrap()),
+            token: None,
+            ready_requires: Vec::new(),
+            allow_origins: Vec::new(),
+            allow_hosts: vec!["lb1.internal".into()],
+            max_connections: 64,
+        };
+        for ok in [
+            &b"127.0.0.1"[..],
+            b"127.0.0.1:9901",
+            b"10.1.2.3:80",
+            b"[::1]",
+            b"[::1]:9901",
+            b"localhost",
+            b"LocalHost:1",
+            b"lb1.internal:9901",
+        ] {
+            assert!(host_allowed(ok, &admin), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"evil.example"[..],
+            b"evil.example:9901",
+            b"localhost.evil.example",
+            b"127.0.0.1.nip.io",
+            b"[::1",
+            b"[::1]x",
+            b"127.0.0.1:",
+            b"127.0.0.1:99999999",
+            b"admin",
+        ] {
+            assert!(
+                !host_allowed(bad, &admin),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(is_json(b"application/json"));
+        assert!(is_json(b"Application/JSON; charset=utf-8"));
+        assert!(!is_json(b"text/plain"));
+        assert!(!is_json(b"application/jsonx"));
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Reading one admin request: the head, then a body of at most [`MAX_BODY`] bytes framed by
 //! Content-Length or chunked, everything within one deadline. Off the request path: the
 //! admin listener is served by worker 0, one short connection per request.
+//!
+//! Memory per connection: the head buffer ([`MAX_HEAD`] plus a little), which is also the
+//! read window for the body, and the body itself, which grows only with the bytes that arrived
+//! (at most [`MAX_BODY`]). A client that announces a large body and sends none of it costs
+//! nothing more than the head buffer.
 
 use crate::engine::Stream;
 use crate::http1::{self, ChunkedDecoder, Method, RequestBody, RequestHead, Status};
@@ -26,6 +31,10 @@ pub struct Request {
     /// The request-target in origin-form, query included.
     pub path: Vec<u8>,
     pub authorization: Option<Vec<u8>>,
+    /// `Host`, `Origin` and `Content-Type` as received (absent: None).
+    pub host: Option<Vec<u8>>,
+    pub origin: Option<Vec<u8>>,
+    pub content_type: Option<Vec<u8>>,
     body: RequestBody,
     expect_continue: bool,
     buf: Vec<u8>,
@@ -78,11 +87,14 @@ pub async fn read_head(s: &mut Stream, timeout: Duration) -> Result<Request, Rea
         }
     }
     let filled = &buf[..len];
+    let header = |name: &[u8]| http1::find_header(filled, &head.headers, name).map(<[u8]>::to_vec);
     Ok(Request {
         method: head.method,
         path: head.path.get(filled).to_vec(),
-        authorization: http1::find_header(filled, &head.headers, b"authorization")
-            .map(<[u8]>::to_vec),
+        authorization: header(b"authorization"),
+        host: head.host.map(|h| h.get(filled).to_vec()),
+        origin: header(b"origin"),
+        content_type: header(b"content-type"),
         body: head.body,
         expect_continue: head.expect_continue,
         head_len: head.head_len,
@@ -161,22 +173,25 @@ impl Request {
         }
     }
 
+    /// Body bytes go to `body` as they arrive; `buf` is only the read window.
     async fn length_body(&mut self, s: &mut Stream, n: usize) -> Result<Vec<u8>, ReadError> {
-        if self.buf.len() < n {
-            self.buf.resize(n, 0);
-        }
-        while self.len < n {
+        let mut body = Vec::with_capacity(n.min(self.len.max(1024)));
+        loop {
+            let take = self.len.min(n - body.len());
+            body.extend_from_slice(&self.buf[..take]);
+            self.buf.copy_within(take..self.len, 0);
+            self.len -= take;
+            if body.len() == n {
+                return Ok(body);
+            }
             self.fill(s).await?;
         }
-        Ok(self.buf[..n].to_vec())
     }
 
     async fn chunked_body(&mut self, s: &mut Stream) -> Result<Vec<u8>, ReadError> {
         let mut decoder = ChunkedDecoder::new();
         let mut body = Vec::new();
         let mut scanned = 0;
-        // Chunk framing may add a little to MAX_BODY bytes of data.
-        self.buf.resize(MAX_BODY + 4096, 0);
         loop {
             let input = &self.buf[scanned..self.len];
             let mut too_large = false;
@@ -196,7 +211,8 @@ impl Request {
             if progress.done {
                 return Ok(body);
             }
-            // Scanned bytes are consumed; keep only the unscanned tail (none, normally).
+            // Scanned bytes are consumed; keep only the unscanned tail (a partial chunk-size
+            // line at most), so the window is free for the next read.
             self.buf.copy_within(scanned..self.len, 0);
             self.len -= scanned;
             scanned = 0;

@@ -52,9 +52,26 @@ pub struct RuntimeFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
+    /// "IP:port" or "unix:/path/to/admin.sock".
     pub listen: Option<String>,
     /// Bearer token required on every admin request when set.
     pub token: Option<String>,
+    /// Upstreams that must have `ready_min_servers` usable servers for `/ready` to be 200.
+    #[serde(default)]
+    pub ready_requires: Vec<String>,
+    pub ready_min_servers: Option<i64>,
+    /// `Origin` values (e.g. "https://ops.example.com") whose requests are served.
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    /// Host names served besides the admin address, IP literals and `localhost`.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// Admin connections open at once; more are closed at accept.
+    pub max_connections: Option<i64>,
+    /// Unix socket only: permission bits as an octal string ("0600"), owner and group.
+    pub socket_mode: Option<String>,
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +90,9 @@ pub struct AccessLogFile {
     pub path: Option<String>,
     /// Request header whose value is the request id; without it one is generated.
     pub request_id_header: Option<String>,
+    /// CIDRs whose `request_id_header` is adopted; from anyone else an id is generated.
+    #[serde(default)]
+    pub request_id_from: Vec<String>,
 }
 
 /// What ringlb adds to the requests it forwards.

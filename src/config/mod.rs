@@ -60,8 +60,49 @@ pub struct Runtime {
 
 #[derive(Debug, Clone)]
 pub struct Admin {
-    pub listen: SocketAddr,
+    pub listen: AdminListen,
     pub token: Option<String>,
+    /// Per-upstream conditions of `/ready` (none by default: `/ready` reports the process).
+    pub ready_requires: Vec<ReadyRequire>,
+    /// Exact `Origin` values served (lowercase, no trailing slash); any other Origin is 403.
+    pub allow_origins: Vec<String>,
+    /// Host names (lowercase, no port) served besides the admin address, IP literals and
+    /// `localhost`.
+    pub allow_hosts: Vec<String>,
+    /// Admin connections open at once.
+    pub max_connections: usize,
+}
+
+/// Where the admin listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    Tcp(SocketAddr),
+    /// A Unix stream socket (HAProxy's stats socket): who may connect is the file's mode,
+    /// owner and group. A stale file is replaced at start.
+    Unix {
+        path: PathBuf,
+        /// Permission bits, e.g. 0o600.
+        mode: u32,
+        /// User and group names or numeric ids, resolved when the socket is bound.
+        owner: Option<String>,
+        group: Option<String>,
+    },
+}
+
+impl fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminListen::Tcp(a) => write!(f, "{a}"),
+            AdminListen::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// `/ready` is 503 while `upstream` has fewer than `min_servers` usable servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyRequire {
+    pub upstream: UpstreamId,
+    pub min_servers: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +133,8 @@ pub struct AccessLog {
     pub target: LogTarget,
     /// Lowercase request header carrying the request id (default `x-request-id`).
     pub request_id_header: Box<[u8]>,
+    /// Peers whose request id is adopted (default: none; ids are generated).
+    pub request_id_from: Vec<ipnet::IpNet>,
 }
 
 /// What ringlb adds to the requests it forwards (`[proxy]`).

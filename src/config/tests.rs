@@ -22,7 +22,12 @@ fn problems(text: &str) -> Vec<String> {
 #[test]
 fn minimal_config_gets_defaults() {
     let c = Config::parse(MINIMAL).unwrap();
-    assert_eq!(c.admin.listen, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(
+        c.admin.listen,
+        AdminListen::Tcp("127.0.0.1:9901".parse().unwrap())
+    );
+    assert!(c.admin.ready_requires.is_empty());
+    assert_eq!(c.admin.max_connections, 64);
     assert_eq!(c.runtime.workers, Workers::Auto);
     assert_eq!(c.timeouts.keepalive, Duration::from_secs(75));
     assert_eq!(c.timeouts.upstream_connect, Duration::from_secs(5));

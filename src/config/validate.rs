@@ -91,42 +91,6 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
     };
 
     let runtime = runtime(&mut p, &file);
-    let token = file.admin.token.clone();
-    let admin = match file
-        .admin
-        .listen
-        .as_deref()
-        .unwrap_or(DEFAULT_ADMIN)
-        .parse()
-    {
-        Ok(listen) => Admin {
-            listen,
-            token: token.clone(),
-        },
-        Err(_) => {
-            p.add("admin.listen", "expected IP:port, e.g. \"127.0.0.1:9901\"");
-            Admin {
-                listen: DEFAULT_ADMIN.parse().expect("default admin address"),
-                token: token.clone(),
-            }
-        }
-    };
-    if token
-        .as_deref()
-        .is_some_and(|t| t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
-    {
-        p.add(
-            "admin.token",
-            "must be at least 16 visible ASCII characters",
-        );
-    }
-    if !admin.listen.ip().is_loopback() && admin.token.is_none() {
-        log::warn!(
-            "admin.listen {} is not loopback and admin.token is not set: anyone who can reach \
-             it can change server state",
-            admin.listen
-        );
-    }
     let t = &file.timeouts;
     let timeouts = Timeouts {
         client_header: p.duration("timeouts.client_header", t.client_header.as_ref(), secs(10)),
@@ -188,6 +152,7 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
     let listeners = listeners(&mut p, &file);
     let upstreams = upstreams(&mut p, &file);
     let routes = routes(&mut p, &file, &listeners, &upstreams);
+    let admin = admin(&mut p, &file.admin, &upstreams);
 
     if p.list.is_empty() {
         Ok(Config {
@@ -244,6 +209,181 @@ fn access_log(p: &mut Problems, a: &super::file::AccessLogFile) -> AccessLog {
         format,
         target,
         request_id_header: header.to_ascii_lowercase().into_bytes().into(),
+        request_id_from: cidrs(p, "access_log.request_id_from", &a.request_id_from),
+    }
+}
+
+/// Addresses or CIDRs ("10.0.0.0/8", "::1"); each bad one is reported at `path[i]`.
+fn cidrs(p: &mut Problems, path: &str, list: &[String]) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, c) in list.iter().enumerate() {
+        let net = c
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(n) => out.push(n),
+            Err(_) => p.add(
+                format!("{path}[{i}]"),
+                format!("{c:?} is not an address or CIDR (e.g. \"10.0.0.0/8\")"),
+            ),
+        }
+    }
+    out
+}
+
+fn admin(p: &mut Problems, a: &super::file::AdminFile, upstreams: &[Upstream]) -> Admin {
+    let text = a.listen.as_deref().unwrap_or(DEFAULT_ADMIN);
+    let socket_only = [
+        ("admin.socket_mode", a.socket_mode.is_some()),
+        ("admin.socket_owner", a.socket_owner.is_some()),
+        ("admin.socket_group", a.socket_group.is_some()),
+    ];
+    let listen = if let Some(path) = text.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            p.add(
+                "admin.listen",
+                "a Unix socket needs an absolute path, e.g. \"unix:/run/ringlb/admin.sock\"",
+            );
+        }
+        let mode = match a.socket_mode.as_deref() {
+            None => 0o600,
+            Some(m) => match u32::from_str_radix(m, 8) {
+                Ok(v) if v <= 0o777 => v,
+                _ => {
+                    p.add(
+                        "admin.socket_mode",
+                        "must be permission bits as an octal string, e.g. \"0660\"",
+                    );
+                    0o600
+                }
+            },
+        };
+        for (field, v) in [
+            ("admin.socket_owner", &a.socket_owner),
+            ("admin.socket_group", &a.socket_group),
+        ] {
+            if v.as_deref().is_some_and(str::is_empty) {
+                p.add(field, "must be a name or a numeric id");
+            }
+        }
+        AdminListen::Unix {
+            path: path.into(),
+            mode,
+            owner: a.socket_owner.clone(),
+            group: a.socket_group.clone(),
+        }
+    } else {
+        for (field, set) in socket_only {
+            if set {
+                p.add(
+                    field,
+                    "applies only to a Unix socket (listen = \"unix:/path\")",
+                );
+            }
+        }
+        match text.parse() {
+            Ok(addr) => AdminListen::Tcp(addr),
+            Err(_) => {
+                p.add(
+                    "admin.listen",
+                    "expected IP:port (\"127.0.0.1:9901\") or unix:/path",
+                );
+                AdminListen::Tcp(DEFAULT_ADMIN.parse().expect("default admin address"))
+            }
+        }
+    };
+    let token = a.token.clone();
+    if token
+        .as_deref()
+        .is_some_and(|t| t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
+    {
+        p.add(
+            "admin.token",
+            "must be at least 16 visible ASCII characters",
+        );
+    }
+    if let AdminListen::Tcp(addr) = &listen {
+        if !addr.ip().is_loopback() && token.is_none() {
+            p.add(
+                "admin.listen",
+                format!(
+                    "{addr} is not loopback and admin.token is not set: anyone who can reach it \
+                     could change server state; set admin.token, or listen on loopback or a \
+                     Unix socket"
+                ),
+            );
+        }
+    }
+    let min_servers = match a.ready_min_servers {
+        None => 1,
+        Some(n) => {
+            if a.ready_requires.is_empty() {
+                p.add(
+                    "admin.ready_min_servers",
+                    "has no effect without admin.ready_requires",
+                );
+            }
+            p.int("admin.ready_min_servers", Some(n), 1, (1, 10_000)) as usize
+        }
+    };
+    let mut ready_requires = Vec::new();
+    for (i, name) in a.ready_requires.iter().enumerate() {
+        let path = format!("admin.ready_requires[{i}]");
+        match upstreams.iter().position(|u| u.name == *name) {
+            None => p.add(path, format!("no upstream named {name:?}")),
+            Some(u) if upstreams[u].servers.len() < min_servers => p.add(
+                path,
+                format!(
+                    "upstream {name:?} has {} servers, fewer than admin.ready_min_servers = \
+                     {min_servers}: it could never be ready",
+                    upstreams[u].servers.len()
+                ),
+            ),
+            Some(u) => ready_requires.push(ReadyRequire {
+                upstream: UpstreamId(u as u32),
+                min_servers,
+            }),
+        }
+    }
+    let mut allow_origins = Vec::new();
+    for (i, o) in a.allow_origins.iter().enumerate() {
+        let o = o.trim_end_matches('/').to_ascii_lowercase();
+        let host = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
+        let ok = host
+            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'));
+        if ok {
+            allow_origins.push(o);
+        } else {
+            p.add(
+                format!("admin.allow_origins[{i}]"),
+                "must be scheme://host[:port], e.g. \"https://ops.example.com\"",
+            );
+        }
+    }
+    let mut allow_hosts = Vec::new();
+    for (i, h) in a.allow_hosts.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if ok {
+            allow_hosts.push(h.to_ascii_lowercase());
+        } else {
+            p.add(
+                format!("admin.allow_hosts[{i}]"),
+                "must be a host name without port, e.g. \"lb1.internal\"",
+            );
+        }
+    }
+    let max_connections = p.int("admin.max_connections", a.max_connections, 64, (1, 4096)) as usize;
+    Admin {
+        listen,
+        token,
+        ready_requires,
+        allow_origins,
+        allow_hosts,
+        max_connections,
     }
 }
 
@@ -358,19 +498,7 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
 }
 
 fn real_ip(p: &mut Problems, path: &str, l: &super::file::ListenerFile) -> Option<RealIp> {
-    let mut from = Vec::new();
-    for (i, c) in l.real_ip_from.iter().enumerate() {
-        let net = c
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match net {
-            Ok(n) => from.push(n),
-            Err(_) => p.add(
-                format!("{path}.real_ip_from[{i}]"),
-                format!("{c:?} is not an address or CIDR (e.g. \"10.0.0.0/8\")"),
-            ),
-        }
-    }
+    let from = cidrs(p, &format!("{path}.real_ip_from"), &l.real_ip_from);
     match &l.real_ip_header {
         None => {
             if !from.is_empty() {

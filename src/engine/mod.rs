@@ -82,6 +82,40 @@ pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;
 }
 
+/// At most one event per interval, counting the ones skipped: for log lines a client can
+/// cause at will (accept failures under fd exhaustion, failed handshakes), so that a flood
+/// writes one summary line per interval instead of one line per event. One per core (`!Sync`).
+pub struct Throttle {
+    every: Duration,
+    last: std::cell::Cell<Option<std::time::Instant>>,
+    skipped: std::cell::Cell<u64>,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: std::cell::Cell::new(None),
+            skipped: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Some(events skipped since the last one let through), or None: skip this one.
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        match self.last.get() {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.skipped.set(self.skipped.get() + 1);
+                None
+            }
+            _ => {
+                self.last.set(Some(now));
+                Some(self.skipped.replace(0))
+            }
+        }
+    }
+}
+
 /// Yields to other tasks on this core.
 pub async fn yield_now() {
     glommio::yield_if_needed().await;

@@ -143,7 +143,18 @@ impl Stream {
                 sent: 0,
             }),
             Err(e) => {
-                log::warn!("TLS handshake with upstream server {addr} failed: {e}");
+                // Once per request while a server's TLS is broken: throttled per core.
+                thread_local! {
+                    static THROTTLE: super::Throttle = const {
+                        super::Throttle::new(Duration::from_secs(10))
+                    };
+                }
+                if let Some(skipped) = THROTTLE.with(super::Throttle::allow) {
+                    log::warn!(
+                        "TLS handshake with upstream server {addr} failed: {e} \
+                         ({skipped} more failures on this core since the last line)"
+                    );
+                }
                 Err(e)
             }
         }
@@ -303,7 +314,14 @@ impl Stream {
 }
 
 /// A listening socket owned by the current core (one per core per configured listener, all
-/// bound with SO_REUSEPORT so the kernel spreads connections over the cores).
+/// bound with SO_REUSEPORT so the kernel spreads connections over the cores), or the admin
+/// listener's Unix socket.
+///
+/// A Unix socket is served through glommio's TCP types: their accept, reads, writes and
+/// timeouts are io_uring operations on the descriptor and glommio's own timers, none of which
+/// depends on the address family (glommio's `UnixListener` cannot take over a socket bound on
+/// another thread). What is TCP's fails cleanly on it: `peer_addr` and `local_addr` return an
+/// error, `TCP_NODELAY` is not set; [`Listener::accept_local`] is the accept to use.
 pub struct Listener {
     inner: TcpListener,
     /// glommio's listener does not expose its descriptor; kept from `from_std`.
@@ -319,10 +337,27 @@ impl Listener {
         Listener { inner, fd }
     }
 
+    /// Takes over a Unix stream socket bound and listening on another thread (see the type's
+    /// doc). Must run on the owning core.
+    pub fn from_std_unix(l: std::os::unix::net::UnixListener) -> Listener {
+        let fd = l.into_raw_fd();
+        // SAFETY: `fd` is a listening stream socket we own (just released by `into_raw_fd`);
+        // glommio only accepts on it and closes it on drop.
+        let inner = unsafe { TcpListener::from_raw_fd(fd) };
+        Listener { inner, fd }
+    }
+
     pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
         let s = self.inner.accept().await?;
         let peer = s.peer_addr()?;
         Ok((Stream::new(s), peer))
+    }
+
+    /// Accepts without asking for the peer's address: the accept for a Unix socket, whose
+    /// peers have none.
+    pub async fn accept_local(&self) -> io::Result<Stream> {
+        let s = self.inner.accept().await?;
+        Ok(Stream::new(s))
     }
 
     /// Accepts what is already queued, without waiting, so that connections the kernel

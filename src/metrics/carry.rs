@@ -16,7 +16,7 @@
 //! server the health checks passed and failed and the invalid responses, then per upstream a
 //! health check histogram.
 
-use super::core::{Core, Layout, Target, CLASSES, CODES};
+use super::core::{Core, Layout, Target, ALL_TLS_FAILURES, CLASSES, CODES};
 use super::histogram::SLOTS;
 use crate::config::{Config, ServerId, UpstreamId};
 use std::collections::HashMap;
@@ -227,16 +227,19 @@ fn slot_map(old_config: &Config, old: &Layout, new_config: &Config, new: &Layout
                 set(new.request_hist(l, u) + k, o);
             }
         }
-        let fields: [fn(&Layout, usize) -> usize; 6] = [
+        let fields: [fn(&Layout, usize) -> usize; 5] = [
             Layout::conns_opened,
             Layout::conns_closed,
             Layout::received,
             Layout::sent,
             Layout::tls_ok,
-            Layout::tls_failed,
         ];
         for f in fields {
             set(f(new, l), ol.map(|ol| f(old, ol)));
+        }
+        for reason in ALL_TLS_FAILURES {
+            let o = ol.map(|ol| old.tls_failed(ol, reason));
+            set(new.tls_failed(l, reason), o);
         }
     }
     for u in 0..new.upstreams {

@@ -33,8 +33,28 @@ const L_CLOSED: usize = 1;
 const L_RECEIVED: usize = 2;
 const L_SENT: usize = 3;
 const L_TLS_OK: usize = 4;
+/// One counter per [`TlsFailure`].
 const L_TLS_FAILED: usize = 5;
-const L_FIELDS: usize = 6;
+const L_FIELDS: usize = L_TLS_FAILED + TLS_FAILURES;
+
+/// Why a connection to a TLS listener did not complete a handshake (the `reason` label,
+/// `names::TLS_FAILURE_REASONS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsFailure {
+    PlainHttp,
+    NotTls,
+    Timeout,
+    Closed,
+    Error,
+}
+pub const TLS_FAILURES: usize = 5;
+pub const ALL_TLS_FAILURES: [TlsFailure; TLS_FAILURES] = [
+    TlsFailure::PlainHttp,
+    TlsFailure::NotTls,
+    TlsFailure::Timeout,
+    TlsFailure::Closed,
+    TlsFailure::Error,
+];
 /// Per server: connections opened, reused.
 const S_OPENED: usize = 0;
 const S_REUSED: usize = 1;
@@ -160,8 +180,8 @@ impl Layout {
     pub fn tls_ok(&self, l: usize) -> usize {
         self.listener_field(l, L_TLS_OK)
     }
-    pub fn tls_failed(&self, l: usize) -> usize {
-        self.listener_field(l, L_TLS_FAILED)
+    pub fn tls_failed(&self, l: usize, reason: TlsFailure) -> usize {
+        self.listener_field(l, L_TLS_FAILED + reason as usize)
     }
     pub fn upstream_opened(&self, s: usize) -> usize {
         self.server_field(s, S_OPENED)
@@ -311,14 +331,14 @@ impl Core {
         }
     }
 
-    /// For the TLS acceptor: one call per handshake on `listener`, `ok` when it completed.
-    pub fn tls_handshake(&self, listener: ListenerId, ok: bool) {
+    /// For the TLS acceptor: one call per connection to the TLS listener `listener`, once its
+    /// handshake completed or failed.
+    pub fn tls_handshake(&self, listener: ListenerId, result: Result<(), TlsFailure>) {
         if self.enabled {
             let l = listener.0 as usize;
-            let i = if ok {
-                self.layout.tls_ok(l)
-            } else {
-                self.layout.tls_failed(l)
+            let i = match result {
+                Ok(()) => self.layout.tls_ok(l),
+                Err(reason) => self.layout.tls_failed(l, reason),
             };
             self.add(i, 1);
         }
@@ -415,9 +435,11 @@ addr = "127.0.0.1:9003"
                 lay.received(l),
                 lay.sent(l),
                 lay.tls_ok(l),
-                lay.tls_failed(l),
             ] {
                 claim(f);
+            }
+            for r in ALL_TLS_FAILURES {
+                claim(lay.tls_failed(l, r));
             }
         }
         for u in 0..lay.upstreams {

@@ -15,7 +15,7 @@
 //!
 //! For other modules (the health checker, TLS, the queue, reload):
 //! - `shared.metrics.health_check(server, passed, took)` after each active check;
-//! - `w.metrics.tls_handshake(listener, ok)` after each TLS handshake on a core;
+//! - `w.metrics.tls_handshake(listener, result)` after each TLS handshake on a core;
 //! - `w.metrics.queue_enter/queue_leave/queue_timeout(upstream)` around a max_conns wait;
 //! - `shared.metrics.config_reload(ok)` after each reload attempt.
 //!
@@ -29,7 +29,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Core, Layout, Request, Target};
+pub use self::core::{Core, Layout, Request, Target, TlsFailure};
 pub use render::{render, Scrape};
 
 use crate::config::{Config, ServerId};

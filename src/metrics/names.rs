@@ -111,7 +111,10 @@ pub const TLS_HANDSHAKES: Family = counter(
 );
 pub const TLS_HANDSHAKE_FAILURES: Family = counter(
     "ringlb_tls_handshake_failures_total",
-    "TLS handshakes that failed or timed out, by listener.",
+    "Connections to a TLS listener that did not complete a handshake, by listener and reason: \
+     plain_http (an HTTP request on the TLS port), not_tls (other bytes), timeout (no \
+     handshake within timeouts.client_header), closed (closed or reset by the client), error \
+     (refused by TLS: no common version or cipher, malformed message).",
 );
 
 // Upstream side.
@@ -206,6 +209,8 @@ pub const ACCESS_LOG_WRITE_ERRORS: Family = counter(
 pub const STATES: [&str; 4] = ["up", "down", "draining", "maint"];
 /// Values of the `class` label of [`REQUESTS`].
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Values of the `reason` label of [`TLS_HANDSHAKE_FAILURES`], in `metrics::TlsFailure` order.
+pub const TLS_FAILURE_REASONS: [&str; 5] = ["plain_http", "not_tls", "timeout", "closed", "error"];
 /// Values of the `result` label of [`HEALTH_CHECKS`] and [`CONFIG_RELOADS`].
 pub const CHECK_RESULTS: [&str; 2] = ["pass", "fail"];
 pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];

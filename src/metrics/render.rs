@@ -27,15 +27,27 @@ pub struct Scrape<'a> {
 /// The whole scrape.
 pub fn render(shared: &Scrape<'_>) -> String {
     let reg = &shared.metrics;
-    let config = &shared.config;
-    let lay = reg.layout();
     let total = reg.totals();
     let mut w = Writer {
         out: String::with_capacity(64 << 10),
     };
+    process(&mut w, shared);
+    downstream(&mut w, shared, &total);
+    upstream(&mut w, shared, &total);
+    servers(&mut w, shared);
+    queues(&mut w, shared, &total);
+    health(&mut w, shared, reg, &total);
+    control_plane(&mut w, reg);
+    w.out
+}
 
-    // Upstreams reached from each listener through its routes.
-    let reach: Vec<Vec<bool>> = (0..config.listeners.len())
+/// Every (listener, upstream-or-none, server-or-none) combination that can occur, with the
+/// layout's target index: (listener index, listener, upstream, server, target).
+type Targets<'c> = Vec<(usize, &'c str, Option<&'c str>, &'c str, usize)>;
+
+/// For each listener, the upstreams its routes reach.
+fn reach(config: &Config) -> Vec<Vec<bool>> {
+    (0..config.listeners.len())
         .map(|l| {
             let mut r = vec![false; config.upstreams.len()];
             for route in config.routes.iter().filter(|r| r.listener.0 as usize == l) {
@@ -45,9 +57,11 @@ pub fn render(shared: &Scrape<'_>) -> String {
             }
             r
         })
-        .collect();
-    // Every (listener, upstream-or-none, server-or-none) combination that can occur.
-    let mut targets: Vec<(usize, &str, Option<&str>, &str, usize)> = Vec::new();
+        .collect()
+}
+
+fn targets<'c>(config: &'c Config, lay: &core::Layout, reach: &[Vec<bool>]) -> Targets<'c> {
+    let mut targets: Targets<'c> = Vec::new();
     for (l, listener) in config.listeners.iter().enumerate() {
         let none = lay.target(Target::None);
         targets.push((l, &listener.name, None, "", none));
@@ -68,10 +82,16 @@ pub fn render(shared: &Scrape<'_>) -> String {
             }
         }
     }
+    targets
+}
 
-    process(&mut w, shared);
-
-    // Client side.
+/// The client side: connections, requests by class and 5xx code, durations, bytes, TLS.
+fn downstream(w: &mut Writer, shared: &Scrape<'_>, total: &[u64]) {
+    let reg = &shared.metrics;
+    let config = &shared.config;
+    let lay = reg.layout();
+    let reach = reach(config);
+    let targets = targets(config, lay, &reach);
     w.family(&names::CONNECTIONS);
     for (l, listener) in config.listeners.iter().enumerate() {
         w.int(
@@ -127,7 +147,7 @@ pub fn render(shared: &Scrape<'_>) -> String {
     }
     w.family(&names::REQUEST_DURATION);
     for (l, listener) in config.listeners.iter().enumerate() {
-        let h = core::hist(&total, lay.request_hist(l, None));
+        let h = core::hist(total, lay.request_hist(l, None));
         w.histogram(
             &names::REQUEST_DURATION,
             &[("listener", &listener.name), ("upstream", "")],
@@ -135,7 +155,7 @@ pub fn render(shared: &Scrape<'_>) -> String {
         );
         for (u, up) in config.upstreams.iter().enumerate() {
             if reach[l][u] {
-                let h = core::hist(&total, lay.request_hist(l, Some(u)));
+                let h = core::hist(total, lay.request_hist(l, Some(u)));
                 let labels = [("listener", listener.name.as_str()), ("upstream", &up.name)];
                 w.histogram(&names::REQUEST_DURATION, &labels, &h);
             }
@@ -148,7 +168,6 @@ pub fn render(shared: &Scrape<'_>) -> String {
         ),
         (&names::SENT_BYTES, core::Layout::sent),
         (&names::TLS_HANDSHAKES, core::Layout::tls_ok),
-        (&names::TLS_HANDSHAKE_FAILURES, core::Layout::tls_failed),
     ] {
         w.family(family);
         for (l, listener) in config.listeners.iter().enumerate() {
@@ -161,10 +180,32 @@ pub fn render(shared: &Scrape<'_>) -> String {
         }
     }
 
-    // Upstream side.
+    w.family(&names::TLS_HANDSHAKE_FAILURES);
+    for (l, listener) in config.listeners.iter().enumerate() {
+        for (reason, name) in core::ALL_TLS_FAILURES
+            .iter()
+            .zip(names::TLS_FAILURE_REASONS)
+        {
+            let labels = [("listener", listener.name.as_str()), ("reason", name)];
+            w.int(
+                &names::TLS_HANDSHAKE_FAILURES,
+                "",
+                &labels,
+                total[lay.tls_failed(l, *reason)],
+            );
+        }
+    }
+}
+
+/// The server side: response durations, connections opened and reused, retries, invalid
+/// responses.
+fn upstream(w: &mut Writer, shared: &Scrape<'_>, total: &[u64]) {
+    let reg = &shared.metrics;
+    let config = &shared.config;
+    let lay = reg.layout();
     w.family(&names::UPSTREAM_RESPONSE_DURATION);
     for (u, up) in config.upstreams.iter().enumerate() {
-        let h = core::hist(&total, lay.upstream_hist(u));
+        let h = core::hist(total, lay.upstream_hist(u));
         w.histogram(
             &names::UPSTREAM_RESPONSE_DURATION,
             &[("upstream", &up.name)],
@@ -199,10 +240,15 @@ pub fn render(shared: &Scrape<'_>) -> String {
     w.family(&names::UPSTREAM_INVALID_RESPONSES);
     for (up, s) in config.servers() {
         let labels = [("upstream", up.name.as_str()), ("server", &s.name)];
-        let n = reg.invalid_responses(&total, s.id);
+        let n = reg.invalid_responses(total, s.id);
         w.int(&names::UPSTREAM_INVALID_RESPONSES, "", &labels, n);
     }
-    servers(&mut w, shared);
+}
+
+/// The `max_conns` queues.
+fn queues(w: &mut Writer, shared: &Scrape<'_>, total: &[u64]) {
+    let config = &shared.config;
+    let lay = shared.metrics.layout();
     w.family(&names::QUEUE_LENGTH);
     for (u, up) in config.upstreams.iter().enumerate() {
         let n = total[lay.queued(u)].saturating_sub(total[lay.dequeued(u)]);
@@ -213,9 +259,10 @@ pub fn render(shared: &Scrape<'_>) -> String {
         let n = total[lay.queue_timeouts(u)];
         w.int(&names::QUEUE_TIMEOUTS, "", &[("upstream", &up.name)], n);
     }
-    health(&mut w, shared, reg, &total);
+}
 
-    // Control plane.
+/// Reloads and access log failures.
+fn control_plane(w: &mut Writer, reg: &Registry) {
     w.family(&names::CONFIG_RELOADS);
     for (result, n) in names::RELOAD_RESULTS.iter().zip(reg.reloads()) {
         w.int(&names::CONFIG_RELOADS, "", &[("result", result)], n);
@@ -236,7 +283,6 @@ pub fn render(shared: &Scrape<'_>) -> String {
     );
     w.family(&names::ACCESS_LOG_WRITE_ERRORS);
     w.int(&names::ACCESS_LOG_WRITE_ERRORS, "", &[], reg.log_errors());
-    w.out
 }
 
 fn process(w: &mut Writer, shared: &Scrape<'_>) {

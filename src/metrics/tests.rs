@@ -77,8 +77,9 @@ fn control_plane_counters_and_server_states() {
     reg.config_reload(true);
     reg.config_reload(false);
     reg.access_log_error();
-    reg.core(0).tls_handshake(ListenerId(0), true);
-    reg.core(1).tls_handshake(ListenerId(0), false);
+    reg.core(0).tls_handshake(ListenerId(0), Ok(()));
+    reg.core(1)
+        .tls_handshake(ListenerId(0), Err(crate::metrics::TlsFailure::PlainHttp));
     reg.core(0).queue_enter(UpstreamId(0));
     reg.core(1).queue_enter(UpstreamId(0));
     reg.core(1).queue_leave(UpstreamId(0));
@@ -156,7 +157,7 @@ fn control_plane_counters_and_server_states() {
     has(&text, "ringlb_tls_handshakes_total{listener=\"web\"} 1");
     has(
         &text,
-        "ringlb_tls_handshake_failures_total{listener=\"web\"} 1",
+        "ringlb_tls_handshake_failures_total{listener=\"web\",reason=\"plain_http\"} 1",
     );
     has(&text, "ringlb_queue_length{upstream=\"api\"} 1");
     has(&text, "ringlb_queue_timeouts_total{upstream=\"api\"} 1");

@@ -194,6 +194,8 @@ impl Conn<'_> {
                     self.c.peer = source;
                     self.c.client_ip = source.ip();
                     self.c.proxied = true;
+                    // A request refused before it parses is logged with this address too.
+                    self.r.x.client(source, source.ip(), &self.w.access_log); // log
                 }
                 None => return End::Closed,
             }
@@ -316,6 +318,9 @@ impl Conn<'_> {
             }
             _ => self.c.peer.ip(),
         };
+        self.r
+            .x
+            .client(self.c.peer, self.c.client_ip, &self.w.access_log); // log: remote_addr, id
         let host = head
             .host
             .map(|s| host_without_port(s.get(buf)))

@@ -7,7 +7,7 @@ use super::queue::Slot;
 use super::{BodyLeft, Conn, Next, Req};
 use crate::balance::{self, PickCtx, ServerView};
 use crate::config::{Config, Server, Upstream, UpstreamId};
-use crate::engine::Stream;
+use crate::engine::{self, Stream};
 use crate::http1::{self, ResponseBody, Status, Version};
 use crate::state::{now_ms, AdminState, ServerState, StateTable};
 use std::sync::atomic::Ordering::Relaxed;
@@ -199,14 +199,22 @@ impl<'a> Conn<'a> {
         let state = self.w.shared.state.get(server.id);
         if let Failure::BadResponse(bad) = f {
             self.w.shared.metrics.invalid_response(server.id);
-            log::warn!(
-                "server {} ({}) of upstream {} sent an invalid response ({bad:?}) to {} {}",
-                server.name,
-                server.addr,
-                upstream.name,
-                String::from_utf8_lossy(self.r.x.method()),
-                String::from_utf8_lossy(self.r.x.target()),
-            );
+            // A client can ask for a route that answers badly at will: one line per 10 s per
+            // core, with the count; the metric has every one.
+            thread_local! {
+                static THROTTLE: engine::Throttle = const {
+                    engine::Throttle::new(Duration::from_secs(10))
+                };
+            }
+            if let Some(skipped) = THROTTLE.with(engine::Throttle::allow) {
+                log::warn!(
+                    "server {} ({}) of upstream {} sent an invalid response ({bad:?}); \
+                     {skipped} more invalid responses on this core since the last line",
+                    server.name,
+                    server.addr,
+                    upstream.name,
+                );
+            }
         }
         if f.counts_against_server(&upstream.next_upstream)
             && state.record_failure(now_ms(), server.max_fails, server.fail_timeout)

@@ -20,7 +20,7 @@ pub(super) async fn main(
     index: usize,
     current: Arc<Current>,
     sockets: Vec<std::net::TcpListener>,
-    admin: Option<std::net::TcpListener>,
+    admin: Option<super::admin::Socket>,
 ) {
     let life = current.load().life.clone();
     let _exit = ExitGuard(life.clone(), index);
@@ -36,12 +36,8 @@ pub(super) async fn main(
         .enumerate()
         .map(|(i, l)| engine::spawn(accept_loop(gens.clone(), l.clone(), ListenerId(i as u32))))
         .collect();
-    let admin = admin.map(|a| {
-        engine::spawn(crate::admin::serve(
-            gens.current(),
-            engine::Listener::from_std(a),
-        ))
-    });
+    let admin =
+        admin.map(|a| engine::spawn(crate::admin::serve(gens.current(), a.into_listener())));
     let sweeper = engine::spawn({
         let gens = gens.clone();
         async move {
@@ -110,6 +106,7 @@ pub(super) async fn main(
 }
 
 async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: ListenerId) {
+    let throttle = engine::Throttle::new(Duration::from_secs(10));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -132,8 +129,14 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: 
                 });
             }
             Err(e) => {
-                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits.
-                log::warn!("accept failed: {e}; retrying in 100ms");
+                // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits. A
+                // connection flood causes these at will: one line per 10 s with a count.
+                if let Some(skipped) = throttle.allow() {
+                    log::warn!(
+                        "accept failed: {e}; retrying in 100ms ({skipped} more failures since \
+                         the last line)"
+                    );
+                }
                 engine::sleep(Duration::from_millis(100)).await;
             }
         }

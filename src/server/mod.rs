@@ -14,6 +14,7 @@
 //!
 //! The top layer: uses every other module.
 
+mod admin;
 mod core;
 pub mod host;
 mod reload;
@@ -36,6 +37,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen on {listen} (admin): {reason}")]
+    Admin { listen: String, reason: String },
     #[error("cannot start worker {index} on CPU {cpu}: {reason}")]
     Worker {
         index: usize,
@@ -82,7 +85,7 @@ fn worker_cpus(config: &Config) -> Result<Vec<usize>, RunError> {
 
 /// Whether other sockets may bind the same address (one listening socket per core).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Port {
+pub(super) enum Port {
     Exclusive,
     Shared,
 }
@@ -182,127 +185,24 @@ fn serve(
         path: crate::accesslog::describe(&config.access_log.target),
         source,
     })?;
-    let mut listeners = bind_listeners(&config, cpus.len())?;
-    let admin =
-        bind_one(config.admin.listen, 128, Port::Exclusive).map_err(|source| RunError::Bind {
-            name: "admin".into(),
-            addr: config.admin.listen,
-            source,
-        })?;
-    log::info!(
-        "admin listening on {}",
-        admin
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(config.admin.listen)
-    );
-    let mut admin = Some(std::net::TcpListener::from(admin));
-
-    let facts = host::HostFacts::read();
-    let max_connections = config
-        .listeners
-        .iter()
-        .map(|l| l.max_connections.unwrap_or(0))
-        .sum();
-    let backlog = config
-        .listeners
-        .iter()
-        .map(|l| l.backlog)
-        .max()
-        .unwrap_or(0);
-    let warnings = host::evaluate(&facts, cpus.len(), max_connections, backlog);
-    // The engine cannot start a core when io_uring cannot be set up, so this is decided here,
-    // before any worker starts.
-    let io_uring_off =
-        facts.io_uring_setup_errno.is_some() || facts.io_uring_disabled.is_some_and(|d| d != 0);
-    if io_uring_off {
-        let reasons: Vec<&String> = warnings.iter().filter(|w| w.contains("io_uring")).collect();
-        return Err(RunError::IoUring(if reasons.is_empty() {
-            io_uring_hint("io_uring is unavailable")
-        } else {
-            reasons
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        }));
-    }
-    for w in &warnings {
-        log::warn!("{w}");
-    }
+    let listeners = bind_listeners(&config, cpus.len())?;
+    let admin = admin::bind(&config.admin.listen)?;
+    check_host(&config, cpus.len())?;
 
     let life = Arc::new(Life::new(cpus.len(), events));
     let shared = Arc::new(Shared::new(config, cpus.len(), life.clone()).map_err(RunError::Tls)?);
     let current = Arc::new(Current::new(shared.clone()));
     // Before the workers, so a failure to start it leaves nothing to stop.
     let checker = crate::health::start(current.clone(), cpus.len()).map_err(RunError::Health)?;
-
-    let mut cores = Vec::new();
-    for (index, &cpu) in cpus.iter().enumerate() {
-        let sockets = std::mem::take(&mut listeners[index]);
-        let admin = if index == 0 { admin.take() } else { None };
-        let current = current.clone();
-        let spec = CoreSpec {
-            name: format!("ringlb-w{index}"),
-            cpu: Some(cpu),
-            io_memory: shared.config.runtime.io_memory,
-        };
-        let core = engine::Core::start(spec, move || async move {
-            core::main(index, current, sockets, admin).await
-        })
-        .map_err(|e| RunError::Worker {
-            index,
-            cpu,
-            reason: io_uring_hint(&e.to_string()),
-        })?;
-        cores.push(core);
-    }
+    let io_memory = shared.config.runtime.io_memory;
     drop(shared);
-
-    // A worker whose executor cannot start (io_uring refused at run time) dies inside the
-    // engine without a word to us: wait for every worker to check in.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut started = 0;
-    while started < cpus.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match inbox.recv_timeout(left) {
-            Ok(Event::Started(_)) => started += 1,
-            Ok(Event::Exited(_)) | Err(_) => {
-                life.stop();
-                return Err(RunError::WorkerStart(started));
-            }
-            // Signals and requests before every worker runs wait for the loop below.
-            Ok(Event::Stop) => {
-                life.stop();
-                return Err(RunError::WorkerStart(started));
-            }
-            Ok(_) => {}
-        }
-    }
+    let cores = start_cores(&cpus, &current, listeners, admin, io_memory)?;
+    let early = wait_started(&life, inbox, cpus.len())?;
+    life.workers_running();
     log::info!("{} workers running on CPUs {:?}", cpus.len(), cpus);
 
-    // The control loop.
-    while let Ok(event) = inbox.recv() {
-        match event {
-            Event::Stop => break,
-            Event::Reload(done) => {
-                reload::reload(path, &current);
-                if let Some(done) = done {
-                    done.raise();
-                }
-            }
-            Event::ReopenLogs => {
-                log::info!("SIGUSR1: reopening access logs");
-                life.reopen_logs();
-            }
-            Event::Exited(index) => {
-                log::error!("worker {index} stopped unexpectedly; stopping all");
-                break;
-            }
-            Event::Started(_) => {}
-        }
-    }
+    control_loop(&life, early.into_iter().chain(inbox.iter()), path, &current);
+
     log::info!("stopping: no new connections, finishing in-flight requests");
     life.stop();
     let mut failed = None;
@@ -323,6 +223,129 @@ fn serve(
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Logs what the host lacks for this configuration; refuses to go on when io_uring cannot be
+/// set up (the engine could not start a core), naming the cause and the fix.
+fn check_host(config: &Config, workers: usize) -> Result<(), RunError> {
+    let facts = host::HostFacts::read();
+    let max_connections = config
+        .listeners
+        .iter()
+        .map(|l| l.max_connections.unwrap_or(0))
+        .sum();
+    let backlog = config
+        .listeners
+        .iter()
+        .map(|l| l.backlog)
+        .max()
+        .unwrap_or(0);
+    let warnings = host::evaluate(&facts, workers, max_connections, backlog);
+    let io_uring_off =
+        facts.io_uring_setup_errno.is_some() || facts.io_uring_disabled.is_some_and(|d| d != 0);
+    if io_uring_off {
+        let reasons: Vec<&str> = warnings
+            .iter()
+            .filter(|w| w.contains("io_uring"))
+            .map(String::as_str)
+            .collect();
+        return Err(RunError::IoUring(if reasons.is_empty() {
+            io_uring_hint("io_uring is unavailable")
+        } else {
+            reasons.join("; ")
+        }));
+    }
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    Ok(())
+}
+
+/// One engine core per worker, pinned to its CPU, serving its listeners (worker 0 also the
+/// admin listener).
+fn start_cores(
+    cpus: &[usize],
+    current: &Arc<Current>,
+    mut listeners: Vec<Vec<std::net::TcpListener>>,
+    admin: admin::Socket,
+    io_memory: usize,
+) -> Result<Vec<engine::Core>, RunError> {
+    let mut admin = Some(admin);
+    let mut cores = Vec::new();
+    for (index, &cpu) in cpus.iter().enumerate() {
+        let sockets = std::mem::take(&mut listeners[index]);
+        let admin = if index == 0 { admin.take() } else { None };
+        let current = current.clone();
+        let spec = CoreSpec {
+            name: format!("ringlb-w{index}"),
+            cpu: Some(cpu),
+            io_memory,
+        };
+        let core = engine::Core::start(spec, move || async move {
+            core::main(index, current, sockets, admin).await
+        })
+        .map_err(|e| RunError::Worker {
+            index,
+            cpu,
+            reason: io_uring_hint(&e.to_string()),
+        })?;
+        cores.push(core);
+    }
+    Ok(cores)
+}
+
+/// Waits for every worker to check in: a worker whose executor cannot start (io_uring refused
+/// at run time) dies inside the engine without a word to us. Returns the events that came
+/// meanwhile (a reload asked through worker 0's admin listener), for the control loop.
+fn wait_started(
+    life: &Life,
+    inbox: &mpsc::Receiver<Event>,
+    workers: usize,
+) -> Result<Vec<Event>, RunError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut started = 0;
+    let mut early = Vec::new();
+    while started < workers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match inbox.recv_timeout(left) {
+            Ok(Event::Started(_)) => started += 1,
+            Ok(Event::Exited(_) | Event::Stop) | Err(_) => {
+                life.stop();
+                return Err(RunError::WorkerStart(started));
+            }
+            Ok(e) => early.push(e),
+        }
+    }
+    Ok(early)
+}
+
+/// The control thread: acts on events until the stop (a signal, or a worker that died).
+fn control_loop(
+    life: &Life,
+    events: impl Iterator<Item = Event>,
+    path: &std::path::Path,
+    current: &Current,
+) {
+    for event in events {
+        match event {
+            Event::Stop => return,
+            Event::Reload(done) => {
+                reload::reload(path, current);
+                if let Some(done) = done {
+                    done.raise();
+                }
+            }
+            Event::ReopenLogs => {
+                log::info!("SIGUSR1: reopening access logs");
+                life.reopen_logs();
+            }
+            Event::Exited(index) => {
+                log::error!("worker {index} stopped unexpectedly; stopping all");
+                return;
+            }
+            Event::Started(_) => {}
+        }
+    }
 }
 
 /// Explains why the engine could not start, when io_uring is the reason.

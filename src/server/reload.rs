@@ -72,7 +72,7 @@ fn compatible(old: &Config, new: &Config) -> Result<(), Refused> {
         }
     }
     if old.admin.listen != new.admin.listen {
-        return restart("admin.listen");
+        return restart("admin.listen (or its socket_mode, socket_owner, socket_group)");
     }
     let (o, n) = (&old.runtime, &new.runtime);
     if o.workers != n.workers || o.cpus != n.cpus || o.io_memory != n.io_memory {

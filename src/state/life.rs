@@ -26,6 +26,8 @@ pub enum Event {
 
 pub struct Life {
     stopping: AtomicBool,
+    /// Every worker checked in: the listeners are bound and served.
+    serving: AtomicBool,
     /// Reloads attempted, and those that failed (the old generation kept serving).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
@@ -48,6 +50,7 @@ impl Life {
     pub fn new(cores: usize, events: Sender<Event>) -> Life {
         Life {
             stopping: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             last_reload_error: arc_swap::ArcSwapOption::empty(),
@@ -60,6 +63,16 @@ impl Life {
 
     pub fn stopping(&self) -> bool {
         self.stopping.load(Relaxed)
+    }
+
+    /// True once every worker runs (and stays true; `stopping` says when that ends).
+    pub fn serving(&self) -> bool {
+        self.serving.load(Relaxed)
+    }
+
+    /// Control thread: every worker checked in.
+    pub fn workers_running(&self) {
+        self.serving.store(true, Relaxed);
     }
 
     pub fn generation(&self) -> u64 {

@@ -208,6 +208,9 @@ impl Ringlb {
                 .unwrap_or_else(|_| panic!("ringlb did not start; config:\n{config}"));
             if let Some(a) = addr_after(&line, "admin listening on ") {
                 admin = Some(a);
+            } else if line.contains("admin listening on unix:") {
+                // A Unix socket admin listener: tests reach it by its path.
+                admin = Some(SocketAddr::from(([0, 0, 0, 0], 0)));
             } else if line.contains("listening on ") {
                 let addr = line
                     .split_whitespace()
@@ -239,7 +242,7 @@ impl Ringlb {
 
     pub fn admin_get(&self, path: &str) -> Response {
         let mut c = Client::connect(self.admin);
-        c.send(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes());
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.admin).as_bytes());
         c.response()
     }
 }
