@@ -32,6 +32,9 @@ pub fn loadgen_bin() -> std::path::PathBuf {
 pub struct Proc {
     pub child: Child,
     pub lines: mpsc::Receiver<String>,
+    /// Lines read while waiting for startup that were not startup markers: `wait_line` and
+    /// `next_line` see them first.
+    early: std::cell::RefCell<std::collections::VecDeque<String>>,
 }
 
 impl Proc {
@@ -58,15 +61,23 @@ impl Proc {
         None
     }
 
+    /// The next output line, within `limit`.
+    pub fn next_line(&self, limit: Duration) -> Option<String> {
+        if let Some(l) = self.early.borrow_mut().pop_front() {
+            return Some(l);
+        }
+        self.lines.recv_timeout(limit).ok()
+    }
+
     /// The next output line matching `pred`, within `limit`.
     pub fn wait_line(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if pred(&l) => return Some(l),
-                Ok(_) => continue,
-                Err(_) => return None,
+            match self.next_line(left) {
+                Some(l) if pred(&l) => return Some(l),
+                Some(_) => continue,
+                None => return None,
             }
         }
     }
@@ -102,7 +113,11 @@ pub fn spawn(mut cmd: Command) -> Proc {
             }
         });
     }
-    Proc { child, lines: rx }
+    Proc {
+        child,
+        lines: rx,
+        early: Default::default(),
+    }
 }
 
 fn addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
@@ -200,13 +215,17 @@ impl Ringlb {
         let mut addrs = Vec::new();
         let mut admin = None;
         let deadline = Instant::now() + Duration::from_secs(15);
-        while addrs.len() < listeners || admin.is_none() {
+        // Until every listener is bound and every worker runs (`/ready` is 200 from then on).
+        let mut running = false;
+        while addrs.len() < listeners || admin.is_none() || !running {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = proc
                 .lines
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("ringlb did not start; config:\n{config}"));
-            if let Some(a) = addr_after(&line, "admin listening on ") {
+            if line.contains("workers running on CPUs") {
+                running = true;
+            } else if let Some(a) = addr_after(&line, "admin listening on ") {
                 admin = Some(a);
             } else if line.contains("admin listening on unix:") {
                 // A Unix socket admin listener: tests reach it by its path.
@@ -218,6 +237,8 @@ impl Ringlb {
                     .and_then(|a| a.parse().ok())
                     .expect("listener address");
                 addrs.push(addr);
+            } else {
+                proc.early.borrow_mut().push_back(line);
             }
         }
         Ringlb {
