@@ -33,9 +33,13 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SECONDS = os.environ.get("SECONDS_PER_RUN", "4s")
 CONNS = int(os.environ.get("CONNS", "50"))
 IDLE = int(os.environ.get("IDLE_CONNS", "5000"))
-# Open-loop rate: RATE req/s, or (RATE unset) 60% of nginx's closed-loop proxy req/s.
-RATE = os.environ.get("RATE")
+# Open-loop rate, req/s (0: skip). 60% of nginx's closed-loop max, and 20000, overloaded CPU 1 (load
+# generator + backends) on the 2-CPU machine: every target's p50 went to seconds.
+RATE = os.environ.get("RATE", "8000")
 ONLY = os.environ.get("ONLY", "")  # comma-separated target names, for quick checks
+# Which measurements to run; a subset merges into the existing results.json.
+NAME = os.environ.get("RESULTS_NAME", "results")  # -> NAME.json, NAME.md
+PHASES = set(os.environ.get("PHASES", "closed,syscalls,rss,open").split(","))
 BACKENDS = [19301, 19302, 19303]
 TICK = os.sysconf("SC_CLK_TCK")
 SYSCALLS = [
@@ -205,8 +209,23 @@ def targets():
     return t
 
 
+def cpu0_irqs():
+    """Hardware interrupts on CPU 0 so far: (all, RES rescheduling IPIs)."""
+    total = res = 0
+    with open("/proc/interrupts") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if len(parts) > 1 and parts[1].isdigit():
+                total += int(parts[1])
+                if parts[0] == "RES:":
+                    res = int(parts[1])
+    return total, res
+
+
 def perf_syscalls(pids, port):
-    """Syscalls (and context switches) per request over one run."""
+    """Syscalls, context switches and CPU 0 interrupts per request over one run."""
+    irq0 = cpu0_irqs()
     perf = subprocess.Popen(
         ["perf", "stat", "-x", ",", "-e", ",".join(SYSCALLS), "-p", ",".join(map(str, pids))],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -216,7 +235,8 @@ def perf_syscalls(pids, port):
     time.sleep(0.1)
     perf.send_signal(signal.SIGINT)
     _, err = perf.communicate(timeout=20)
-    counts = {}
+    irq1 = cpu0_irqs()
+    counts = {"irq_cpu0": irq1[0] - irq0[0], "res_ipi_cpu0": irq1[1] - irq0[1]}
     for line in err.splitlines():
         parts = line.split(",")
         if len(parts) > 2 and parts[0].strip().isdigit():
@@ -258,6 +278,12 @@ def main():
     tg = targets()
     pids = {}
     results = {"meta": {}, "closed": {}, "syscalls": {}, "rss": {}, "open": {}}
+    saved = os.path.join(HERE, f"{NAME}.json")
+    if PHASES != {"closed", "syscalls", "rss", "open"} and os.path.exists(saved):
+        with open(saved) as f:
+            results = json.load(f)
+        for ph in PHASES:
+            results[ph] = {}
     try:
         for p in BACKENDS:
             start(["taskset", "-c", "1", LOADGEN, "serve", "--no-pin", "--listen",
@@ -279,13 +305,15 @@ def main():
         pids["fixed nginx"] = pids["proxy nginx"] = children(ng.pid)
 
         names = list(tg)
-        results["meta"] = {
-            "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "kernel": os.uname().release, "cpus": os.cpu_count(), "rounds": ROUNDS,
-            "seconds": SECONDS, "conns": CONNS, "idle": IDLE,
-        }
+        meta = {"time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "kernel": os.uname().release, "cpus": os.cpu_count()}
+        if "closed" in PHASES:
+            meta.update(rounds=ROUNDS, seconds=SECONDS, conns=CONNS)
+        if "rss" in PHASES:
+            meta.update(idle=IDLE)
+        results["meta"] = {**results["meta"], **meta}
         closed = {n: [] for n in names}
-        for rnd in range(ROUNDS):
+        for rnd in range(ROUNDS if "closed" in PHASES else 0):
             k = (rnd * 5) % len(names)
             order = names[k:] + names[:k]
             for n in order:
@@ -299,7 +327,7 @@ def main():
                 closed[n].append({"rps": r["rps"], "cpu_us": cpu_us,
                                   "p99": r["latency_us"]["p99"], "errors": errs})
                 print(f"round {rnd + 1} {n}: {closed[n][-1]}", file=sys.stderr, flush=True)
-        for n in names:
+        for n in names if "closed" in PHASES else []:
             xs = closed[n]
             results["closed"][n] = {
                 "rps": statistics.median(x["rps"] for x in xs),
@@ -308,16 +336,17 @@ def main():
                 "errors": sum(x["errors"] for x in xs),
                 "runs": xs,
             }
-        for n in names:
+        for n in names if "syscalls" in PHASES else []:
             results["syscalls"][n] = perf_syscalls(pids[n], tg[n][1])
             print(f"syscalls {n}: {results['syscalls'][n]}", file=sys.stderr, flush=True)
-        for n in [x for x in names if x.startswith("proxy")]:
+        for n in [x for x in names if x.startswith("proxy") and "rss" in PHASES]:
             count = min(IDLE, 8500) if n == "proxy haproxy" else IDLE
             results["rss"][n] = idle_rss(pids[n], tg[n][1], count)
             print(f"rss {n}: {results['rss'][n]:.0f} B/conn", file=sys.stderr, flush=True)
         rate = int(RATE) if RATE else int(0.6 * results["closed"]["proxy nginx"]["rps"])
-        results["meta"]["rate"] = rate
-        if rate:
+        if "open" in PHASES:
+            results["meta"]["rate"] = rate
+        if rate and "open" in PHASES:
             for rnd in range(int(os.environ.get("OPEN_ROUNDS", "1"))):
                 for n in [x for x in names if x.startswith("proxy")]:
                     r = loadgen(tg[n][1], ["-R", str(rate)])
@@ -325,10 +354,10 @@ def main():
                     results["open"].setdefault(n, []).append(
                         {"rps": r["rps"], "p50": lat["p50"], "p99": lat["p99"], "p999": lat["p999"]})
                     print(f"open {rate}/s {n}: {results['open'][n][-1]}", file=sys.stderr, flush=True)
-        with open(os.path.join(HERE, "results.json"), "w") as f:
+        with open(saved, "w") as f:
             json.dump(results, f, indent=1)
         text = "\n".join(report(results, names))
-        with open(os.path.join(HERE, "results.md"), "w") as f:
+        with open(os.path.join(HERE, f"{NAME}.md"), "w") as f:
             f.write(text + "\n")
         print(text)
     finally:
@@ -340,12 +369,13 @@ def report(res, names):
     out = [
         f"Measured {m['time']}, kernel {m['kernel']}, {m['cpus']} CPUs; server on CPU 0, "
         f"load + 3 backends on CPU 1; closed loop c{m['conns']} {m['seconds']} (+1s warm-up), "
-        f"medians of {m['rounds']} interleaved rounds; "
+        f"medians of {m['rounds']} interleaved rounds "
+        f"(vs nginx: median of the per-round ratios); "
         f"RSS with {m['idle']} idle client connections; open loop at {m['rate']:,} req/s.",
         "",
-        "| target | req/s | vs nginx | CPU µs/req | vs nginx | p99 µs | syscalls/req | enter or wait/req "
-        "| ctx sw/req | RSS B/idle conn | open p99 µs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | req/s | vs nginx | CPU µs/req (best) | vs nginx | p99 µs | syscalls/req | enter or wait/req "
+        "| ctx sw/req | IPIs/req | RSS B/idle conn | open p99 µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in names:
         mode = n.split()[0]
@@ -357,17 +387,36 @@ def report(res, names):
         rss = res["rss"].get(n)
         op = res["open"].get(n)
         op99 = statistics.median(x["p99"] for x in op) if op else None
+        # vs nginx: median over rounds of (this target / nginx in the same round).
+        pairs = list(zip(c["runs"], ref["runs"]))
+        rps_ratio = statistics.median(a["rps"] / b["rps"] for a, b in pairs)
+        cpu_ratio = statistics.median(a["cpu_us"] / b["cpu_us"] for a, b in pairs)
         out.append(
-            f"| {n} | {c['rps']:,.0f} | {c['rps'] / ref['rps']:.2f} | {c['cpu_us']:.1f} | "
-            f"{c['cpu_us'] / ref['cpu_us']:.2f} | {c['p99']:,.0f} | "
+            f"| {n} | {c['rps']:,.0f} | {rps_ratio:.2f} | {c['cpu_us']:.1f} "
+            f"({min(x['cpu_us'] for x in c['runs']):.1f}) | "
+            f"{cpu_ratio:.2f} | {c['p99']:,.0f} | "
             f"{s.get('raw_syscalls:sys_enter', 0):.2f} | {waits:.2f} | {s.get('context-switches', 0):.3f} | "
+            f"{s.get('res_ipi_cpu0', 0):.2f} | "
             + (f"{rss:,.0f}" if rss is not None else "–") + " | "
             + (f"{op99:,.0f}" if op99 is not None else "–") + " |"
         )
     return out
 
 
+def rerender():
+    """`bench.py --report`: rewrites NAME.md from NAME.json."""
+    with open(os.path.join(HERE, f"{NAME}.json")) as f:
+        res = json.load(f)
+    text = "\n".join(report(res, list(res["closed"])))
+    with open(os.path.join(HERE, f"{NAME}.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--report"]:
+        rerender()
+        sys.exit(0)
     try:
         main()
     except KeyboardInterrupt:
