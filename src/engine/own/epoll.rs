@@ -5,8 +5,9 @@
 //! its syscall while the flag is set; when the kernel says EAGAIN (or a receive came back short,
 //! see `net`) the flag is cleared and the task's waker stored. An edge sets the flag and wakes
 //! the stored waker only if the flag was clear, so the EPOLLOUT that Linux reports alongside
-//! every EPOLLIN costs nothing. The waker is kept (woken by reference) rather than taken: a task
-//! that waits on the same socket again does not clone it again.
+//! every EPOLLIN costs nothing. The waker is taken when woken, so a socket holds one only while
+//! a task waits on it: an idle pooled connection does not keep the task that last used it
+//! allocated.
 //!
 //! Flags and wakers change only in the task that owns the socket and in [`Reactor::park`],
 //! which never runs while a task runs. So an edge that arrives after an operation saw EAGAIN is
@@ -106,11 +107,9 @@ impl Source {
             // Nobody saw EAGAIN since the last edge: nobody waits.
             return;
         }
-        let w = cell.take();
-        if let Some(w) = &w {
-            w.wake_by_ref();
+        if let Some(w) = cell.take() {
+            w.wake();
         }
-        cell.set(w);
     }
 }
 

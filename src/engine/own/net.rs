@@ -9,10 +9,11 @@
 //! Timeouts are kept on the stream (as glommio keeps them on the socket) and bound each wait
 //! of an operation, so they bound TLS reads and writes over the stream the same way.
 
-use super::epoll::{Dir, Interest, Registration};
+use super::epoll::{Dir, Interest, Registration, Source};
 use super::exec::{self, OpTimer};
 use futures_lite::{AsyncRead, AsyncWrite};
 use socket2::{Domain, Socket, Type};
+use std::cell::Cell;
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -30,8 +31,8 @@ pub(crate) struct TcpStream {
     // Declared first: dropped (slot freed) before the descriptor closes.
     reg: Registration,
     sock: std::net::TcpStream,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
+    read_timeout: Cell<Option<Duration>>,
+    write_timeout: Cell<Option<Duration>>,
     read_timer: OpTimer,
     write_timer: OpTimer,
 }
@@ -42,8 +43,8 @@ impl TcpStream {
         Ok(TcpStream {
             reg,
             sock,
-            read_timeout: None,
-            write_timeout: None,
+            read_timeout: Cell::new(None),
+            write_timeout: Cell::new(None),
             read_timer: OpTimer::default(),
             write_timer: OpTimer::default(),
         })
@@ -84,12 +85,12 @@ impl TcpStream {
         Ok(s)
     }
 
-    pub(crate) fn set_read_timeout(&mut self, t: Option<Duration>) {
-        self.read_timeout = t;
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) {
+        self.read_timeout.set(t);
     }
 
-    pub(crate) fn set_write_timeout(&mut self, t: Option<Duration>) {
-        self.write_timeout = t;
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) {
+        self.write_timeout.set(t);
     }
 
     pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
@@ -104,46 +105,15 @@ impl TcpStream {
         self.sock.local_addr()
     }
 
-    /// Runs `op` while `dir` is ready; on EAGAIN waits for the next edge, within the
-    /// direction's timeout.
-    fn poll_op<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        dir: Dir,
-        mut op: impl FnMut(&mut std::net::TcpStream) -> io::Result<T>,
-    ) -> Poll<io::Result<T>> {
-        let src = self.reg.source();
-        let (timeout, timer) = match dir {
-            Dir::Read => (self.read_timeout, &mut self.read_timer),
-            Dir::Write => (self.write_timeout, &mut self.write_timer),
-        };
-        // Bounded: each turn either returns or clears the flag, which only `park` sets.
-        for _ in 0..8 {
-            if !src.ready(dir) {
-                if timer.expired(timeout, cx.waker()) {
-                    return Poll::Ready(Err(timed_out()));
-                }
-                src.wait(dir, cx.waker());
-                return Poll::Pending;
-            }
-            match op(&mut self.sock) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.clear(dir),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => {
-                    timer.reset();
-                    return Poll::Ready(r);
-                }
-            }
-        }
-        // EINTR eight times in a row: come back through the run queue.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    /// Waits for bytes (or end of stream, Ok(0)) and copies them without consuming them,
-    /// within the read timeout.
-    pub(crate) async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_op(cx, Dir::Read, |s| s.peek(buf))).await
+    /// Waits for bytes (or end of stream, Ok(0)) and copies them without consuming them.
+    /// No timeout of its own: the caller bounds it.
+    pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| {
+            poll_op(self.reg.source(), cx, Dir::Read, None, || {
+                self.sock.peek(buf)
+            })
+        })
+        .await
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -158,7 +128,9 @@ impl AsyncRead for TcpStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let r = this.poll_op(cx, Dir::Read, |s| s.read(buf));
+        let timer = Some((&mut this.read_timer, this.read_timeout.get()));
+        let mut sock = &this.sock;
+        let r = poll_op(this.reg.source(), cx, Dir::Read, timer, || sock.read(buf));
         if let Poll::Ready(Ok(n)) = r {
             let src = this.reg.source();
             if n > 0 && n < buf.len() && !src.hup() {
@@ -177,7 +149,9 @@ impl AsyncWrite for TcpStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         // std sends with MSG_NOSIGNAL: a closed peer is EPIPE, not SIGPIPE.
-        let r = this.poll_op(cx, Dir::Write, |s| s.write(buf));
+        let timer = Some((&mut this.write_timer, this.write_timeout.get()));
+        let mut sock = &this.sock;
+        let r = poll_op(this.reg.source(), cx, Dir::Write, timer, || sock.write(buf));
         if let Poll::Ready(Ok(n)) = r {
             if n < buf.len() {
                 this.reg.source().clear(Dir::Write);
@@ -196,6 +170,42 @@ impl AsyncWrite for TcpStream {
             r => r,
         })
     }
+}
+
+/// Runs `op` while `dir` is ready; on EAGAIN waits for the next edge, within `timer`'s
+/// timeout when given.
+fn poll_op<T>(
+    src: &Source,
+    cx: &mut Context<'_>,
+    dir: Dir,
+    mut timer: Option<(&mut OpTimer, Option<Duration>)>,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    // Bounded: each turn returns, or clears the flag (which only `park` sets), or was EINTR.
+    for _ in 0..8 {
+        if !src.ready(dir) {
+            if let Some((timer, timeout)) = timer.as_mut() {
+                if timer.expired(*timeout, cx.waker()) {
+                    return Poll::Ready(Err(timed_out()));
+                }
+            }
+            src.wait(dir, cx.waker());
+            return Poll::Pending;
+        }
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.clear(dir),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => {
+                if let Some((timer, _)) = timer {
+                    timer.reset();
+                }
+                return Poll::Ready(r);
+            }
+        }
+    }
+    // EINTR eight times in a row: come back through the run queue.
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 /// A listening socket owned by the current core.
@@ -273,9 +283,5 @@ impl TcpListener {
             .local_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::other("listener is not TCP/IP"))
-    }
-
-    pub(crate) fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
     }
 }
