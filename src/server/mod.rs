@@ -18,9 +18,9 @@ mod core;
 pub mod host;
 mod reload;
 
-use crate::config::{Config, Workers};
+use crate::config::{Config, Engine, Workers};
 use crate::context::{Current, Shared};
-use crate::engine::{self, CoreSpec};
+use crate::engine::{self, CoreSpec, EngineKind};
 use crate::state::{Event, Life};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
@@ -199,7 +199,6 @@ fn serve(
     );
     let mut admin = Some(std::net::TcpListener::from(admin));
 
-    let facts = host::HostFacts::read();
     let max_connections = config
         .listeners
         .iter()
@@ -211,32 +210,14 @@ fn serve(
         .map(|l| l.backlog)
         .max()
         .unwrap_or(0);
-    let warnings = host::evaluate(&facts, cpus.len(), max_connections, backlog);
-    // The engine cannot start a core when io_uring cannot be set up, so this is decided here,
-    // before any worker starts.
-    let io_uring_off =
-        facts.io_uring_setup_errno.is_some() || facts.io_uring_disabled.is_some_and(|d| d != 0);
-    if io_uring_off {
-        let reasons: Vec<&String> = warnings.iter().filter(|w| w.contains("io_uring")).collect();
-        return Err(RunError::IoUring(if reasons.is_empty() {
-            io_uring_hint("io_uring is unavailable")
-        } else {
-            reasons
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        }));
-    }
-    for w in &warnings {
-        log::warn!("{w}");
-    }
+    let engine = choose_engine(config.runtime.engine, cpus.len(), max_connections, backlog)?;
 
     let life = Arc::new(Life::new(cpus.len(), events));
     let shared = Arc::new(Shared::new(config, cpus.len(), life.clone()).map_err(RunError::Tls)?);
     let current = Arc::new(Current::new(shared.clone()));
     // Before the workers, so a failure to start it leaves nothing to stop.
-    let checker = crate::health::start(current.clone(), cpus.len()).map_err(RunError::Health)?;
+    let checker =
+        crate::health::start(current.clone(), cpus.len(), engine).map_err(RunError::Health)?;
 
     let mut cores = Vec::new();
     for (index, &cpu) in cpus.iter().enumerate() {
@@ -247,6 +228,7 @@ fn serve(
             name: format!("ringlb-w{index}"),
             cpu: Some(cpu),
             io_memory: shared.config.runtime.io_memory,
+            engine,
         };
         let core = engine::Core::start(spec, move || async move {
             core::main(index, current, sockets, admin).await
@@ -280,7 +262,12 @@ fn serve(
             Ok(_) => {}
         }
     }
-    log::info!("{} workers running on CPUs {:?}", cpus.len(), cpus);
+    log::info!(
+        "{} workers running on CPUs {:?}, engine {}",
+        cpus.len(),
+        cpus,
+        engine.name()
+    );
 
     // The control loop.
     while let Ok(event) = inbox.recv() {
@@ -323,6 +310,54 @@ fn serve(
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// The engine of every core, from `runtime.engine` and what the host allows; logs the host's
+/// warnings for that engine. `auto` takes io_uring when the host allows it, else epoll, saying
+/// why in one line; `io_uring` on a host that refuses it is an error naming cause and fix;
+/// `epoll` never creates an io_uring.
+fn choose_engine(
+    wanted: Engine,
+    workers: usize,
+    max_connections: u64,
+    backlog: u32,
+) -> Result<EngineKind, RunError> {
+    let facts = match wanted {
+        Engine::Epoll => host::HostFacts::read_without_io_uring(),
+        Engine::Auto | Engine::IoUring => host::HostFacts::read(),
+    };
+    let mut warnings = host::evaluate_common(&facts, max_connections, backlog);
+    let io_uring = host::evaluate_io_uring(&facts, workers);
+    let engine = match wanted {
+        Engine::Epoll => EngineKind::Epoll,
+        _ if !host::io_uring_refused(&facts) => {
+            warnings.extend(io_uring);
+            EngineKind::IoUring
+        }
+        Engine::Auto => {
+            let reasons = if io_uring.is_empty() {
+                "io_uring is unavailable".to_string()
+            } else {
+                io_uring.join("; ")
+            };
+            log::warn!(
+                "runtime.engine = \"auto\": using the epoll engine, because io_uring cannot \
+                 run here: {reasons}"
+            );
+            EngineKind::Epoll
+        }
+        Engine::IoUring => {
+            return Err(RunError::IoUring(if io_uring.is_empty() {
+                io_uring_hint("io_uring is unavailable")
+            } else {
+                io_uring.join("; ")
+            }));
+        }
+    };
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    Ok(engine)
 }
 
 /// Explains why the engine could not start, when io_uring is the reason.
