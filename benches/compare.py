@@ -287,8 +287,11 @@ def start_targets(tmp):
         ("ringlb tls", 18091, 19993, "", "", tls, 1, "[0]"),
         ("ringlb x2", 18085, 19994, "", "", None, 2, "[0, 1]"),
     ]
-    if engine_supported(tmp, "epoll"):
-        variants.append(("ringlb (epoll)", 18086, 19995, 'engine = "epoll"\n', "", None, 1, "[0]"))
+    # The default engine is "ringlb"; the others, where this build has them, are extra rows.
+    for k, value in enumerate(["epoll", "glommio"]):
+        if engine_supported(tmp, value):
+            variants.append((f"ringlb ({value})", 18086 + k, 19995 + k, f'engine = "{value}"\n',
+                             "", None, 1, "[0]"))
     pids = {"direct": []}
     for name, port, admin, rt, top, cert, workers, cpus in variants:
         path = os.path.join(tmp, name.replace(" ", "_").replace("(", "").replace(")", "") + ".toml")
@@ -353,7 +356,7 @@ def main():
             start(["taskset", "-c", "1", os.path.join(BIN, "loadgen"), "serve", "--no-pin",
                    "--listen", f"127.0.0.1:{p}", "--name", f"be{p}"])
         pids = start_targets(tmp)
-        ringlbs = [n for n in ["ringlb", "ringlb (epoll)"] if n in pids]
+        ringlbs = [n for n in ["ringlb", "ringlb (epoll)", "ringlb (glommio)"] if n in pids]
         targets = ringlbs + ["nginx", "haproxy"]
 
         # 1. Closed loop, every scenario; the first also with metrics off and direct.
@@ -531,7 +534,7 @@ def write_plot(sweep, targets, rates):
     """p50 (dashed) and p99 (solid) latency against achieved req/s, log-scale latency, as SVG."""
     import math
     w, h, left, bottom, top, right = 760, 440, 70, 50, 30, 170
-    colors = ["#1f77b4", "#9467bd", "#2ca02c", "#d62728"]
+    colors = ["#1f77b4", "#9467bd", "#ff7f0e", "#2ca02c", "#d62728"]
     xmax = max(v[0] for v in sweep.values()) * 1.05 or 1
     lat = [v[i] for v in sweep.values() for i in (1, 2) if v[i] and v[i] > 0]
     ymin, ymax = math.log10(max(10, min(lat))), math.log10(max(lat) * 1.5)

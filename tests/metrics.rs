@@ -621,7 +621,7 @@ fn counters_never_go_back_across_a_reload() {
         server(b[1].addr),
         server(b[2].addr),
     ];
-    std::fs::write(&lb.config_path, text(&three)).unwrap();
+    std::fs::write(&lb.config_path, support::with_test_engine(&text(&three))).unwrap();
     lb.proc.signal(libc::SIGHUP);
     lb.proc
         .wait_line(Duration::from_secs(5), |l| l.contains("reloaded"))

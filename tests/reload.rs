@@ -18,7 +18,7 @@ fn servers_of(backends: &[&Backend]) -> Vec<String> {
 /// Rewrites ringlb's config file, keeping its listener and admin addresses (port 0 in the
 /// file, as at start).
 fn rewrite(lb: &Ringlb, text: &str) {
-    std::fs::write(&lb.config_path, text).unwrap();
+    std::fs::write(&lb.config_path, support::with_test_engine(text)).unwrap();
 }
 
 fn post(lb: &Ringlb, path: &str, body: &str) -> Response {

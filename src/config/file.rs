@@ -47,6 +47,8 @@ pub struct RuntimeFile {
     pub shutdown_grace: Option<String>,
     /// glommio's registered I/O memory per worker; small by default (RLIMIT_MEMLOCK).
     pub io_memory: Option<String>,
+    /// "auto" (default), "io_uring" or "epoll".
+    pub engine: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

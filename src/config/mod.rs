@@ -56,6 +56,18 @@ pub struct Runtime {
     pub cpus: Vec<usize>,
     pub shutdown_grace: Duration,
     pub io_memory: usize,
+    pub engine: Engine,
+}
+
+/// The I/O engine of the workers and the health checker, chosen once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// io_uring when this host allows it, else epoll (saying why, once, in the log).
+    Auto,
+    /// io_uring or nothing: start fails, naming the cause, if the host refuses it.
+    IoUring,
+    /// epoll; io_uring is never touched.
+    Epoll,
 }
 
 #[derive(Debug, Clone)]

@@ -29,6 +29,7 @@ fn minimal_config_gets_defaults() {
     assert!(c.admin.ready_requires.is_empty());
     assert_eq!(c.admin.max_connections, 64);
     assert_eq!(c.runtime.workers, Workers::Auto);
+    assert_eq!(c.runtime.engine, Engine::Auto);
     assert_eq!(c.timeouts.keepalive, Duration::from_secs(75));
     assert_eq!(c.timeouts.upstream_connect, Duration::from_secs(5));
     assert_eq!(c.upstreams[0].algorithm, Algorithm::RoundRobin);
@@ -36,6 +37,23 @@ fn minimal_config_gets_defaults() {
     assert_eq!((s.weight, s.backup, s.keepalive), (1, false, 32));
     assert_eq!(s.name, "127.0.0.1:9001");
     assert_eq!(c.limits.request.max_head, 16 << 10);
+}
+
+#[test]
+fn runtime_engine_takes_three_values() {
+    for (word, engine) in [
+        ("auto", Engine::Auto),
+        ("io_uring", Engine::IoUring),
+        ("epoll", Engine::Epoll),
+    ] {
+        let text = format!("[runtime]\nengine = \"{word}\"\n{MINIMAL}");
+        assert_eq!(Config::parse(&text).unwrap().runtime.engine, engine);
+    }
+    let p = problems(&format!("[runtime]\nengine = \"kqueue\"\n{MINIMAL}"));
+    assert_eq!(
+        p,
+        ["runtime.engine: must be \"auto\", \"io_uring\" or \"epoll\", not \"kqueue\""]
+    );
 }
 
 #[test]

@@ -432,6 +432,18 @@ fn runtime(p: &mut Problems, file: &File) -> Runtime {
             512 << 10,
             64 << 20,
         ),
+        engine: match r.engine.as_deref() {
+            None | Some("auto") => Engine::Auto,
+            Some("io_uring") => Engine::IoUring,
+            Some("epoll") => Engine::Epoll,
+            Some(other) => {
+                p.add(
+                    "runtime.engine",
+                    format!("must be \"auto\", \"io_uring\" or \"epoll\", not {other:?}"),
+                );
+                Engine::Auto
+            }
+        },
     }
 }
 

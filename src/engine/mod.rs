@@ -1,4 +1,10 @@
-//! The I/O engine seam: the only module that names the async runtime crate (glommio today).
+//! The I/O engine seam: the only module that names the async runtime crate (glommio).
+//!
+//! Two engines sit behind it, chosen per core at start ([`CoreSpec::engine`]): glommio on
+//! io_uring, and our own epoll engine ([`own`]: executor, timers, reactor, sockets) for hosts
+//! that refuse io_uring. [`spawn`], [`sleep`], [`yield_now`], [`Stream::connect`] and
+//! [`Listener::from_std`] use the engine of the current thread (a thread-local flag); a socket
+//! carries its engine as an enum variant, so an operation costs one predictable branch.
 //!
 //! What the rest of ringlb may use: [`Core`] (start a thread running an executor, pinned to a
 //! CPU or not), [`Listener`] and [`Stream`] (sockets owned by the current core, plain or TLS),
@@ -9,14 +15,35 @@
 //!
 //! Uses no other module of ringlb.
 
+mod own;
 mod stream;
+mod tcp;
 
 pub use stream::{Listener, Stream};
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+/// Which engine runs a core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineKind {
+    /// glommio on io_uring.
+    IoUring,
+    /// ringlb's own executor on an edge-triggered epoll reactor.
+    Epoll,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::IoUring => "io_uring",
+            EngineKind::Epoll => "epoll",
+        }
+    }
+}
 
 /// How a core's executor is set up.
 #[derive(Clone, Debug)]
@@ -27,6 +54,7 @@ pub struct CoreSpec {
     pub cpu: Option<usize>,
     /// Memory the engine may register for I/O buffers (io_uring), in bytes.
     pub io_memory: usize,
+    pub engine: EngineKind,
 }
 
 /// The engine refused to start a core (e.g. io_uring setup failed); the engine's words.
@@ -36,7 +64,12 @@ pub struct StartError(String);
 
 /// A thread running one executor; [`Core::join`] waits for its main future to end.
 pub struct Core {
-    handle: glommio::ExecutorJoinHandle<()>,
+    handle: CoreHandle,
+}
+
+enum CoreHandle {
+    Glommio(glommio::ExecutorJoinHandle<()>),
+    Epoll(std::thread::JoinHandle<()>),
 }
 
 impl Core {
@@ -47,6 +80,13 @@ impl Core {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
+        if spec.engine == EngineKind::Epoll {
+            let handle =
+                own::start(spec.name, spec.cpu, main).map_err(|e| StartError(e.to_string()))?;
+            return Ok(Core {
+                handle: CoreHandle::Epoll(handle),
+            });
+        }
         let placement = match spec.cpu {
             Some(cpu) => glommio::Placement::Fixed(cpu),
             None => glommio::Placement::Unbound,
@@ -58,28 +98,70 @@ impl Core {
             .preempt_timer(Duration::from_millis(50))
             .spawn(main)
             .map_err(|e| StartError(e.to_string()))?;
-        Ok(Core { handle })
+        Ok(Core {
+            handle: CoreHandle::Glommio(handle),
+        })
     }
 
     /// Waits for the thread; false when its main future panicked.
     pub fn join(self) -> bool {
-        self.handle.join().is_ok()
+        match self.handle {
+            CoreHandle::Glommio(h) => h.join().is_ok(),
+            CoreHandle::Epoll(h) => h.join().is_ok(),
+        }
     }
 }
 
 /// A task on the current core. Dropping it cancels the task; `detach` lets it run on.
-pub type Task<T> = glommio::Task<T>;
+pub struct Task<T>(TaskKind<T>);
+
+enum TaskKind<T> {
+    Glommio(glommio::Task<T>),
+    Epoll(own::exec::Task<T>),
+}
+
+impl<T> Task<T> {
+    pub fn detach(self) {
+        match self.0 {
+            TaskKind::Glommio(t) => drop(t.detach()),
+            TaskKind::Epoll(t) => t.detach(),
+        }
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match &mut self.get_mut().0 {
+            TaskKind::Glommio(t) => Pin::new(t).poll(cx),
+            TaskKind::Epoll(t) => Pin::new(t).poll(cx),
+        }
+    }
+}
 
 pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
-    glommio::spawn_local(fut)
+    Task(if own::exec::is_current() {
+        TaskKind::Epoll(own::exec::spawn(fut))
+    } else {
+        TaskKind::Glommio(glommio::spawn_local(fut))
+    })
 }
 
 pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
-    glommio::spawn_local(fut).detach();
+    if own::exec::is_current() {
+        own::exec::spawn(fut).detach();
+    } else {
+        glommio::spawn_local(fut).detach();
+    }
 }
 
 pub async fn sleep(d: Duration) {
-    glommio::timer::sleep(d).await;
+    if own::exec::is_current() {
+        own::exec::sleep(d).await;
+    } else {
+        glommio::timer::sleep(d).await;
+    }
 }
 
 /// At most one event per interval, counting the ones skipped: for log lines a client can
@@ -116,9 +198,13 @@ impl Throttle {
     }
 }
 
-/// Yields to other tasks on this core.
+/// Yields to other tasks on this core (glommio: only once the task used its time slice).
 pub async fn yield_now() {
-    glommio::yield_if_needed().await;
+    if own::exec::is_current() {
+        own::exec::yield_now().await;
+    } else {
+        glommio::yield_if_needed().await;
+    }
 }
 
 /// A wake-up that any thread raises and one task (on any core) waits for: a counter, so a

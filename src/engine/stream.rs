@@ -2,14 +2,14 @@
 //! Every timeout is per operation and given by the caller.
 
 use super::sleep;
+use super::tcp::{TcpListener, TcpStream};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::{client, server, TlsAcceptor, TlsConnector};
-use glommio::net::{TcpListener, TcpStream};
 use rustls_pki_types::ServerName;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -110,10 +110,9 @@ impl Stream {
 
     /// Connects within `timeout` (io::ErrorKind::TimedOut past it).
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
-        match TcpStream::connect_timeout(addr, timeout).await {
-            Ok(s) => Ok(Stream::new(s)),
-            Err(e) => Err(e.into()),
-        }
+        Ok(Stream::new(
+            TcpStream::connect_timeout(addr, timeout).await?,
+        ))
     }
 
     /// Connects to an upstream server, with TLS when `tls` gives a client config and the name
@@ -192,7 +191,7 @@ impl Stream {
         let deadline = Instant::now() + timeout;
         let tcp = self.inner.tcp();
         let mut one = [0u8; 1];
-        let n = within(deadline, async { Ok(tcp.peek(&mut one).await?) }).await?;
+        let n = within(deadline, tcp.peek(&mut one)).await?;
         Ok((n > 0).then_some(one[0]))
     }
 
@@ -235,7 +234,7 @@ impl Stream {
         let deadline = Instant::now() + timeout;
         let tcp = self.inner.tcp();
         let mut one = [0u8; 1];
-        let n = within(deadline, async { Ok(tcp.peek(&mut one).await?) }).await?;
+        let n = within(deadline, tcp.peek(&mut one)).await?;
         Ok(n > 0)
     }
 
@@ -305,11 +304,11 @@ impl Stream {
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.tcp().peer_addr()?)
+        self.inner.tcp().peer_addr()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.tcp().local_addr()?)
+        self.inner.tcp().local_addr()
     }
 }
 
@@ -317,85 +316,56 @@ impl Stream {
 /// bound with SO_REUSEPORT so the kernel spreads connections over the cores), or the admin
 /// listener's Unix socket.
 ///
-/// A Unix socket is served through glommio's TCP types: their accept, reads, writes and
-/// timeouts are io_uring operations on the descriptor and glommio's own timers, none of which
-/// depends on the address family (glommio's `UnixListener` cannot take over a socket bound on
-/// another thread). What is TCP's fails cleanly on it: `peer_addr` and `local_addr` return an
-/// error, `TCP_NODELAY` is not set; [`Listener::accept_local`] is the accept to use.
+/// A Unix socket is served through each engine's TCP types: their accept, reads, writes and
+/// timeouts do not depend on the address family (and glommio's `UnixListener` cannot take
+/// over a socket bound on another thread). What is TCP's fails cleanly on it: `peer_addr` and
+/// `local_addr` return an error, `TCP_NODELAY` is not set; [`Listener::accept_local`] is the
+/// accept to use.
 pub struct Listener {
     inner: TcpListener,
-    /// glommio's listener does not expose its descriptor; kept from `from_std`.
-    fd: RawFd,
 }
 
 impl Listener {
     /// Takes over a socket bound and listening on another thread. Must run on the owning core.
+    /// Panics if the engine cannot watch it (epoll_ctl out of memory or watches).
     pub fn from_std(l: std::net::TcpListener) -> Listener {
-        let fd = l.into_raw_fd();
-        // SAFETY: `fd` is a listening TCP socket we own (just released by `into_raw_fd`).
-        let inner = unsafe { TcpListener::from_raw_fd(fd) };
-        Listener { inner, fd }
+        let inner = TcpListener::from_std(l)
+            .unwrap_or_else(|e| panic!("cannot watch a listening socket: {e}"));
+        Listener { inner }
     }
 
     /// Takes over a Unix stream socket bound and listening on another thread (see the type's
     /// doc). Must run on the owning core.
+    /// Panics if the engine cannot watch it, as [`Listener::from_std`].
     pub fn from_std_unix(l: std::os::unix::net::UnixListener) -> Listener {
-        let fd = l.into_raw_fd();
-        // SAFETY: `fd` is a listening stream socket we own (just released by `into_raw_fd`);
-        // glommio only accepts on it and closes it on drop.
-        let inner = unsafe { TcpListener::from_raw_fd(fd) };
-        Listener { inner, fd }
+        let inner = TcpListener::from_std_unix(l)
+            .unwrap_or_else(|e| panic!("cannot watch a listening socket: {e}"));
+        Listener { inner }
     }
 
     pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
-        let s = self.inner.accept().await?;
-        let peer = s.peer_addr()?;
+        let (s, peer) = self.inner.accept().await?;
         Ok((Stream::new(s), peer))
     }
 
     /// Accepts without asking for the peer's address: the accept for a Unix socket, whose
     /// peers have none.
     pub async fn accept_local(&self) -> io::Result<Stream> {
-        let s = self.inner.accept().await?;
+        let s = self.inner.accept_local().await?;
         Ok(Stream::new(s))
     }
 
     /// Accepts what is already queued, without waiting, so that connections the kernel
     /// completed before shutdown are served rather than reset when the socket closes.
     pub fn accept_queued(&self) -> Vec<(Stream, SocketAddr)> {
-        let mut out = Vec::new();
-        let fd = self.fd;
-        // SAFETY: fcntl on our listening descriptor. glommio leaves it blocking (io_uring
-        // does not need O_NONBLOCK); the drain below must not wait.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-        loop {
-            // SAFETY: accept4 on our listening descriptor with null address pointers; a
-            // returned descriptor is a new socket we own.
-            let c = unsafe {
-                libc::accept4(
-                    fd,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                )
-            };
-            if c < 0 {
-                break;
-            }
-            // SAFETY: `c` is a connected socket we own.
-            let s = unsafe { TcpStream::from_raw_fd(c) };
-            match s.peer_addr() {
-                Ok(peer) => out.push((Stream::new(s), peer)),
-                Err(_) => continue,
-            }
-        }
-        out
+        self.inner
+            .accept_queued()
+            .into_iter()
+            .map(|(s, peer)| (Stream::new(s), peer))
+            .collect()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.inner.local_addr()?)
+        self.inner.local_addr()
     }
 }

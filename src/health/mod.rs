@@ -15,7 +15,7 @@
 
 use crate::config::{HealthCheck, Server, Upstream};
 use crate::context::{Current, Shared};
-use crate::engine::{self, CoreSpec, Stream};
+use crate::engine::{self, CoreSpec, EngineKind, Stream};
 use crate::http1::{self, Method, ResponseHead, Status};
 use crate::state::now_ms;
 use std::fmt;
@@ -43,11 +43,17 @@ impl Checker {
 /// Starts the checker thread. It checks the servers of the generation in force, and starts
 /// over with the new servers when a reload publishes another. `wake` is its index in
 /// `Life::wake` (after the workers').
-pub fn start(current: Arc<Current>, wake: usize) -> Result<Option<Checker>, engine::StartError> {
+/// `engine` is the workers' engine.
+pub fn start(
+    current: Arc<Current>,
+    wake: usize,
+    engine: EngineKind,
+) -> Result<Option<Checker>, engine::StartError> {
     let spec = CoreSpec {
         name: "ringlb-health".into(),
         cpu: None,
         io_memory: IO_MEMORY,
+        engine,
     };
     let core = engine::Core::start(spec, move || async move {
         let mut seen = 0;

@@ -53,11 +53,22 @@ impl HostFacts {
     #[must_use]
     pub fn read() -> HostFacts {
         HostFacts {
+            io_uring_disabled: read_sysctl("/proc/sys/kernel/io_uring_disabled"),
+            io_uring_setup_errno: probe_io_uring(),
+            ..HostFacts::read_without_io_uring()
+        }
+    }
+
+    /// [`HostFacts::read`] without creating an io_uring (for the epoll engine, which must
+    /// not touch it): the io_uring facts are `None`.
+    #[must_use]
+    pub fn read_without_io_uring() -> HostFacts {
+        HostFacts {
             nofile_soft: soft_limit(libc::RLIMIT_NOFILE).unwrap_or(u64::MAX),
             somaxconn: read_sysctl("/proc/sys/net/core/somaxconn"),
-            io_uring_disabled: read_sysctl("/proc/sys/kernel/io_uring_disabled"),
+            io_uring_disabled: None,
             memlock_soft: soft_limit(libc::RLIMIT_MEMLOCK).unwrap_or(u64::MAX),
-            io_uring_setup_errno: probe_io_uring(),
+            io_uring_setup_errno: None,
             cap_ipc_lock: fs::read_to_string("/proc/self/status")
                 .ok()
                 .and_then(|status| has_effective_cap(&status, CAP_IPC_LOCK))
@@ -74,11 +85,34 @@ pub fn check_host(workers: usize, max_connections: u64, listen_backlog: u32) -> 
     evaluate(&HostFacts::read(), workers, max_connections, listen_backlog)
 }
 
-/// The judgement of `check_host`, on given facts.
+/// The judgement of `check_host`, on given facts: [`evaluate_common`] and
+/// [`evaluate_io_uring`].
 #[must_use]
 pub fn evaluate(
     facts: &HostFacts,
     workers: usize,
+    max_connections: u64,
+    listen_backlog: u32,
+) -> Vec<String> {
+    let mut warnings = evaluate_common(facts, max_connections, listen_backlog);
+    warnings.extend(evaluate_io_uring(facts, workers));
+    warnings
+}
+
+/// Whether the io_uring engine cannot start a core here: io_uring cannot be created, is
+/// disabled by sysctl, or RLIMIT_MEMLOCK is below glommio's minimum. [`evaluate_io_uring`]
+/// says why and how to fix it.
+#[must_use]
+pub fn io_uring_refused(facts: &HostFacts) -> bool {
+    facts.io_uring_setup_errno.is_some()
+        || facts.io_uring_disabled.is_some_and(|d| d != 0)
+        || facts.memlock_soft < GLOMMIO_MIN_MEMLOCK
+}
+
+/// Warnings that hold whatever engine runs: descriptors and the accept queue.
+#[must_use]
+pub fn evaluate_common(
+    facts: &HostFacts,
     max_connections: u64,
     listen_backlog: u32,
 ) -> Vec<String> {
@@ -109,6 +143,14 @@ pub fn evaluate(
         }
     }
 
+    warnings
+}
+
+/// Warnings about io_uring for `workers` cores: can it be created, is it disabled, is enough
+/// memory lockable for glommio.
+#[must_use]
+pub fn evaluate_io_uring(facts: &HostFacts, workers: usize) -> Vec<String> {
+    let mut warnings = Vec::new();
     let disabled = matches!(facts.io_uring_disabled, Some(d) if d != 0);
     match facts.io_uring_setup_errno {
         None => {}

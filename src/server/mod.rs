@@ -19,9 +19,9 @@ mod core;
 pub mod host;
 mod reload;
 
-use crate::config::{Config, Workers};
+use crate::config::{Config, Engine, Workers};
 use crate::context::{Current, Shared};
-use crate::engine::{self, CoreSpec};
+use crate::engine::{self, CoreSpec, EngineKind};
 use crate::state::{Event, Life};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
@@ -187,19 +187,25 @@ fn serve(
     })?;
     let listeners = bind_listeners(&config, cpus.len())?;
     let admin = admin::bind(&config.admin.listen)?;
-    check_host(&config, cpus.len())?;
+    let engine = choose_engine(&config, cpus.len())?;
 
     let life = Arc::new(Life::new(cpus.len(), events));
     let shared = Arc::new(Shared::new(config, cpus.len(), life.clone()).map_err(RunError::Tls)?);
     let current = Arc::new(Current::new(shared.clone()));
     // Before the workers, so a failure to start it leaves nothing to stop.
-    let checker = crate::health::start(current.clone(), cpus.len()).map_err(RunError::Health)?;
+    let checker =
+        crate::health::start(current.clone(), cpus.len(), engine).map_err(RunError::Health)?;
     let io_memory = shared.config.runtime.io_memory;
     drop(shared);
-    let cores = start_cores(&cpus, &current, listeners, admin, io_memory)?;
+    let cores = start_cores(&cpus, &current, listeners, admin, io_memory, engine)?;
     let early = wait_started(&life, inbox, cpus.len())?;
     life.workers_running();
-    log::info!("{} workers running on CPUs {:?}", cpus.len(), cpus);
+    log::info!(
+        "{} workers running on CPUs {:?}, engine {}",
+        cpus.len(),
+        cpus,
+        engine.name()
+    );
 
     control_loop(&life, early.into_iter().chain(inbox.iter()), path, &current);
 
@@ -225,42 +231,6 @@ fn serve(
     Ok(())
 }
 
-/// Logs what the host lacks for this configuration; refuses to go on when io_uring cannot be
-/// set up (the engine could not start a core), naming the cause and the fix.
-fn check_host(config: &Config, workers: usize) -> Result<(), RunError> {
-    let facts = host::HostFacts::read();
-    let max_connections = config
-        .listeners
-        .iter()
-        .map(|l| l.max_connections.unwrap_or(0))
-        .sum();
-    let backlog = config
-        .listeners
-        .iter()
-        .map(|l| l.backlog)
-        .max()
-        .unwrap_or(0);
-    let warnings = host::evaluate(&facts, workers, max_connections, backlog);
-    let io_uring_off =
-        facts.io_uring_setup_errno.is_some() || facts.io_uring_disabled.is_some_and(|d| d != 0);
-    if io_uring_off {
-        let reasons: Vec<&str> = warnings
-            .iter()
-            .filter(|w| w.contains("io_uring"))
-            .map(String::as_str)
-            .collect();
-        return Err(RunError::IoUring(if reasons.is_empty() {
-            io_uring_hint("io_uring is unavailable")
-        } else {
-            reasons.join("; ")
-        }));
-    }
-    for w in &warnings {
-        log::warn!("{w}");
-    }
-    Ok(())
-}
-
 /// One engine core per worker, pinned to its CPU, serving its listeners (worker 0 also the
 /// admin listener).
 fn start_cores(
@@ -269,6 +239,7 @@ fn start_cores(
     mut listeners: Vec<Vec<std::net::TcpListener>>,
     admin: admin::Socket,
     io_memory: usize,
+    engine: EngineKind,
 ) -> Result<Vec<engine::Core>, RunError> {
     let mut admin = Some(admin);
     let mut cores = Vec::new();
@@ -280,6 +251,7 @@ fn start_cores(
             name: format!("ringlb-w{index}"),
             cpu: Some(cpu),
             io_memory,
+            engine,
         };
         let core = engine::Core::start(spec, move || async move {
             core::main(index, current, sockets, admin).await
@@ -346,6 +318,61 @@ fn control_loop(
             Event::Started(_) => {}
         }
     }
+}
+
+/// The engine of every core, from `runtime.engine` and what the host allows; logs the host's
+/// warnings for that engine. `auto` takes io_uring when the host allows it, else epoll, saying
+/// why in one line; `io_uring` on a host that refuses it is an error naming cause and fix;
+/// `epoll` never creates an io_uring.
+fn choose_engine(config: &Config, workers: usize) -> Result<EngineKind, RunError> {
+    let max_connections = config
+        .listeners
+        .iter()
+        .map(|l| l.max_connections.unwrap_or(0))
+        .sum();
+    let backlog = config
+        .listeners
+        .iter()
+        .map(|l| l.backlog)
+        .max()
+        .unwrap_or(0);
+    let wanted = config.runtime.engine;
+    let facts = match wanted {
+        Engine::Epoll => host::HostFacts::read_without_io_uring(),
+        Engine::Auto | Engine::IoUring => host::HostFacts::read(),
+    };
+    let mut warnings = host::evaluate_common(&facts, max_connections, backlog);
+    let io_uring = host::evaluate_io_uring(&facts, workers);
+    let engine = match wanted {
+        Engine::Epoll => EngineKind::Epoll,
+        _ if !host::io_uring_refused(&facts) => {
+            warnings.extend(io_uring);
+            EngineKind::IoUring
+        }
+        Engine::Auto => {
+            let reasons = if io_uring.is_empty() {
+                "io_uring is unavailable".to_string()
+            } else {
+                io_uring.join("; ")
+            };
+            log::warn!(
+                "runtime.engine = \"auto\": using the epoll engine, because io_uring cannot \
+                 run here: {reasons}"
+            );
+            EngineKind::Epoll
+        }
+        Engine::IoUring => {
+            return Err(RunError::IoUring(if io_uring.is_empty() {
+                io_uring_hint("io_uring is unavailable")
+            } else {
+                io_uring.join("; ")
+            }));
+        }
+    };
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    Ok(engine)
 }
 
 /// Explains why the engine could not start, when io_uring is the reason.

@@ -78,5 +78,8 @@ fn compatible(old: &Config, new: &Config) -> Result<(), Refused> {
     if o.workers != n.workers || o.cpus != n.cpus || o.io_memory != n.io_memory {
         return restart("runtime.workers, runtime.cpus or runtime.io_memory");
     }
+    if o.engine != n.engine {
+        return restart("runtime.engine");
+    }
     Ok(())
 }

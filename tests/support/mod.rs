@@ -202,11 +202,36 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ringlb-test-{}-{n}-{name}", std::process::id()))
 }
 
+/// `config` with `runtime.engine` set to the value of the environment variable
+/// RINGLB_TEST_ENGINE when that is set (`make test-epoll` runs every test on the epoll engine),
+/// unless the config names an engine itself.
+pub fn with_test_engine(config: &str) -> String {
+    let engine = match std::env::var("RINGLB_TEST_ENGINE") {
+        Ok(e) if !e.is_empty() => e,
+        _ => return config.to_string(),
+    };
+    if config
+        .lines()
+        .any(|l| l.trim_start().starts_with("engine "))
+    {
+        return config.to_string();
+    }
+    let line = format!("engine = \"{engine}\"\n");
+    match config.find("[runtime]") {
+        Some(at) => {
+            let end = config[at..].find('\n').map_or(config.len(), |i| at + i + 1);
+            format!("{}\n{line}{}", &config[..end].trim_end(), &config[end..])
+        }
+        None => format!("{config}\n[runtime]\n{line}"),
+    }
+}
+
 impl Ringlb {
     /// Starts ringlb with `config` (listeners and admin on port 0 are fine) and waits until
-    /// every listener and the admin listener are up.
+    /// every listener and the admin listener are up. See [`with_test_engine`].
     pub fn start(config: &str) -> Ringlb {
         let path = temp_path("config.toml");
+        let config = &with_test_engine(config);
         std::fs::write(&path, config).expect("write config");
         let listeners = config.matches("[[listeners]]").count();
         let mut cmd = Command::new(RINGLB);
@@ -225,6 +250,8 @@ impl Ringlb {
                 .unwrap_or_else(|_| panic!("ringlb did not start; config:\n{config}"));
             if line.contains("workers running on CPUs") {
                 running = true;
+                // Tests read it too (which engine runs).
+                proc.early.borrow_mut().push_back(line);
             } else if let Some(a) = addr_after(&line, "admin listening on ") {
                 admin = Some(a);
             } else if line.contains("admin listening on unix:") {

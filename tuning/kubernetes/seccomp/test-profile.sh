@@ -2,8 +2,9 @@
 # Runs the real ringlb under seccomp/ringlb.json, as the pod would (UID 10001, the profile loaded
 # by with-profile.py the way runc loads it), inside a network namespace of its own: it must start,
 # proxy requests to a loopback backend, answer /live and /ready, and stop cleanly on SIGTERM. Then
-# the same profile without the io_uring calls (what RuntimeDefault now is): ringlb must refuse to
-# start and say why. Needs root, the release binaries and libseccomp's Python bindings
+# the same profile without the io_uring calls (what RuntimeDefault now is): with the default
+# `runtime.engine = "auto"` ringlb must fall back to its epoll engine, say why, and proxy; with
+# `engine = "io_uring"` it must refuse to start and say why. Needs root, the release binaries and libseccomp's Python bindings
 # (python3-seccomp, installed with apt-get if missing). Prints "N passed, M failed" last.
 set -euo pipefail
 
@@ -75,6 +76,7 @@ upstream = "app"
 [[upstreams.app.servers]]
 addr = "127.0.0.1:9001"
 EOF
+sed 's/^workers = 1$/workers = 1\nengine = "io_uring"/' "$WORK/ringlb.toml" >"$WORK/io-uring.toml"
 "$PY" - "$HERE/ringlb.json" >"$WORK/no-io-uring.json" <<'EOF'
 import json, sys
 p = json.load(open(sys.argv[1]))
@@ -142,13 +144,45 @@ if confined "$HERE/ringlb.json" unshare --user true >"$WORK/unshare.log" 2>&1; t
 fi
 result "$rc" "the profile is in force: unshare is denied"
 
+# The default engine ("auto") under the profile without io_uring: epoll, said once, serving.
+ip netns exec "$NS" setpriv --reuid=10001 --regid=10001 --clear-groups \
+    "$PY" "$HERE/with-profile.py" "$WORK/no-io-uring.json" "$RINGLB" run -c "$WORK/ringlb.toml" \
+    >"$WORK/fallback.log" 2>&1 &
+RINGLB_PID=$!
+PIDS+=("$RINGLB_PID")
+good=0
+for _ in $(seq 50); do
+    body=$(ip netns exec "$NS" curl -fsS -m 1 http://127.0.0.1:8080/ 2>/dev/null) || true
+    if [[ $body == backend ]]; then
+        good=1
+        break
+    fi
+    sleep 0.1
+done
+rc=1
+((good == 0)) || rc=0
+result "$rc" "without the io_uring calls the default engine falls back to epoll and proxies" \
+    "$WORK/fallback.log"
+rc=1
+if grep -q 'using the epoll engine, because io_uring cannot run here' "$WORK/fallback.log" &&
+    grep -q 'engine epoll' "$WORK/fallback.log"; then
+    rc=0
+fi
+result "$rc" "... and its log says why, once, and names the engine" "$WORK/fallback.log"
+kill -TERM "$RINGLB_PID" 2>/dev/null || true
+# Its ports must be free for the next run.
+for _ in $(seq 50); do
+    kill -0 "$RINGLB_PID" 2>/dev/null || break
+    sleep 0.1
+done
+
 status=0
 timeout 10 ip netns exec "$NS" setpriv --reuid=10001 --regid=10001 --clear-groups \
-    "$PY" "$HERE/with-profile.py" "$WORK/no-io-uring.json" "$RINGLB" run -c "$WORK/ringlb.toml" \
+    "$PY" "$HERE/with-profile.py" "$WORK/no-io-uring.json" "$RINGLB" run -c "$WORK/io-uring.toml" \
     >"$WORK/denied.log" 2>&1 || status=$?
 rc=1
 ((status == 0 || status == 124)) || rc=0
-result "$rc" "without the io_uring calls ringlb exits with an error within 10 s (exit $status)" \
+result "$rc" "without the io_uring calls, engine = \"io_uring\" exits with an error within 10 s (exit $status)" \
     "$WORK/denied.log"
 rc=1
 ! grep -qi io_uring "$WORK/denied.log" || rc=0

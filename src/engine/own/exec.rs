@@ -1,0 +1,389 @@
+//! The executor of one core: tasks (`async-task`), a run queue, timers and the reactor, all in
+//! one thread-local context.
+//!
+//! A loop pass runs at most [`BATCH`] ready tasks, then parks in the reactor once: with a zero
+//! timeout when tasks are still ready (so I/O is not starved by a busy core, nor the run queue
+//! by a busy network), else until the nearest timer (or without timeout). What became ready is
+//! woken, then the due timers.
+//!
+//! Wakes: a waker used on the owning thread pushes the task on the local queue, no syscall.
+//! From another thread, it pushes on the core's injector (a lock-free queue) and writes the
+//! core's eventfd, only if no write is pending since the core last looked (`notified`), so a
+//! burst of foreign wakes costs one write and one read.
+//!
+//! Teardown: when the main future ends the loop stops; every task still queued is dropped
+//! (cancelled), then the wakers held by timers and sockets, which lets the tasks that waited on
+//! them go too. A task whose waker another thread holds (an `engine::Signal`) cannot be
+//! dropped on that thread (`async-task` forbids dropping a local task elsewhere): it is leaked
+//! with what it owns, only at a core's exit.
+//!
+//! The executor knows its reactor only through `Reactor::park` (wait, wake what became
+//! ready, say whether the eventfd fired) and the eventfd it is given: an io_uring reactor can
+//! take the same place.
+
+use super::epoll::Reactor;
+use super::timer::{TimerId, Timers};
+use crossbeam_queue::SegQueue;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Tasks run per loop pass before the reactor is polled again.
+const BATCH: usize = 128;
+/// Teardown rounds (drop tasks, then the wakers they left) before giving up on the rest.
+const TEARDOWN_ROUNDS: usize = 1000;
+
+pub(crate) type Runnable = async_task::Runnable;
+/// A task on the current core; dropping it cancels the task, `detach` lets it run on.
+pub type Task<T> = async_task::Task<T>;
+
+/// What other threads hold of a core: where their wakes go.
+pub(crate) struct Remote {
+    id: u64,
+    injector: SegQueue<Runnable>,
+    /// An eventfd write is pending since the core last took the injector.
+    notified: AtomicBool,
+    /// The core has ended: late foreign wakes are leaked, not queued.
+    closed: AtomicBool,
+    eventfd: OwnedFd,
+}
+
+impl Remote {
+    fn schedule(&self, r: Runnable) {
+        let mut r = Some(r);
+        let _ = CTX.try_with(|c| {
+            if c.id.get() == self.id {
+                if let Some(r) = r.take() {
+                    c.queue.borrow_mut().push_back(r);
+                }
+            }
+        });
+        let Some(r) = r else {
+            return;
+        };
+        if self.closed.load(Ordering::Acquire) {
+            // Dropping it here would drop a local future on a foreign thread.
+            std::mem::forget(r);
+            return;
+        }
+        self.injector.push(r);
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            let one = 1u64;
+            // SAFETY: writes 8 bytes from a live u64 to our eventfd; failure (counter full)
+            // still leaves it readable, which is all the wake needs.
+            unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // Only reached on a foreign thread if tasks were queued after the core closed.
+        while let Some(r) = self.injector.pop() {
+            std::mem::forget(r);
+        }
+    }
+}
+
+struct Ctx {
+    /// The running executor's id; 0: none on this thread.
+    id: Cell<u64>,
+    remote: RefCell<Option<Arc<Remote>>>,
+    queue: RefCell<VecDeque<Runnable>>,
+    timers: RefCell<Timers>,
+    reactor: RefCell<Option<Reactor>>,
+}
+
+thread_local! {
+    static CTX: Ctx = const {
+        Ctx {
+            id: Cell::new(0),
+            remote: RefCell::new(None),
+            queue: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(Timers::new()),
+            reactor: RefCell::new(None),
+        }
+    };
+}
+
+const NOT_HERE: &str = "no ringlb epoll core runs on this thread";
+
+/// Whether this thread runs an executor of this engine.
+pub(crate) fn is_current() -> bool {
+    CTX.try_with(|c| c.id.get() != 0).unwrap_or(false)
+}
+
+pub(crate) fn with_reactor<T>(f: impl FnOnce(&mut Reactor) -> T) -> T {
+    CTX.with(|c| f(c.reactor.borrow_mut().as_mut().expect(NOT_HERE)))
+}
+
+/// Like [`with_reactor`], doing nothing when the core is gone (drops during teardown).
+pub(crate) fn try_with_reactor(f: impl FnOnce(&mut Reactor)) {
+    let _ = CTX.try_with(|c| {
+        if let Ok(mut r) = c.reactor.try_borrow_mut() {
+            if let Some(r) = r.as_mut() {
+                f(r);
+            }
+        }
+    });
+}
+
+fn with_timers<T>(f: impl FnOnce(&mut Timers) -> T) -> T {
+    CTX.with(|c| f(&mut c.timers.borrow_mut()))
+}
+
+/// Spawns a task on the current core (which must run this engine).
+pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
+    let remote = CTX.with(|c| c.remote.borrow().clone()).expect(NOT_HERE);
+    let (runnable, task) = async_task::spawn_local(fut, move |r| remote.schedule(r));
+    runnable.schedule();
+    task
+}
+
+/// Sets up what a core needs before its thread runs anything: the eventfd foreign wakes
+/// write and the reactor watching it. Errors say which syscall failed.
+pub(crate) fn prepare() -> io::Result<(Reactor, Arc<Remote>)> {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let reactor = Reactor::new(eventfd.as_raw_fd())?;
+    let remote = Arc::new(Remote {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        injector: SegQueue::new(),
+        notified: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        eventfd,
+    });
+    Ok((reactor, remote))
+}
+
+/// Runs `main` and every task it spawns on this thread until `main` ends; then drops what is
+/// left (see the module docs). Panics of tasks propagate (the core ends, as with glommio).
+pub(crate) fn run(reactor: Reactor, remote: Arc<Remote>, main: impl Future<Output = ()> + 'static) {
+    CTX.with(|c| {
+        assert_eq!(c.id.get(), 0, "one executor per thread");
+        c.id.set(remote.id);
+        *c.remote.borrow_mut() = Some(remote.clone());
+        *c.reactor.borrow_mut() = Some(reactor);
+    });
+    let _teardown = Teardown(remote.clone());
+    let done = Rc::new(Cell::new(false));
+    spawn({
+        let done = done.clone();
+        async move {
+            main.await;
+            done.set(true);
+        }
+    })
+    .detach();
+    let mut due: Vec<Waker> = Vec::new();
+    CTX.with(|c| loop {
+        let mut ran = 0;
+        while ran < BATCH {
+            let next = c.queue.borrow_mut().pop_front();
+            let Some(r) = next.or_else(|| remote.injector.pop()) else {
+                break;
+            };
+            r.run();
+            ran += 1;
+        }
+        if done.get() {
+            return;
+        }
+        let busy = !c.queue.borrow().is_empty() || !remote.injector.is_empty();
+        let timeout = if busy {
+            Some(Duration::ZERO)
+        } else {
+            c.timers.borrow_mut().next_timeout(Instant::now())
+        };
+        let notified = c
+            .reactor
+            .borrow_mut()
+            .as_mut()
+            .expect(NOT_HERE)
+            .park(timeout)
+            .unwrap_or_else(|e| panic!("epoll_wait failed: {e}"));
+        if notified {
+            // Later foreign wakes write again; what they pushed before is taken below.
+            remote.notified.store(false, Ordering::Release);
+        }
+        c.timers.borrow_mut().fire(Instant::now(), &mut due);
+        for w in due.drain(..) {
+            w.wake();
+        }
+    })
+}
+
+/// Ends a core's executor, normally or while a task's panic unwinds.
+struct Teardown(Arc<Remote>);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let remote = &self.0;
+        let _ = CTX.try_with(|c| {
+            for _ in 0..TEARDOWN_ROUNDS {
+                let mut dropped = false;
+                loop {
+                    let next = c.queue.borrow_mut().pop_front();
+                    let Some(r) = next.or_else(|| remote.injector.pop()) else {
+                        break;
+                    };
+                    drop(r);
+                    dropped = true;
+                }
+                let wakers = c.timers.borrow_mut().clear();
+                let more = c.reactor.borrow_mut().as_mut().map(Reactor::take_wakers);
+                dropped |= !wakers.is_empty() || more.as_ref().is_some_and(|w| !w.is_empty());
+                drop(wakers);
+                drop(more);
+                if !dropped && c.queue.borrow().is_empty() {
+                    break;
+                }
+            }
+            remote.closed.store(true, Ordering::Release);
+            c.id.set(0);
+            // Whatever was queued between the last round and `closed` is leaked, not dropped
+            // here: nothing may poll or drop it any more.
+            while let Some(r) = remote.injector.pop() {
+                std::mem::forget(r);
+            }
+            for r in c.queue.borrow_mut().drain(..) {
+                std::mem::forget(r);
+            }
+            c.remote.borrow_mut().take();
+            c.reactor.borrow_mut().take();
+            *c.timers.borrow_mut() = Timers::new();
+        });
+    }
+}
+
+/// Waits until `deadline`.
+pub(crate) struct Sleep {
+    deadline: Instant,
+    timer: Option<TimerId>,
+}
+
+pub(crate) fn sleep(d: Duration) -> Sleep {
+    Sleep {
+        deadline: Instant::now() + d,
+        timer: None,
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.timer {
+            None => {
+                if Instant::now() >= self.deadline {
+                    return Poll::Ready(());
+                }
+                let deadline = self.deadline;
+                self.timer = Some(with_timers(|t| t.insert(deadline, cx.waker())));
+                Poll::Pending
+            }
+            Some(id) => {
+                if with_timers(|t| t.poll(id, cx.waker())) {
+                    self.timer = None;
+                    let old = with_timers(|t| t.cancel(id));
+                    drop(old);
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(id) = self.timer.take() {
+            cancel(id);
+        }
+    }
+}
+
+fn cancel(id: TimerId) {
+    let old = CTX
+        .try_with(|c| {
+            c.timers
+                .try_borrow_mut()
+                .ok()
+                .and_then(|mut t| t.cancel(id))
+        })
+        .ok()
+        .flatten();
+    drop(old);
+}
+
+/// The timeout of one socket operation: armed only when the operation has to wait, from that
+/// moment; disarmed when it completes.
+#[derive(Default)]
+pub(crate) struct OpTimer {
+    timer: Option<TimerId>,
+}
+
+impl OpTimer {
+    /// The operation must wait: true when `timeout` has passed since it first had to.
+    pub(crate) fn expired(&mut self, timeout: Option<Duration>, waker: &Waker) -> bool {
+        let Some(timeout) = timeout else {
+            return false;
+        };
+        match self.timer {
+            None => {
+                let at = Instant::now() + timeout;
+                self.timer = Some(with_timers(|t| t.insert(at, waker)));
+                false
+            }
+            Some(id) => {
+                if with_timers(|t| t.poll(id, waker)) {
+                    self.reset();
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// The operation completed (or gave up): disarm.
+    pub(crate) fn reset(&mut self) {
+        if let Some(id) = self.timer.take() {
+            cancel(id);
+        }
+    }
+}
+
+impl Drop for OpTimer {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+/// Yields once to the other ready tasks of this core.
+pub(crate) fn yield_now() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+}
