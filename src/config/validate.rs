@@ -232,13 +232,51 @@ fn cidrs(p: &mut Problems, path: &str, list: &[String]) -> Vec<ipnet::IpNet> {
 }
 
 fn admin(p: &mut Problems, a: &super::file::AdminFile, upstreams: &[Upstream]) -> Admin {
+    let listen = admin_listen(p, a);
+    let token = a.token.clone();
+    if token
+        .as_deref()
+        .is_some_and(|t| t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
+    {
+        p.add(
+            "admin.token",
+            "must be at least 16 visible ASCII characters",
+        );
+    }
+    if let AdminListen::Tcp(addr) = &listen {
+        if !addr.ip().is_loopback() && token.is_none() {
+            p.add(
+                "admin.listen",
+                format!(
+                    "{addr} is not loopback and admin.token is not set: anyone who can reach it \
+                     could change server state; set admin.token, or listen on loopback or a \
+                     Unix socket"
+                ),
+            );
+        }
+    }
+    let ready_requires = ready_requires(p, a, upstreams);
+    let (allow_origins, allow_hosts) = admin_allowed(p, a);
+    let max_connections = p.int("admin.max_connections", a.max_connections, 64, (1, 4096)) as usize;
+    Admin {
+        listen,
+        token,
+        ready_requires,
+        allow_origins,
+        allow_hosts,
+        max_connections,
+    }
+}
+
+/// `admin.listen` (TCP or `unix:/path`) and the Unix socket's mode and owner.
+fn admin_listen(p: &mut Problems, a: &super::file::AdminFile) -> AdminListen {
     let text = a.listen.as_deref().unwrap_or(DEFAULT_ADMIN);
     let socket_only = [
         ("admin.socket_mode", a.socket_mode.is_some()),
         ("admin.socket_owner", a.socket_owner.is_some()),
         ("admin.socket_group", a.socket_group.is_some()),
     ];
-    let listen = if let Some(path) = text.strip_prefix("unix:") {
+    if let Some(path) = text.strip_prefix("unix:") {
         if !path.starts_with('/') {
             p.add(
                 "admin.listen",
@@ -291,29 +329,15 @@ fn admin(p: &mut Problems, a: &super::file::AdminFile, upstreams: &[Upstream]) -
                 AdminListen::Tcp(DEFAULT_ADMIN.parse().expect("default admin address"))
             }
         }
-    };
-    let token = a.token.clone();
-    if token
-        .as_deref()
-        .is_some_and(|t| t.len() < 16 || t.bytes().any(|b| !b.is_ascii_graphic()))
-    {
-        p.add(
-            "admin.token",
-            "must be at least 16 visible ASCII characters",
-        );
     }
-    if let AdminListen::Tcp(addr) = &listen {
-        if !addr.ip().is_loopback() && token.is_none() {
-            p.add(
-                "admin.listen",
-                format!(
-                    "{addr} is not loopback and admin.token is not set: anyone who can reach it \
-                     could change server state; set admin.token, or listen on loopback or a \
-                     Unix socket"
-                ),
-            );
-        }
-    }
+}
+
+/// `admin.ready_requires` and `admin.ready_min_servers`.
+fn ready_requires(
+    p: &mut Problems,
+    a: &super::file::AdminFile,
+    upstreams: &[Upstream],
+) -> Vec<ReadyRequire> {
     let min_servers = match a.ready_min_servers {
         None => 1,
         Some(n) => {
@@ -345,6 +369,11 @@ fn admin(p: &mut Problems, a: &super::file::AdminFile, upstreams: &[Upstream]) -
             }),
         }
     }
+    ready_requires
+}
+
+/// `admin.allow_origins` and `admin.allow_hosts`.
+fn admin_allowed(p: &mut Problems, a: &super::file::AdminFile) -> (Vec<String>, Vec<String>) {
     let mut allow_origins = Vec::new();
     for (i, o) in a.allow_origins.iter().enumerate() {
         let o = o.trim_end_matches('/').to_ascii_lowercase();
@@ -376,15 +405,7 @@ fn admin(p: &mut Problems, a: &super::file::AdminFile, upstreams: &[Upstream]) -
             );
         }
     }
-    let max_connections = p.int("admin.max_connections", a.max_connections, 64, (1, 4096)) as usize;
-    Admin {
-        listen,
-        token,
-        ready_requires,
-        allow_origins,
-        allow_hosts,
-        max_connections,
-    }
+    (allow_origins, allow_hosts)
 }
 
 fn secs(n: u64) -> Duration {
