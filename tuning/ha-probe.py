@@ -6,8 +6,8 @@ connection hides or causes a move), and one line per request:
 
     SEND_MS RECV_MS OUTCOME BODY
 
-SEND_MS is the wall-clock time (ms since the epoch) the request was due and started, RECV_MS
-when its outcome was known (response complete, error or timeout). OUTCOME is `ok` for a 200
+SEND_MS is the wall-clock time (ms since the epoch, with µs as 3 decimals) the request started,
+RECV_MS when its outcome was known (response complete, error or timeout). OUTCOME is `ok` for a 200
 with a complete body, else `fail:<reason>` (refused, reset, timeout, status:<code>, ...). BODY
 is the response body's first line (`-` when none): `loadgen serve` answers with its name.
 
@@ -23,7 +23,9 @@ import time
 
 
 def now_ms():
-    return time.time_ns() // 1_000_000
+    """Wall-clock ms since the epoch, to the µs: "1733300000123.456"."""
+    us = time.time_ns() // 1000
+    return f"{us // 1000}.{us % 1000:03d}"
 
 
 async def one(host, port, path, timeout, out):

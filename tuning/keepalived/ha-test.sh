@@ -337,17 +337,17 @@ wait "$CLIENT_PID" 2>/dev/null || true
 T[end]=$(($(now_ms) + 1))
 
 # --- Report.
-# First time (ms) the VIP was added on node $1 at or after $2 ms, from its address events; empty
-# when it was not.
+# First time the VIP was added on node $1 at or after $2 ms, from its address events, in ms
+# with the µs as 3 decimals (the client logs the same); empty when it was not.
 vip_added_ms() {
-    local line stamp ms
+    local line stamp us
     while IFS= read -r line; do
         [[ $line == *" inet $VIP/"* && $line != *"Deleted"* ]] || continue
         stamp=${line#[}
         stamp=${stamp%%]*}
-        ms=$(date -d "$stamp" +%s%3N)
-        if ((ms >= $2)); then
-            echo "$ms"
+        us=$(date -d "$stamp" +%s%6N)
+        if ((us >= $2 * 1000)); then
+            printf '%d.%03d\n' $((us / 1000)) $((us % 1000))
             return
         fi
     done <"$WORK/$1/addr-events.log"
@@ -384,6 +384,7 @@ report() { # $1 label, $2 event key, $3 window end key, $4 target node, $5 over|
     mv=$(vip_added_ms "$4" "${T[$2]}")
     read -r first after before slow total < <(move_figures "${T[$2]}" "${T[$3]}" "$mv" "$4")
     if [[ -z $mv ]]; then
+        mv=${T[$3]}
         echo "$1: the VIP did not move to $to"
         verdict=FAIL
         after=$((after + before))
@@ -395,14 +396,14 @@ report() { # $1 label, $2 event key, $3 window end key, $4 target node, $5 over|
     fi
     if [[ $5 == over ]]; then
         echo "$1: failover_ms=$first failed_after_move=$after" \
-            "(VIP on $to $((${mv:-${T[$3]}} - T[$2])) ms after the kill; $before failed before the move," \
+            "(VIP on $to $((${mv%.*} - T[$2])) ms after the kill; $before failed before the move," \
             "$slow answered after more than 1 s; $total requests in the window)"
         ((first > worst_over)) && worst_over=$first
         sum_over=$((sum_over + after))
         ((first <= FAILOVER_LIMIT_MS && after == 0)) || verdict=FAIL
     else
         echo "$1: failback_ms=$first failed_after_move=$after" \
-            "(VIP on $to $((${mv:-${T[$3]}} - T[$2])) ms after the restart; $before failed before the move," \
+            "(VIP on $to $((${mv%.*} - T[$2])) ms after the restart; $before failed before the move," \
             "$slow answered after more than 1 s; $total requests in the window)"
         ((first > worst_back)) && worst_back=$first
         sum_back=$((sum_back + after))
