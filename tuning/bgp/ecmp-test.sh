@@ -21,7 +21,8 @@
 #     requests per node from each ringlb's ringlb_requests_total. Both must serve some.
 #  3. graceful withdraw: with the client running, `drain.sh` on node1 (bird withdraws the VIP,
 #     waits until no new connection arrives for 1 s, SIGTERM, waits for ringlb's exit);
-#     failed_after_withdraw = requests started after the drain began that did not get a 200.
+#     failed_after_withdraw = requests of this phase (from 1 s before the drain to 1 s after
+#     ringlb's exit, all of them, also those in flight when it began) without a 200.
 #  4. node1 comes back (ringlb restarted, `drain.sh --undo`).
 #  5. dead node: with the client running, node2's link goes down (nothing more leaves it), then
 #     its bird and ringlb are SIGKILLed. Reroute time = from the link-down to the router's kernel
@@ -325,10 +326,12 @@ wait "${RINGLB_PID[1]}" 2>/dev/null || ringlb1_rc=$?
 say "withdraw: drain.sh exit $drain_rc, node1's ringlb exit $ringlb1_rc, router next hops now: $(nexthops)"
 sleep 1
 stop_probe
-read -r FAILED_AFTER_WITHDRAW W_TOTAL < <(awk -v t="$T_WITHDRAW" '
-    $1 >= t { n++; if ($3 != "ok") f++ }
-    END { printf "%d %d\n", f, n }' "$WORK/withdraw.log")
-say "withdraw: $W_TOTAL requests started after the drain began, $FAILED_AFTER_WITHDRAW failed"
+# Every request of this phase counts, also those in flight when the drain began.
+read -r FAILED_AFTER_WITHDRAW W_TOTAL W_AFTER < <(awk -v t="$T_WITHDRAW" '
+    { n++; if ($3 != "ok") f++ }
+    $1 >= t { a++ }
+    END { printf "%d %d %d\n", f, n, a }' "$WORK/withdraw.log")
+say "withdraw: $W_TOTAL requests ($W_AFTER started after the drain began), $FAILED_AFTER_WITHDRAW failed"
 
 # --- 4. node1 back.
 start_ringlb 1 ringlb-restarted.log
@@ -377,7 +380,7 @@ say "dead node: router dropped node2 after ${REROUTE_MS} ms (BFD $BFD);" \
 echo
 echo "mapping: same_mapping=$SAME_MAPPING ($MAPPING_INFO)"
 echo "spread: node1=$SPREAD1 node2=$SPREAD2 of $SPREAD_SENT requests ($SPREAD_FAILED failed)"
-echo "withdraw: failed_after_withdraw=$FAILED_AFTER_WITHDRAW of $W_TOTAL; router dropped node1 after ${WITHDRAWN_MS:-?} ms; drain took $((T_DRAINED - T_WITHDRAW)) ms"
+echo "withdraw: failed_after_withdraw=$FAILED_AFTER_WITHDRAW of $W_TOTAL ($W_AFTER after the drain began); router dropped node1 after ${WITHDRAWN_MS:-?} ms; drain took $((T_DRAINED - T_WITHDRAW)) ms"
 echo "dead node: reroute_ms=$REROUTE_MS (BFD $BFD) failed=$DEAD_FAILED slow=$DEAD_SLOW"
 verdict=PASS
 ((SAME_MAPPING == 1)) || verdict=FAIL
