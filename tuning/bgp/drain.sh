@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Takes one ringlb node out of the ECMP group without losing a request, or puts it back.
+# Takes one ringlb node out of the ECMP group without refusing a request, or puts it back.
 # Run it on the node (`make bgp-drain`, or directly):
 #
 #   drain.sh [OPTIONS]          1. withdraw the VIP: `birdc disable vip4` (BGP sends the withdraw)
@@ -29,11 +29,12 @@
 #   --no-stop            withdraw and wait only; leave ringlb running
 #
 # Why this order: an ECMP router hashes each packet to a next hop. Stopping ringlb first would
-# reset every new connection the router still sends here; withdrawing first moves new
-# connections to the other nodes, and the graceful stop then finishes the ones in flight.
-# (Removing a next hop also moves the packets of connections already open to this node to
-# another node, which resets them: with long-lived connections, drain them by closing them
-# from ringlb's side after step 2, which SIGTERM does for idle keep-alive connections.)
+# refuse every new connection the router still sends here until it has the withdraw;
+# withdrawing first moves new connections to the other nodes within milliseconds, and the
+# graceful stop then ends ringlb once nothing arrives. Removing a next hop also sends the
+# packets of connections still open through this node to another node, which resets them:
+# short requests are rarely caught mid-exchange, long-lived connections are cut
+# (../README.md, "High availability and scale-out").
 set -euo pipefail
 
 SOCKET=/run/bird/bird.ctl
