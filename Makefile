@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: help run build test test-epoll lint unit bench bench-criterion fuzz soak ha-test ops-test clean
+.PHONY: help run build test test-epoll lint unit bench bench-criterion fuzz soak ha-test ecmp-test bgp-drain ops-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,13 +42,20 @@ soak: ## hold 10,000 keep-alive client connections through ringlb; prints its Vm
 ha-test: build ## two ringlb + keepalived hosts in network namespaces; kill the primary
 	bash tuning/keepalived/ha-test.sh
 
-ops-test: build ## tuning scripts, systemd unit, Kubernetes manifests, seccomp profile, HA failover
+ecmp-test: build ## two ringlb nodes behind a bird2 ECMP router in network namespaces
+	bash tuning/bgp/ecmp-test.sh
+
+bgp-drain: ## on a node: withdraw the VIP from BGP, wait, stop ringlb (DRAIN_ARGS=..., see drain.sh -h)
+	bash tuning/bgp/drain.sh $(DRAIN_ARGS)
+
+ops-test: build ## tuning scripts, systemd unit, Kubernetes manifests, seccomp profile, VRRP and ECMP
 	bash tuning/test-apply.sh
 	bash tuning/test-irq-affinity.sh
 	bash tuning/systemd/verify.sh
 	bash tuning/kubernetes/validate.sh
 	bash tuning/kubernetes/seccomp/test-profile.sh
 	bash tuning/keepalived/ha-test.sh
+	bash tuning/bgp/ecmp-test.sh
 
 clean: ## remove build output
 	$(CARGO) clean
