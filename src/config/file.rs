@@ -147,8 +147,14 @@ pub struct ListenerFile {
     pub real_ip_from: Vec<String>,
     /// Client connections this listener holds at once, across all workers.
     pub max_connections: Option<i64>,
+    /// Client connections one address holds at once on one worker (nginx `limit_conn`).
+    pub max_connections_per_ip: Option<i64>,
     /// Expect a PROXY protocol (v1 or v2) header on every connection (behind an L4 balancer).
     pub proxy_protocol: Option<bool>,
+    /// CIDRs allowed to send the PROXY header; a connection from elsewhere is closed. Empty:
+    /// any peer.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
     /// TLS termination: the listener serves HTTPS.
     pub tls: Option<ListenerTlsFile>,
     /// On a plain listener: answer every request with a 301 to the same URL over https.

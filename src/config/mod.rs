@@ -197,13 +197,27 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub backlog: u32,
     pub real_ip: Option<RealIp>,
-    /// Across all workers; None = unlimited.
+    /// Across all workers. None in the file: derived from `RLIMIT_NOFILE` at start
+    /// (`Config::default_max_connections`).
     pub max_connections: Option<u64>,
+    /// Per client address (the PROXY source on PROXY listeners), per worker; None = unlimited.
+    pub max_connections_per_ip: Option<u32>,
+    /// Every connection starts with a PROXY v1/v2 header, read before any TLS.
     pub proxy_protocol: bool,
+    /// Peers allowed to connect when `proxy_protocol` (the L4 balancers); empty: any.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     /// TLS termination; None for a plain listener.
     pub tls: Option<ListenerTls>,
     /// Plain listener answering every request with a 301 to https.
     pub redirect_https: bool,
+}
+
+impl Listener {
+    /// Whether `ip` may open a connection that carries a PROXY header on this listener.
+    pub fn proxy_peer_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.proxy_protocol_from.is_empty()
+            || self.proxy_protocol_from.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// TLS termination on a listener. The files are read at start and on reload

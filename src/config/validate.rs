@@ -461,6 +461,14 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
                 (1, 10_000_000),
             )
         });
+        let max_connections_per_ip = l.max_connections_per_ip.map(|_| {
+            p.int(
+                &format!("{path}.max_connections_per_ip"),
+                l.max_connections_per_ip,
+                0,
+                (1, 1_000_000),
+            ) as u32
+        });
         let real_ip = real_ip(p, &path, l);
         let addr: SocketAddr = match l.listen.parse() {
             Ok(a) => a,
@@ -483,13 +491,27 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
                 "applies to plain listeners; this one has tls",
             );
         }
+        let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+        let proxy_protocol_from = cidrs(
+            p,
+            &format!("{path}.proxy_protocol_from"),
+            &l.proxy_protocol_from,
+        );
+        if !proxy_protocol && !proxy_protocol_from.is_empty() {
+            p.add(
+                format!("{path}.proxy_protocol_from"),
+                "needs proxy_protocol = true",
+            );
+        }
         out.push(Listener {
             name: l.name.clone(),
             addr,
             backlog,
             real_ip,
             max_connections,
-            proxy_protocol: l.proxy_protocol.unwrap_or(false),
+            max_connections_per_ip,
+            proxy_protocol,
+            proxy_protocol_from,
             tls,
             redirect_https,
         });

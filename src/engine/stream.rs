@@ -89,10 +89,7 @@ impl AsyncWrite for Inner {
 async fn within<T>(deadline: Instant, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     futures_lite::future::or(fut, async {
         sleep(deadline.saturating_duration_since(Instant::now())).await;
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "TLS handshake timed out",
-        ))
+        Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
     })
     .await
 }
@@ -194,6 +191,33 @@ impl Stream {
         let mut one = [0u8; 1];
         let n = within(deadline, async { Ok(tcp.peek(&mut one).await?) }).await?;
         Ok((n > 0).then_some(one[0]))
+    }
+
+    /// The bytes the peer sent so far, up to `buf.len()`, without consuming them (Ok(0):
+    /// closed before sending). Plain TCP only: a PROXY header is read before any TLS. Waits
+    /// for the first byte; returns at once when some are queued.
+    pub async fn peek(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        let tcp = self.inner.tcp();
+        within(deadline, async { Ok(tcp.peek(buf).await?) }).await
+    }
+
+    /// Reads exactly `buf.len()` bytes (bytes already seen through [`Stream::peek`]), all
+    /// within `timeout`.
+    pub async fn read_exact(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut at = 0;
+        while at < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            match self.read(&mut buf[at..], left).await? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => at += n,
+            }
+        }
+        Ok(())
     }
 
     /// Reads at most `buf.len()` bytes; Ok(0) is end of stream. Fails with TimedOut when

@@ -22,8 +22,6 @@ pub(super) struct Client {
     pub(super) buf: Buf,
     /// Requests served so far (the first waits `client_header`, later ones `keepalive`).
     pub(super) served: u64,
-    /// The PROXY protocol header was read.
-    pub(super) proxied: bool,
 }
 
 impl Client {
@@ -36,7 +34,6 @@ impl Client {
             listener,
             buf: Buf::empty(),
             served: 0,
-            proxied: false,
         }
     }
 

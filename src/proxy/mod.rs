@@ -38,6 +38,7 @@ use crate::http1::{self, Method, RequestBody, RequestError, RequestHead, Status,
 use crate::state::conns::ConnSlot;
 use client::{Client, Scratch};
 pub use error::Failure;
+pub use proxy_protocol::read_header as read_proxy_header;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -83,10 +84,18 @@ enum BodyLeft {
 
 /// Serves one client connection. A panic inside is contained here: logged and counted, the
 /// connection closed, the core keeps serving.
-pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
+/// `proxied`: the client's address from the PROXY header read before (see
+/// [`read_proxy_header`]), when the listener expects one.
+pub async fn serve(
+    w: Rc<Worker>,
+    client: Stream,
+    peer: SocketAddr,
+    listener: ListenerId,
+    proxied: Option<SocketAddr>,
+) {
     use futures_lite::FutureExt;
     let worker = w.clone();
-    let served = std::panic::AssertUnwindSafe(serve_conn(w, client, peer, listener))
+    let served = std::panic::AssertUnwindSafe(serve_conn(w, client, peer, listener, proxied))
         .catch_unwind()
         .await;
     if served.is_err() {
@@ -98,12 +107,25 @@ pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: Li
     }
 }
 
-async fn serve_conn(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
+async fn serve_conn(
+    w: Rc<Worker>,
+    client: Stream,
+    peer: SocketAddr,
+    listener: ListenerId,
+    proxied: Option<SocketAddr>,
+) {
     let mut w = w;
+    // Behind PROXY the header's source is the client, for everything that follows; the
+    // access log keeps the TCP peer as `peer_addr`.
+    let source = proxied.unwrap_or(peer);
     let mut session = Session {
-        c: Client::new(client, peer, listener),
+        c: Client::new(client, source, listener),
         r: Scratch::new(&w, listener, peer),
     };
+    if proxied.is_some() {
+        // A request refused before it parses is logged with this address too.
+        session.r.x.client(source, source.ip(), &w.access_log); // log
+    }
     loop {
         let config = w.shared.config.clone();
         let slot = w.conns.register(session.c.stream.fd());
@@ -187,19 +209,6 @@ impl<'a> Conn<'a> {
 
 impl Conn<'_> {
     async fn run(&mut self) -> End {
-        if !self.c.proxied && self.config.listeners[self.c.listener.0 as usize].proxy_protocol {
-            self.acquire();
-            match self.read_proxy_header().await {
-                Some(source) => {
-                    self.c.peer = source;
-                    self.c.client_ip = source.ip();
-                    self.c.proxied = true;
-                    // A request refused before it parses is logged with this address too.
-                    self.r.x.client(source, source.ip(), &self.w.access_log); // log
-                }
-                None => return End::Closed,
-            }
-        }
         loop {
             match self.read_head().await {
                 HeadRead::Ready => {}
