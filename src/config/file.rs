@@ -260,6 +260,10 @@ pub struct StickyFile {
     pub path: Option<String>,
     pub secure: Option<bool>,
     pub httponly: Option<bool>,
+    /// "lax" (default), "strict" or "none" (needs `secure = true`).
+    pub samesite: Option<String>,
+    /// Key of the cookie values (HMAC-SHA256), at least 16 bytes; default: drawn per process.
+    pub secret: Option<String>,
     pub indirect: Option<bool>,
     pub nocache: Option<bool>,
 }

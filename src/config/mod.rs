@@ -8,7 +8,10 @@
 
 mod file;
 mod forward;
+mod sticky;
 mod validate;
+
+pub use sticky::CookieKey;
 
 use crate::balance::Algorithm;
 use crate::http1::{Limits, Upgrades};
@@ -346,12 +349,40 @@ pub struct Sticky {
     pub expires: Option<Duration>,
     pub domain: Option<String>,
     pub path: String,
-    pub secure: bool,
+    /// None: `Secure` on TLS listeners only.
+    pub secure: Option<bool>,
     pub httponly: bool,
+    pub samesite: Option<SameSite>,
     /// Strip ringlb's cookie before the server sees it.
     pub indirect: bool,
     /// Mark responses that set the cookie non-cacheable.
     pub nocache: bool,
+    /// Keys the values (`sticky.secret`, or the process's own).
+    pub key: CookieKey,
+    /// `; Path=...; Domain=...; Max-Age=...; HttpOnly; SameSite=...`: every attribute but
+    /// `Secure`, which depends on the listener.
+    pub attributes: Box<[u8]>,
+}
+
+impl Sticky {
+    /// Appends the `Set-Cookie` value pinning a client to the server with cookie id `id`,
+    /// issued at `issued` (Unix seconds), for a client connected over TLS or not.
+    pub fn set_cookie(&self, id: &[u8], issued: u32, tls: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.cookie.as_bytes());
+        out.push(b'=');
+        self.key.issue(id, issued, out);
+        out.extend_from_slice(&self.attributes);
+        if self.secure.unwrap_or(tls) {
+            out.extend_from_slice(b"; Secure");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
 }
 
 /// When another server is tried (nginx `proxy_next_upstream`). A request whose body was
@@ -434,12 +465,10 @@ pub struct Server {
     /// Passive health: 0 disables.
     pub max_fails: u32,
     pub fail_timeout: Duration,
-    /// Sticky cookie value naming this server: opaque (not its address), stable across
-    /// restarts, reloads and nodes (a hash of upstream and server names).
+    /// Sticky cookie id of this server (upstreams with `sticky`): keyed, opaque (not its
+    /// name or address), stable across reloads, and across restarts and nodes with
+    /// `sticky.secret` (see `CookieKey`).
     pub cookie: Box<[u8]>,
-    /// The whole `Set-Cookie` value sent when a client is pinned to this server (upstreams
-    /// with `sticky` only).
-    pub set_cookie: Option<Box<[u8]>>,
 }
 
 /// One problem found in the file, with the path of the offending field.

@@ -724,42 +724,71 @@ fn sticky(p: &mut Problems, path: &str, st: &super::file::StickyFile) -> Sticky 
             "must start with '/' and contain no spaces or ';'",
         );
     }
+    let secure = st.secure;
+    let samesite = match st.samesite.as_deref() {
+        None | Some("lax") => Some(SameSite::Lax),
+        Some("strict") => Some(SameSite::Strict),
+        Some("none") => {
+            if secure != Some(true) {
+                p.add(
+                    format!("{path}.samesite"),
+                    "\"none\" needs secure = true (browsers drop SameSite=None cookies \
+                     without Secure)",
+                );
+            }
+            Some(SameSite::None)
+        }
+        Some(other) => {
+            p.add(
+                format!("{path}.samesite"),
+                format!("{other:?}: use \"lax\", \"strict\" or \"none\""),
+            );
+            None
+        }
+    };
+    if let Some(secret) = &st.secret {
+        if secret.len() < 16 {
+            p.add(
+                format!("{path}.secret"),
+                "must be at least 16 bytes (e.g. 32 random hex digits)",
+            );
+        }
+    }
+    let expires = st
+        .expires
+        .as_ref()
+        .map(|e| p.duration(&format!("{path}.expires"), Some(e), secs(3600)));
+    let httponly = st.httponly.unwrap_or(true);
+    // RFC 6265 §4.1: `; Path=/; Domain=d; Max-Age=n; HttpOnly; SameSite=Lax`.
+    let mut attributes = format!("; Path={cookie_path}");
+    if let Some(d) = &st.domain {
+        attributes.push_str(&format!("; Domain={d}"));
+    }
+    if let Some(e) = expires {
+        attributes.push_str(&format!("; Max-Age={}", e.as_secs()));
+    }
+    if httponly {
+        attributes.push_str("; HttpOnly");
+    }
+    match samesite {
+        Some(SameSite::Lax) => attributes.push_str("; SameSite=Lax"),
+        Some(SameSite::Strict) => attributes.push_str("; SameSite=Strict"),
+        Some(SameSite::None) => attributes.push_str("; SameSite=None"),
+        None => {}
+    }
     Sticky {
         cookie: st.cookie.clone(),
-        expires: st
-            .expires
-            .as_ref()
-            .map(|e| p.duration(&format!("{path}.expires"), Some(e), secs(3600))),
+        expires,
         domain: st.domain.clone(),
         path: cookie_path,
-        secure: st.secure.unwrap_or(false),
-        httponly: st.httponly.unwrap_or(true),
+        secure,
+        httponly,
+        samesite,
         indirect: st.indirect.unwrap_or(false),
         nocache: st.nocache.unwrap_or(false),
+        key: CookieKey::new(st.secret.as_deref().map(str::as_bytes)),
+        attributes: attributes.into_bytes().into(),
     }
-}
-
-/// `name=value; Path=/; Domain=d; Max-Age=n; Secure; HttpOnly` (RFC 6265 §4.1).
-fn set_cookie(st: &Sticky, value: &[u8]) -> Box<[u8]> {
-    let mut c = format!(
-        "{}={}; Path={}",
-        st.cookie,
-        String::from_utf8_lossy(value),
-        st.path
-    );
-    if let Some(d) = &st.domain {
-        c.push_str(&format!("; Domain={d}"));
-    }
-    if let Some(e) = st.expires {
-        c.push_str(&format!("; Max-Age={}", e.as_secs()));
-    }
-    if st.secure {
-        c.push_str("; Secure");
-    }
-    if st.httponly {
-        c.push_str("; HttpOnly");
-    }
-    c.into_bytes().into()
 }
 
 fn status_range(v: &toml::Value) -> Option<std::ops::RangeInclusive<u16>> {
@@ -839,10 +868,10 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .as_ref()
             .map(|st| sticky(p, &format!("{path}.sticky"), st));
         let mut servers = servers;
-        for s in &mut servers {
-            let id = crate::balance::stable_hash(format!("{name}/{}", s.name).as_bytes());
-            s.cookie = format!("{id:016x}").into_bytes().into();
-            s.set_cookie = sticky.as_ref().map(|st| set_cookie(st, &s.cookie));
+        if let Some(st) = &sticky {
+            for s in &mut servers {
+                s.cookie = st.key.server_id(name, &s.name);
+            }
         }
         let send_proxy_protocol = match u.send_proxy_protocol.as_deref() {
             None => None,
@@ -1046,7 +1075,6 @@ fn servers(
             max_fails,
             fail_timeout,
             cookie: Box::default(),
-            set_cookie: None,
         });
         *next_id += 1;
     }

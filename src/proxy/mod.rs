@@ -175,10 +175,12 @@ struct Conn<'a> {
     c: Client,
     /// Working memory of the exchange in progress.
     r: Scratch,
-    /// The server the request's sticky cookie names, if it names one of the upstream's.
-    sticky_pref: Option<usize>,
-    /// `Set-Cookie` to add to the response (the client is (re)pinned to a server).
-    set_cookie: Option<&'a [u8]>,
+    /// The server the request's sticky cookie names, if it is a valid cookie naming one of
+    /// the upstream's, and when the cookie was issued (Unix seconds).
+    sticky_pref: Option<(usize, u32)>,
+    /// `Set-Cookie` value to add to the response (the client is (re)pinned to a server);
+    /// empty: none.
+    set_cookie: Vec<u8>,
     cookie_nocache: bool,
     /// Where an idle connection reads, having given its buffers back.
     idle: [u8; IDLE_READ],
@@ -193,7 +195,7 @@ impl<'a> Conn<'a> {
             c: s.c,
             r: s.r,
             sticky_pref: None,
-            set_cookie: None,
+            set_cookie: Vec::new(),
             cookie_nocache: false,
             idle: [0; IDLE_READ],
         }
@@ -354,10 +356,14 @@ impl Conn<'_> {
         req.upgrade = route.upgrade.allow(buf, head);
         let upstream = &self.config.upstreams[up.0 as usize];
         self.sticky_pref = None;
-        self.set_cookie = None;
+        self.set_cookie.clear();
         if let Some(st) = &upstream.sticky {
             if let Some(v) = http1::find_cookie(buf, &head.headers, st.cookie.as_bytes()) {
-                self.sticky_pref = upstream.servers.iter().position(|s| *s.cookie == *v);
+                // Only a value this key issued names a server (a forged one names none).
+                self.sticky_pref = st.key.verify(v).and_then(|(id, issued)| {
+                    let i = upstream.servers.iter().position(|s| *s.cookie == *id)?;
+                    Some((i, issued))
+                });
             }
         }
         self.r.key.clear();
