@@ -133,7 +133,9 @@ impl Stream {
         tcp.set_read_timeout(Some(timeout))?;
         tcp.set_write_timeout(Some(timeout))?;
         let connector = TlsConnector::from(config);
-        match within(deadline, connector.connect(name, tcp)).await {
+        // Boxed: a TLS handshake's state is kilobytes, and it would otherwise be part of every
+        // client connection's task, TLS or not, for its whole life.
+        match Box::pin(within(deadline, connector.connect(name, tcp))).await {
             Ok(t) => Ok(Stream {
                 inner: Inner::Client(Box::new(t)),
                 received: 0,
@@ -170,7 +172,8 @@ impl Stream {
         };
         tcp.set_read_timeout(Some(timeout))?;
         tcp.set_write_timeout(Some(timeout))?;
-        let t = within(deadline, TlsAcceptor::from(config).accept(tcp)).await?;
+        // Boxed, as in `connect_upstream`: only a connection in its handshake holds that state.
+        let t = Box::pin(within(deadline, TlsAcceptor::from(config).accept(tcp))).await?;
         Ok(Stream {
             inner: Inner::Server(Box::new(t)),
             received: 0,

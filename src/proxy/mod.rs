@@ -95,9 +95,16 @@ pub async fn serve(
 ) {
     use futures_lite::FutureExt;
     let worker = w.clone();
-    let served = std::panic::AssertUnwindSafe(serve_conn(w, client, peer, listener, proxied))
-        .catch_unwind()
-        .await;
+    let served = std::panic::AssertUnwindSafe(async move {
+        let Some(first) = first_head(&w, client).await else {
+            return;
+        };
+        // The whole machinery of exchanges (kilobytes of task state), allocated once the
+        // connection has sent a request head, and kept for its keep-alive requests.
+        Box::pin(serve_conn(w, first, peer, listener, proxied)).await
+    })
+    .catch_unwind()
+    .await;
     if served.is_err() {
         worker.panics.set(worker.panics.get() + 1);
         log::error!(
@@ -107,9 +114,81 @@ pub async fn serve(
     }
 }
 
+/// The first request head of a connection, read with only what a connection holds before
+/// it has sent one: its stream and a small buffer that grows with the head (no upstream-side
+/// buffer, no task state of the exchange phases).
+struct FirstHead {
+    stream: Stream,
+    buf: buf::Buf,
+    headers: Vec<http1::Header>,
+    /// `timeouts.client_header` passed before the head was complete (answered 408).
+    late: bool,
+}
+
+/// Reads until the first request head is complete, invalid, at the size limit or late; the
+/// exchange phases then parse it again and answer. None: the client closed, or sent nothing
+/// within `client_header`.
+async fn first_head(w: &Worker, mut stream: Stream) -> Option<FirstHead> {
+    let config = &w.shared.config;
+    let wait = config.timeouts.client_header;
+    let limits = config.limits.request.limits();
+    let full = config.limits.request.max_head + BUF_SLACK;
+    // The first bytes land here, so a connection that sends nothing holds no buffer (a peek
+    // would make the engine allocate one for it).
+    let mut first = [0u8; 64];
+    let n = match stream.read(&mut first, wait).await {
+        Ok(n) if n > 0 => n,
+        _ => return None,
+    };
+    let mut buf = buf::Buf::empty();
+    buf.ensure(client::HEAD_START);
+    buf.push(&first[..n]);
+    let mut head = RequestHead {
+        headers: Vec::new(),
+        ..RequestHead::new()
+    };
+    let deadline = Instant::now() + wait;
+    let mut late = false;
+    loop {
+        if !buf.is_empty() {
+            match http1::parse_request(buf.filled(), &limits, &mut head) {
+                Ok(Status::Partial) => {}
+                // Complete or refused: the exchange phases take it from here.
+                _ => break,
+            }
+        }
+        if buf.is_full() {
+            if buf.capacity() >= full {
+                break;
+            }
+            buf.grow_to((buf.capacity() * 2).min(full));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            late = true;
+            break;
+        }
+        match buf.fill(&mut stream, left).await {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) if error::is_timeout(&e) => {
+                late = true;
+                break;
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(FirstHead {
+        stream,
+        buf,
+        headers: head.headers,
+        late,
+    })
+}
+
 async fn serve_conn(
     w: Rc<Worker>,
-    client: Stream,
+    first: FirstHead,
     peer: SocketAddr,
     listener: ListenerId,
     proxied: Option<SocketAddr>,
@@ -119,9 +198,12 @@ async fn serve_conn(
     // access log keeps the TCP peer as `peer_addr`.
     let source = proxied.unwrap_or(peer);
     let mut session = Session {
-        c: Client::new(client, source, listener),
+        c: Client::new(first.stream, source, listener),
         r: Scratch::new(&w, listener, peer),
     };
+    session.c.buf = first.buf;
+    session.c.late = first.late;
+    session.r.head.headers = first.headers;
     if proxied.is_some() {
         // A request refused before it parses is logged with this address too.
         session.r.x.client(source, source.ip(), &w.access_log); // log
@@ -225,6 +307,7 @@ impl Conn<'_> {
             }
             self.c.served += 1;
             let next = self.exchange().await;
+            self.r.release_upstream();
             self.w.request_done(&mut self.r.x, &self.c.stream); // metrics
             if next == Next::Close {
                 return End::Closed;
@@ -238,12 +321,24 @@ impl Conn<'_> {
         self.r.release();
     }
 
-    /// Takes the buffers back (from the free list, or new ones).
+    /// Takes what reading a request head needs (from the free list, or new): a small buffer
+    /// that grows with the head. The rest is taken once it is needed: the upstream side once
+    /// a server is chosen (`acquire_upstream`).
     fn acquire(&mut self) {
+        self.c.acquire();
+        self.r.acquire_head();
+    }
+
+    /// The client buffer at its full size: the head limit and room for body bytes.
+    fn client_buf_full(&self) -> usize {
+        self.config.limits.request.max_head + BUF_SLACK
+    }
+
+    /// Takes the upstream-side buffers, once a server is chosen.
+    pub(super) fn acquire_upstream(&mut self) {
         let limits = &self.config.limits;
-        self.c.acquire(limits.request.max_head + BUF_SLACK);
         self.r
-            .acquire(UPSTREAM_BUF.max(limits.max_response_head + BUF_SLACK));
+            .acquire_upstream(UPSTREAM_BUF.max(limits.max_response_head + BUF_SLACK));
     }
 
     async fn read_head(&mut self) -> HeadRead {
@@ -277,6 +372,9 @@ impl Conn<'_> {
             }
         } else {
             self.acquire();
+            if std::mem::take(&mut self.c.late) {
+                return HeadRead::Refuse(Failure::HeadTimeout);
+            }
         }
         let limits = self.config.limits.request.limits();
         let deadline = Instant::now() + t.client_header;
@@ -285,7 +383,14 @@ impl Conn<'_> {
                 Ok(Status::Complete) => return HeadRead::Ready,
                 Ok(Status::Partial) => {
                     if self.c.buf.is_full() {
-                        return HeadRead::Refuse(Failure::Request(RequestError::HeadersTooLarge));
+                        let full = self.client_buf_full();
+                        if self.c.buf.capacity() >= full {
+                            return HeadRead::Refuse(Failure::Request(
+                                RequestError::HeadersTooLarge,
+                            ));
+                        }
+                        // The head outgrew the buffer: twice the size, up to the limit.
+                        self.c.buf.grow_to((self.c.buf.capacity() * 2).min(full));
                     }
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -371,6 +476,13 @@ impl Conn<'_> {
             hash_key(key, buf, head, self.c.client_ip, &mut self.r.key);
         }
 
+        if req.body != RequestBody::None || req.upgrade {
+            // A body (or a tunnel) streams through the client buffer: its full size.
+            let full = self.client_buf_full();
+            self.c.buf.grow_to(full);
+        }
+        let buf = self.c.buf.filled();
+        let head = &self.r.head;
         // The upstream request is built once; retries write the same bytes again.
         let body_buffered = buf.len() - head.head_len;
         let replay_len = match req.body {
@@ -378,6 +490,10 @@ impl Conn<'_> {
             RequestBody::Length(n) if n <= body_buffered as u64 => Some(n as usize),
             _ => None,
         };
+        if self.r.out.capacity() == 0 {
+            // Taken once the head is complete and routed (disjoint from the borrowed head).
+            self.r.out = buf::take_vec(4096);
+        }
         self.r.out.clear();
         let fwd = http1::RequestForward {
             client_ip: self.c.peer.ip(),
@@ -437,6 +553,7 @@ impl Conn<'_> {
         location.extend_from_slice(&host);
         location.extend_from_slice(&target);
         self.r.x.status(301); // metrics
+        self.r.acquire_resp();
         self.r.resp.clear();
         http1::write_error(301, close, &[(b"Location", &location)], &mut self.r.resp);
         let sent = self
@@ -459,6 +576,7 @@ impl Conn<'_> {
             return;
         };
         self.r.x.status(status); // metrics
+        self.r.acquire_resp();
         self.r.resp.clear();
         http1::write_error(status, next == Next::Close, extra, &mut self.r.resp);
         let _ = self

@@ -284,6 +284,7 @@ impl<'a> Conn<'a> {
         let t = self.config.timeouts;
         let state = self.w.shared.state.get(server.id);
         let replayable = body == error::Body::Replayable;
+        self.acquire_upstream();
         // A PROXY header belongs to one client: such connections are never shared.
         let mut allow_pooled = upstream.send_proxy_protocol.is_none();
         loop {
