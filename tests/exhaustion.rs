@@ -447,3 +447,64 @@ fn max_connections_per_ip_refuses_the_next_one_and_counts_it() {
         Duration::from_secs(2)
     ) == Some(200)));
 }
+
+/// With `max_conns = 1`, a client that reads its response a little at a time (each write still
+/// progresses within `client_send`) no longer keeps the only server slot: below
+/// `limits.min_send_rate` it is cut, and the next client is served. A client reading at full
+/// speed downloads a large body untouched.
+#[test]
+fn a_slow_reader_does_not_hold_the_only_slot() {
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&config(
+        &[format!("{}\nmax_conns = 1", server(b.addr))],
+        "",
+        "[timeouts]\nclient_send = \"1s\"\n[limits]\nmin_send_rate = \"1MiB\"\n",
+    ));
+    // A small receive window, so that ringlb's writes wait for this reader.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 << 10).unwrap();
+    sock.connect(&lb.addr().into()).unwrap();
+    let mut slow: TcpStream = sock.into();
+    slow.write_all(b"GET /size/64000000 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_reader = stop.clone();
+    let reader = thread::spawn(move || {
+        // 16 KiB every 250 ms: 64 KiB/s, enough for each write to progress within 1 s.
+        let mut buf = [0u8; 16 << 10];
+        let mut total = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline && !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
+            match slow.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        total
+    });
+    thread::sleep(Duration::from_millis(500));
+    // The slot is taken: another client is refused for now (no queue).
+    assert_eq!(quick_get(lb.addr(), Duration::from_secs(5)), Some(503));
+    // Within the limit's reach the slot is free again.
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(25), || quick_get(
+            lb.addr(),
+            Duration::from_secs(5)
+        ) == Some(200)),
+        "the slow reader still holds the only slot"
+    );
+    eprintln!("slot free after {:?}", started.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let read = reader.join().unwrap();
+    assert!(read < 64_000_000, "read {read}");
+
+    // A client reading at full speed gets every byte of a large body.
+    let mut c = Client::connect(lb.addr());
+    c.send(b"GET /size/100000000 HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 100_000_000);
+}

@@ -131,6 +131,9 @@ pub struct LimitsFile {
     pub max_request_line: Option<String>,
     pub max_headers: Option<i64>,
     pub max_response_head: Option<String>,
+    /// Bytes per second a client must read a response at, on average, once
+    /// `timeouts.client_send` has passed; "0" turns it off.
+    pub min_send_rate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

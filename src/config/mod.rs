@@ -174,6 +174,10 @@ pub struct Timeouts {
 pub struct HttpLimits {
     pub request: LimitsCopy,
     pub max_response_head: usize,
+    /// A response may take `timeouts.client_send` plus its bytes at this rate (bytes per
+    /// second) to reach the client; slower, the connection is closed and its server slot
+    /// freed. None: no limit beyond `client_send` per write.
+    pub min_send_rate: Option<u64>,
 }
 
 /// Copyable mirror of [`Limits`] so the config stays `Clone` without depending on its derives.

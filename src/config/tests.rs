@@ -371,3 +371,17 @@ fn sticky_samesite_secure_and_secret() {
     st.set_cookie(id, 1, true, &mut out);
     assert!(!String::from_utf8_lossy(&out).contains("Secure"));
 }
+
+#[test]
+fn min_send_rate_defaults_and_turns_off() {
+    assert_eq!(
+        Config::parse(MINIMAL).unwrap().limits.min_send_rate,
+        Some(1024)
+    );
+    let off = format!("[limits]\nmin_send_rate = \"0\"\n{MINIMAL}");
+    assert_eq!(Config::parse(&off).unwrap().limits.min_send_rate, None);
+    let bad = format!("[limits]\nmin_send_rate = \"fast\"\n{MINIMAL}");
+    assert!(problems(&bad)
+        .iter()
+        .any(|l| l.contains("limits.min_send_rate")));
+}

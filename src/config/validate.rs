@@ -134,6 +134,15 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
             16 << 10,
             1 << 20,
         ),
+        min_send_rate: match l.min_send_rate.as_deref() {
+            Some("0") => None,
+            rate => Some(p.size(
+                "limits.min_send_rate",
+                rate.map(str::to_string).as_ref(),
+                1 << 10,
+                1 << 30,
+            ) as u64),
+        },
     };
     if limits.request.max_request_line > limits.request.max_head {
         p.add(

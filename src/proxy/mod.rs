@@ -264,6 +264,9 @@ struct Conn<'a> {
     /// empty: none.
     set_cookie: Vec<u8>,
     cookie_nocache: bool,
+    /// The response being sent: when its first write began, and its bytes so far
+    /// (`limits.min_send_rate`).
+    sending: Option<(Instant, u64)>,
     /// Where an idle connection reads, having given its buffers back.
     idle: [u8; IDLE_READ],
 }
@@ -279,6 +282,7 @@ impl<'a> Conn<'a> {
             sticky_pref: None,
             set_cookie: Vec::new(),
             cookie_nocache: false,
+            sending: None,
             idle: [0; IDLE_READ],
         }
     }
@@ -306,6 +310,7 @@ impl Conn<'_> {
                 }
             }
             self.c.served += 1;
+            self.sending = None;
             let next = self.exchange().await;
             self.r.release_upstream();
             self.w.request_done(&mut self.r.x, &self.c.stream); // metrics
