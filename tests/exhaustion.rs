@@ -375,3 +375,136 @@ fn soak_10k_keepalive_connections() {
     drop(conns);
     assert!(eventually(Duration::from_secs(10), || fd_count(pid) < 200));
 }
+
+/// A connection that has sent part of a request head costs little: 2,000 connections that
+/// each sent one byte raise ringlb's resident memory by less than 8 KiB each, and the memory
+/// goes back once they close (buffers are taken as the head grows, upstream-side buffers only
+/// once a server is chosen, and the free lists keep a bounded number of bytes).
+#[test]
+fn connections_that_sent_one_byte_cost_little_and_give_it_back() {
+    const N: usize = 2_000;
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&config(
+        &[server(b.addr)],
+        "",
+        "[timeouts]\nclient_header = \"60s\"\n",
+    ));
+    let pid = lb.proc.pid();
+    // Warm up: a few exchanges, so the baseline has the buffers one request uses.
+    for _ in 0..3 {
+        assert_eq!(lb.get("/").status, 200);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let baseline = rss_kib(pid);
+    let mut held: Vec<TcpStream> = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut s = TcpStream::connect(lb.addr()).expect("connect");
+        s.write_all(b"G").unwrap();
+        held.push(s);
+    }
+    // Every connection accepted and its byte read.
+    thread::sleep(Duration::from_millis(1500));
+    let loaded = rss_kib(pid);
+    let per_conn = (loaded.saturating_sub(baseline)) as f64 / N as f64;
+    eprintln!("VmRSS {baseline} KiB -> {loaded} KiB with {N} connections: {per_conn:.2} KiB each");
+    assert!(per_conn < 8.0, "{per_conn:.2} KiB per connection");
+    assert_eq!(quick_get(lb.addr(), Duration::from_secs(5)), Some(200));
+    drop(held);
+    let grown = loaded.saturating_sub(baseline);
+    let back = eventually(Duration::from_secs(10), || {
+        rss_kib(pid) <= baseline + grown / 2 + 1024
+    });
+    let after = rss_kib(pid);
+    eprintln!("VmRSS after they closed: {after} KiB");
+    assert!(back, "VmRSS stays at {after} KiB (baseline {baseline} KiB)");
+}
+
+#[test]
+fn max_connections_per_ip_refuses_the_next_one_and_counts_it() {
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&config(&[server(b.addr)], "", "").replacen(
+        "listen = \"127.0.0.1:0\"\n[[routes]]",
+        "listen = \"127.0.0.1:0\"\nmax_connections_per_ip = 3\n[[routes]]",
+        1,
+    ));
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(lb.addr()).unwrap();
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    // The fourth from 127.0.0.1 is closed at once, without an answer.
+    assert_eq!(quick_get(lb.addr(), Duration::from_secs(5)), None);
+    let text = lb.admin_get("/metrics").text();
+    let line = "ringlb_connections_refused_total{listener=\"http\",reason=\"per_ip\"} 1";
+    assert!(text.lines().any(|l| l == line), "{text}");
+    // One closes: there is room again.
+    drop(held.pop());
+    assert!(eventually(Duration::from_secs(5), || quick_get(
+        lb.addr(),
+        Duration::from_secs(2)
+    ) == Some(200)));
+}
+
+/// With `max_conns = 1`, a client that reads its response a little at a time (each write still
+/// progresses within `client_send`) no longer keeps the only server slot: below
+/// `limits.min_send_rate` it is cut, and the next client is served. A client reading at full
+/// speed downloads a large body untouched.
+#[test]
+fn a_slow_reader_does_not_hold_the_only_slot() {
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&config(
+        &[format!("{}\nmax_conns = 1", server(b.addr))],
+        "",
+        "[timeouts]\nclient_send = \"1s\"\n[limits]\nmin_send_rate = \"1MiB\"\n",
+    ));
+    // A small receive window, so that ringlb's writes wait for this reader.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 << 10).unwrap();
+    sock.connect(&lb.addr().into()).unwrap();
+    let mut slow: TcpStream = sock.into();
+    slow.write_all(b"GET /size/64000000 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_reader = stop.clone();
+    let reader = thread::spawn(move || {
+        // 16 KiB every 250 ms: 64 KiB/s, enough for each write to progress within 1 s.
+        let mut buf = [0u8; 16 << 10];
+        let mut total = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline && !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
+            match slow.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        total
+    });
+    thread::sleep(Duration::from_millis(500));
+    // The slot is taken: another client is refused for now (no queue).
+    assert_eq!(quick_get(lb.addr(), Duration::from_secs(5)), Some(503));
+    // Within the limit's reach the slot is free again.
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(25), || quick_get(
+            lb.addr(),
+            Duration::from_secs(5)
+        ) == Some(200)),
+        "the slow reader still holds the only slot"
+    );
+    eprintln!("slot free after {:?}", started.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let read = reader.join().unwrap();
+    assert!(read < 64_000_000, "read {read}");
+
+    // A client reading at full speed gets every byte of a large body.
+    let mut c = Client::connect(lb.addr());
+    c.send(b"GET /size/100000000 HTTP/1.1\r\nHost: h\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 100_000_000);
+}

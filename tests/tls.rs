@@ -174,6 +174,43 @@ impl Https {
         })
     }
 
+    /// Like `connect`, with `prefix` sent in clear before the handshake (a PROXY header, as
+    /// an L4 balancer sends it).
+    fn connect_after(
+        addr: SocketAddr,
+        prefix: &[u8],
+        sni: &str,
+        config: Arc<ClientConfig>,
+    ) -> std::io::Result<Https> {
+        let mut tcp = TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tcp.write_all(prefix)?;
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Https {
+            tls,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends `bytes` inside TLS; the response, or None when the connection closed first.
+    fn try_exchange(&mut self, bytes: &[u8]) -> Option<Resp> {
+        self.tls.write_all(bytes).ok()?;
+        self.tls.flush().ok()?;
+        let mut tmp = [0u8; 16384];
+        while !self.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match self.tls.read(&mut tmp) {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&tmp[..n]),
+                _ => return None,
+            }
+        }
+        Some(self.response())
+    }
+
     fn peer_cert(&self) -> Vec<u8> {
         self.tls.conn.peer_certificates().unwrap()[0].to_vec()
     }
@@ -1060,4 +1097,137 @@ fn health_checks_use_tls_and_verify_the_server() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PROXY protocol on a TLS listener: before the handshake, never inside it
+
+/// A TLS listener with `proxy_protocol = true` (and `extra` listener lines), a JSON access
+/// log at `log`, in front of `backend`.
+fn proxied_tls(ca: &Ca, backend: SocketAddr, extra: &str, log: &std::path::Path) -> Ringlb {
+    let leaf = ca.issue(&["a.test"]);
+    let head = format!(
+        "{HEAD}[access_log]\nformat = \"json\"\npath = \"{}\"\n",
+        log.display()
+    );
+    Ringlb::start(&tls_config(
+        &head,
+        &format!(
+            "{{ certs = [{}] }}\nproxy_protocol = true\n{extra}",
+            leaf.toml()
+        ),
+        backend,
+    ))
+}
+
+const PROXY_V1: &[u8] = b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 443\r\n";
+
+#[test]
+fn proxy_header_before_the_handshake_names_the_client() {
+    let ca = Ca::new("pp");
+    let backend = Backend::start("app1", &[]);
+    let log = temp_path("pp.json");
+    let lb = proxied_tls(&ca, backend.addr, "", &log);
+    let config = Arc::new(client_config(ca.roots()));
+    // v1, as HAProxy `send-proxy` and most L4 balancers send it.
+    let mut c = Https::connect_after(lb.listeners[0], PROXY_V1, "a.test", config.clone())
+        .expect("handshake after a PROXY header");
+    let r = c.get("/echo", "a.test");
+    assert_eq!(r.status, 200);
+    let echoed = r.text().to_lowercase();
+    assert!(
+        echoed.contains("x-forwarded-for: 203.0.113.9"),
+        "backend saw: {echoed}"
+    );
+    // v2 (AWS NLB, GCP), IPv6.
+    let v2 = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (
+            "[2001:db8::7]:4000".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::1]:443".parse::<SocketAddr>().unwrap(),
+        ),
+    )
+    .build()
+    .unwrap();
+    let mut c = Https::connect_after(lb.listeners[0], &v2, "a.test", config).unwrap();
+    let echoed = c.get("/echo", "a.test").text().to_lowercase();
+    assert!(echoed.contains("x-forwarded-for: 2001:db8::7"), "{echoed}");
+    // The access log names the PROXY source.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 || Instant::now() > deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        text.contains("\"remote_addr\":\"203.0.113.9\""),
+        "access log: {text}"
+    );
+    assert!(text.contains("2001:db8::7"), "access log: {text}");
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn a_proxy_header_inside_tls_is_not_honoured() {
+    let ca = Ca::new("pp-inside");
+    let backend = Backend::start("app1", &[]);
+    let log = temp_path("pp-inside.json");
+    let lb = proxied_tls(&ca, backend.addr, "", &log);
+    let config = Arc::new(client_config(ca.roots()));
+    let forged =
+        b"PROXY TCP4 8.8.4.4 127.0.0.1 5555 443\r\nGET /echo HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    // A TLS client straight to the port, choosing its address inside TLS: no PROXY header
+    // came first, so the connection ends before any request is served.
+    let served = Https::connect(lb.listeners[0], "a.test", config.clone())
+        .ok()
+        .and_then(|mut c| c.try_exchange(forged));
+    assert!(
+        served.is_none(),
+        "served: {:?}",
+        served.map(|r| (r.status, r.text()))
+    );
+    // Through the balancer (PROXY first), a second header inside TLS is just bad HTTP.
+    let mut c = Https::connect_after(lb.listeners[0], PROXY_V1, "a.test", config).unwrap();
+    let r = c.try_exchange(forged);
+    let status = r.as_ref().map(|r| r.status);
+    assert!(
+        status.is_none() || status == Some(400),
+        "{:?}",
+        r.map(|r| r.text())
+    );
+    assert_eq!(backend.stats().0, 0, "no request reached the backend");
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn peers_outside_proxy_protocol_from_are_closed_and_counted() {
+    let ca = Ca::new("pp-from");
+    let backend = Backend::start("app1", &[]);
+    let log = temp_path("pp-from.json");
+    let lb = proxied_tls(
+        &ca,
+        backend.addr,
+        "proxy_protocol_from = [\"10.0.0.0/8\"]",
+        &log,
+    );
+    let config = Arc::new(client_config(ca.roots()));
+    // 127.0.0.1 is not a listed balancer: closed, whatever it sends.
+    assert!(Https::connect_after(lb.listeners[0], PROXY_V1, "a.test", config).is_err());
+    let mut s = TcpStream::connect(lb.listeners[0]).unwrap();
+    s.write_all(PROXY_V1).unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    assert_eq!(backend.stats().0, 0);
+    let text = lb.admin_get("/metrics").text();
+    assert_eq!(
+        series(
+            &text,
+            "ringlb_connections_refused_total{listener=\"https\",reason=\"proxy_protocol_from\"}"
+        ),
+        2,
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&log);
 }

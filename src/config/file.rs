@@ -133,6 +133,9 @@ pub struct LimitsFile {
     pub max_request_line: Option<String>,
     pub max_headers: Option<i64>,
     pub max_response_head: Option<String>,
+    /// Bytes per second a client must read a response at, on average, once
+    /// `timeouts.client_send` has passed; "0" turns it off.
+    pub min_send_rate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,8 +152,14 @@ pub struct ListenerFile {
     pub real_ip_from: Vec<String>,
     /// Client connections this listener holds at once, across all workers.
     pub max_connections: Option<i64>,
+    /// Client connections one address holds at once on one worker (nginx `limit_conn`).
+    pub max_connections_per_ip: Option<i64>,
     /// Expect a PROXY protocol (v1 or v2) header on every connection (behind an L4 balancer).
     pub proxy_protocol: Option<bool>,
+    /// CIDRs allowed to send the PROXY header; a connection from elsewhere is closed. Empty:
+    /// any peer.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
     /// TLS termination: the listener serves HTTPS.
     pub tls: Option<ListenerTlsFile>,
     /// On a plain listener: answer every request with a 301 to the same URL over https.
@@ -256,6 +265,10 @@ pub struct StickyFile {
     pub path: Option<String>,
     pub secure: Option<bool>,
     pub httponly: Option<bool>,
+    /// "lax" (default), "strict" or "none" (needs `secure = true`).
+    pub samesite: Option<String>,
+    /// Key of the cookie values (HMAC-SHA256), at least 16 bytes; default: drawn per process.
+    pub secret: Option<String>,
     pub indirect: Option<bool>,
     pub nocache: Option<bool>,
 }

@@ -8,7 +8,10 @@
 
 mod file;
 mod forward;
+mod sticky;
 mod validate;
+
+pub use sticky::CookieKey;
 
 use crate::balance::Algorithm;
 use crate::http1::{Limits, Upgrades};
@@ -183,6 +186,10 @@ pub struct Timeouts {
 pub struct HttpLimits {
     pub request: LimitsCopy,
     pub max_response_head: usize,
+    /// A response may take `timeouts.client_send` plus its bytes at this rate (bytes per
+    /// second) to reach the client; slower, the connection is closed and its server slot
+    /// freed. None: no limit beyond `client_send` per write.
+    pub min_send_rate: Option<u64>,
 }
 
 /// Copyable mirror of [`Limits`] so the config stays `Clone` without depending on its derives.
@@ -209,13 +216,27 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub backlog: u32,
     pub real_ip: Option<RealIp>,
-    /// Across all workers; None = unlimited.
+    /// Across all workers. None in the file: derived from `RLIMIT_NOFILE` at start
+    /// (`Config::default_max_connections`).
     pub max_connections: Option<u64>,
+    /// Per client address (the PROXY source on PROXY listeners), per worker; None = unlimited.
+    pub max_connections_per_ip: Option<u32>,
+    /// Every connection starts with a PROXY v1/v2 header, read before any TLS.
     pub proxy_protocol: bool,
+    /// Peers allowed to connect when `proxy_protocol` (the L4 balancers); empty: any.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     /// TLS termination; None for a plain listener.
     pub tls: Option<ListenerTls>,
     /// Plain listener answering every request with a 301 to https.
     pub redirect_https: bool,
+}
+
+impl Listener {
+    /// Whether `ip` may open a connection that carries a PROXY header on this listener.
+    pub fn proxy_peer_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.proxy_protocol_from.is_empty()
+            || self.proxy_protocol_from.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// TLS termination on a listener. The files are read at start and on reload
@@ -344,12 +365,40 @@ pub struct Sticky {
     pub expires: Option<Duration>,
     pub domain: Option<String>,
     pub path: String,
-    pub secure: bool,
+    /// None: `Secure` on TLS listeners only.
+    pub secure: Option<bool>,
     pub httponly: bool,
+    pub samesite: Option<SameSite>,
     /// Strip ringlb's cookie before the server sees it.
     pub indirect: bool,
     /// Mark responses that set the cookie non-cacheable.
     pub nocache: bool,
+    /// Keys the values (`sticky.secret`, or the process's own).
+    pub key: CookieKey,
+    /// `; Path=...; Domain=...; Max-Age=...; HttpOnly; SameSite=...`: every attribute but
+    /// `Secure`, which depends on the listener.
+    pub attributes: Box<[u8]>,
+}
+
+impl Sticky {
+    /// Appends the `Set-Cookie` value pinning a client to the server with cookie id `id`,
+    /// issued at `issued` (Unix seconds), for a client connected over TLS or not.
+    pub fn set_cookie(&self, id: &[u8], issued: u32, tls: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.cookie.as_bytes());
+        out.push(b'=');
+        self.key.issue(id, issued, out);
+        out.extend_from_slice(&self.attributes);
+        if self.secure.unwrap_or(tls) {
+            out.extend_from_slice(b"; Secure");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
 }
 
 /// When another server is tried (nginx `proxy_next_upstream`). A request whose body was
@@ -432,12 +481,10 @@ pub struct Server {
     /// Passive health: 0 disables.
     pub max_fails: u32,
     pub fail_timeout: Duration,
-    /// Sticky cookie value naming this server: opaque (not its address), stable across
-    /// restarts, reloads and nodes (a hash of upstream and server names).
+    /// Sticky cookie id of this server (upstreams with `sticky`): keyed, opaque (not its
+    /// name or address), stable across reloads, and across restarts and nodes with
+    /// `sticky.secret` (see `CookieKey`).
     pub cookie: Box<[u8]>,
-    /// The whole `Set-Cookie` value sent when a client is pinned to this server (upstreams
-    /// with `sticky` only).
-    pub set_cookie: Option<Box<[u8]>>,
 }
 
 /// One problem found in the file, with the path of the offending field.

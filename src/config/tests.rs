@@ -335,3 +335,71 @@ fn via_is_the_host_name_a_given_name_or_off() {
     assert!(Config::parse(&with("3")).is_err());
     assert!(Config::parse(&format!("[proxy]\nvai = \"x\"\n{MINIMAL}")).is_err());
 }
+
+#[test]
+fn sticky_samesite_secure_and_secret() {
+    let with = |sticky: &str| {
+        MINIMAL.replace(
+            "[upstreams.app]",
+            &format!("[upstreams.app]\nsticky = {{ {sticky} }}"),
+        )
+    };
+    let p = problems(&with("cookie = \"s\", samesite = \"none\""));
+    assert!(
+        p.iter()
+            .any(|l| l.contains("sticky.samesite") && l.contains("secure = true")),
+        "{p:?}"
+    );
+    assert!(problems(&with("cookie = \"s\", samesite = \"none\", secure = true")).is_empty());
+    let p = problems(&with("cookie = \"s\", samesite = \"loose\""));
+    assert!(p.iter().any(|l| l.contains("sticky.samesite")), "{p:?}");
+    let p = problems(&with("cookie = \"s\", secret = \"short\""));
+    assert!(p.iter().any(|l| l.contains("sticky.secret")), "{p:?}");
+    let p = problems(&MINIMAL.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nproxy_protocol_from = [\"10.0.0.0/8\"]",
+    ));
+    assert!(
+        p.iter().any(|l| l.contains("needs proxy_protocol")),
+        "{p:?}"
+    );
+
+    // Secure by default on TLS connections only, unless set.
+    let c = Config::parse(&with("cookie = \"s\"")).unwrap();
+    let st = c.upstreams[0].sticky.as_ref().unwrap();
+    let id = &c.upstreams[0].servers[0].cookie;
+    let cookie = |tls| {
+        let mut out = Vec::new();
+        st.set_cookie(id, 1_700_000_000, tls, &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    assert!(
+        cookie(true).ends_with("; HttpOnly; SameSite=Lax; Secure"),
+        "{}",
+        cookie(true)
+    );
+    assert!(
+        cookie(false).ends_with("; HttpOnly; SameSite=Lax"),
+        "{}",
+        cookie(false)
+    );
+    let c = Config::parse(&with("cookie = \"s\", secure = false")).unwrap();
+    let st = c.upstreams[0].sticky.as_ref().unwrap();
+    let mut out = Vec::new();
+    st.set_cookie(id, 1, true, &mut out);
+    assert!(!String::from_utf8_lossy(&out).contains("Secure"));
+}
+
+#[test]
+fn min_send_rate_defaults_and_turns_off() {
+    assert_eq!(
+        Config::parse(MINIMAL).unwrap().limits.min_send_rate,
+        Some(1024)
+    );
+    let off = format!("[limits]\nmin_send_rate = \"0\"\n{MINIMAL}");
+    assert_eq!(Config::parse(&off).unwrap().limits.min_send_rate, None);
+    let bad = format!("[limits]\nmin_send_rate = \"fast\"\n{MINIMAL}");
+    assert!(problems(&bad)
+        .iter()
+        .any(|l| l.contains("limits.min_send_rate")));
+}

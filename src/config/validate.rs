@@ -134,6 +134,15 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
             16 << 10,
             1 << 20,
         ),
+        min_send_rate: match l.min_send_rate.as_deref() {
+            Some("0") => None,
+            rate => Some(p.size(
+                "limits.min_send_rate",
+                rate.map(str::to_string).as_ref(),
+                1 << 10,
+                1 << 30,
+            ) as u64),
+        },
     };
     if limits.request.max_request_line > limits.request.max_head {
         p.add(
@@ -494,6 +503,14 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
                 (1, 10_000_000),
             )
         });
+        let max_connections_per_ip = l.max_connections_per_ip.map(|_| {
+            p.int(
+                &format!("{path}.max_connections_per_ip"),
+                l.max_connections_per_ip,
+                0,
+                (1, 1_000_000),
+            ) as u32
+        });
         let real_ip = real_ip(p, &path, l);
         let addr: SocketAddr = match l.listen.parse() {
             Ok(a) => a,
@@ -516,13 +533,27 @@ fn listeners(p: &mut Problems, file: &File) -> Vec<Listener> {
                 "applies to plain listeners; this one has tls",
             );
         }
+        let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+        let proxy_protocol_from = cidrs(
+            p,
+            &format!("{path}.proxy_protocol_from"),
+            &l.proxy_protocol_from,
+        );
+        if !proxy_protocol && !proxy_protocol_from.is_empty() {
+            p.add(
+                format!("{path}.proxy_protocol_from"),
+                "needs proxy_protocol = true",
+            );
+        }
         out.push(Listener {
             name: l.name.clone(),
             addr,
             backlog,
             real_ip,
             max_connections,
-            proxy_protocol: l.proxy_protocol.unwrap_or(false),
+            max_connections_per_ip,
+            proxy_protocol,
+            proxy_protocol_from,
             tls,
             redirect_https,
         });
@@ -735,42 +766,71 @@ fn sticky(p: &mut Problems, path: &str, st: &super::file::StickyFile) -> Sticky 
             "must start with '/' and contain no spaces or ';'",
         );
     }
+    let secure = st.secure;
+    let samesite = match st.samesite.as_deref() {
+        None | Some("lax") => Some(SameSite::Lax),
+        Some("strict") => Some(SameSite::Strict),
+        Some("none") => {
+            if secure != Some(true) {
+                p.add(
+                    format!("{path}.samesite"),
+                    "\"none\" needs secure = true (browsers drop SameSite=None cookies \
+                     without Secure)",
+                );
+            }
+            Some(SameSite::None)
+        }
+        Some(other) => {
+            p.add(
+                format!("{path}.samesite"),
+                format!("{other:?}: use \"lax\", \"strict\" or \"none\""),
+            );
+            None
+        }
+    };
+    if let Some(secret) = &st.secret {
+        if secret.len() < 16 {
+            p.add(
+                format!("{path}.secret"),
+                "must be at least 16 bytes (e.g. 32 random hex digits)",
+            );
+        }
+    }
+    let expires = st
+        .expires
+        .as_ref()
+        .map(|e| p.duration(&format!("{path}.expires"), Some(e), secs(3600)));
+    let httponly = st.httponly.unwrap_or(true);
+    // RFC 6265 §4.1: `; Path=/; Domain=d; Max-Age=n; HttpOnly; SameSite=Lax`.
+    let mut attributes = format!("; Path={cookie_path}");
+    if let Some(d) = &st.domain {
+        attributes.push_str(&format!("; Domain={d}"));
+    }
+    if let Some(e) = expires {
+        attributes.push_str(&format!("; Max-Age={}", e.as_secs()));
+    }
+    if httponly {
+        attributes.push_str("; HttpOnly");
+    }
+    match samesite {
+        Some(SameSite::Lax) => attributes.push_str("; SameSite=Lax"),
+        Some(SameSite::Strict) => attributes.push_str("; SameSite=Strict"),
+        Some(SameSite::None) => attributes.push_str("; SameSite=None"),
+        None => {}
+    }
     Sticky {
         cookie: st.cookie.clone(),
-        expires: st
-            .expires
-            .as_ref()
-            .map(|e| p.duration(&format!("{path}.expires"), Some(e), secs(3600))),
+        expires,
         domain: st.domain.clone(),
         path: cookie_path,
-        secure: st.secure.unwrap_or(false),
-        httponly: st.httponly.unwrap_or(true),
+        secure,
+        httponly,
+        samesite,
         indirect: st.indirect.unwrap_or(false),
         nocache: st.nocache.unwrap_or(false),
+        key: CookieKey::new(st.secret.as_deref().map(str::as_bytes)),
+        attributes: attributes.into_bytes().into(),
     }
-}
-
-/// `name=value; Path=/; Domain=d; Max-Age=n; Secure; HttpOnly` (RFC 6265 §4.1).
-fn set_cookie(st: &Sticky, value: &[u8]) -> Box<[u8]> {
-    let mut c = format!(
-        "{}={}; Path={}",
-        st.cookie,
-        String::from_utf8_lossy(value),
-        st.path
-    );
-    if let Some(d) = &st.domain {
-        c.push_str(&format!("; Domain={d}"));
-    }
-    if let Some(e) = st.expires {
-        c.push_str(&format!("; Max-Age={}", e.as_secs()));
-    }
-    if st.secure {
-        c.push_str("; Secure");
-    }
-    if st.httponly {
-        c.push_str("; HttpOnly");
-    }
-    c.into_bytes().into()
 }
 
 fn status_range(v: &toml::Value) -> Option<std::ops::RangeInclusive<u16>> {
@@ -850,10 +910,10 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .as_ref()
             .map(|st| sticky(p, &format!("{path}.sticky"), st));
         let mut servers = servers;
-        for s in &mut servers {
-            let id = crate::balance::stable_hash(format!("{name}/{}", s.name).as_bytes());
-            s.cookie = format!("{id:016x}").into_bytes().into();
-            s.set_cookie = sticky.as_ref().map(|st| set_cookie(st, &s.cookie));
+        if let Some(st) = &sticky {
+            for s in &mut servers {
+                s.cookie = st.key.server_id(name, &s.name);
+            }
         }
         let send_proxy_protocol = match u.send_proxy_protocol.as_deref() {
             None => None,
@@ -1057,7 +1117,6 @@ fn servers(
             max_fails,
             fail_timeout,
             cookie: Box::default(),
-            set_cookie: None,
         });
         *next_id += 1;
     }

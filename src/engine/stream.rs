@@ -89,10 +89,7 @@ impl AsyncWrite for Inner {
 async fn within<T>(deadline: Instant, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     futures_lite::future::or(fut, async {
         sleep(deadline.saturating_duration_since(Instant::now())).await;
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "TLS handshake timed out",
-        ))
+        Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
     })
     .await
 }
@@ -135,7 +132,9 @@ impl Stream {
         tcp.set_read_timeout(Some(timeout))?;
         tcp.set_write_timeout(Some(timeout))?;
         let connector = TlsConnector::from(config);
-        match within(deadline, connector.connect(name, tcp)).await {
+        // Boxed: a TLS handshake's state is kilobytes, and it would otherwise be part of every
+        // client connection's task, TLS or not, for its whole life.
+        match Box::pin(within(deadline, connector.connect(name, tcp))).await {
             Ok(t) => Ok(Stream {
                 inner: Inner::Client(Box::new(t)),
                 received: 0,
@@ -172,7 +171,8 @@ impl Stream {
         };
         tcp.set_read_timeout(Some(timeout))?;
         tcp.set_write_timeout(Some(timeout))?;
-        let t = within(deadline, TlsAcceptor::from(config).accept(tcp)).await?;
+        // Boxed, as in `connect_upstream`: only a connection in its handshake holds that state.
+        let t = Box::pin(within(deadline, TlsAcceptor::from(config).accept(tcp))).await?;
         Ok(Stream {
             inner: Inner::Server(Box::new(t)),
             received: 0,
@@ -193,6 +193,33 @@ impl Stream {
         let mut one = [0u8; 1];
         let n = within(deadline, tcp.peek(&mut one)).await?;
         Ok((n > 0).then_some(one[0]))
+    }
+
+    /// The bytes the peer sent so far, up to `buf.len()`, without consuming them (Ok(0):
+    /// closed before sending). Plain TCP only: a PROXY header is read before any TLS. Waits
+    /// for the first byte; returns at once when some are queued.
+    pub async fn peek(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        let tcp = self.inner.tcp();
+        within(deadline, async { Ok(tcp.peek(buf).await?) }).await
+    }
+
+    /// Reads exactly `buf.len()` bytes (bytes already seen through [`Stream::peek`]), all
+    /// within `timeout`.
+    pub async fn read_exact(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut at = 0;
+        while at < buf.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            match self.read(&mut buf[at..], left).await? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => at += n,
+            }
+        }
+        Ok(())
     }
 
     /// Reads at most `buf.len()` bytes; Ok(0) is end of stream. Fails with TimedOut when

@@ -370,7 +370,6 @@ mod tests {
             max_fails: 1,
             fail_timeout: Duration::from_secs(10),
             cookie: Box::default(),
-            set_cookie: None,
         };
         let mut h = hc(2, 3);
         assert_eq!(

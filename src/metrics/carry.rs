@@ -16,7 +16,7 @@
 //! server the health checks passed and failed and the invalid responses, then per upstream a
 //! health check histogram.
 
-use super::core::{Core, Layout, Target, ALL_TLS_FAILURES, CLASSES, CODES};
+use super::core::{Core, Layout, Target, ALL_REFUSALS, ALL_TLS_FAILURES, CLASSES, CODES};
 use super::histogram::SLOTS;
 use crate::config::{Config, ServerId, UpstreamId};
 use std::collections::HashMap;
@@ -240,6 +240,9 @@ fn slot_map(old_config: &Config, old: &Layout, new_config: &Config, new: &Layout
         for reason in ALL_TLS_FAILURES {
             let o = ol.map(|ol| old.tls_failed(ol, reason));
             set(new.tls_failed(l, reason), o);
+        }
+        for reason in ALL_REFUSALS {
+            set(new.refused(l, reason), ol.map(|ol| old.refused(ol, reason)));
         }
     }
     for u in 0..new.upstreams {

@@ -35,7 +35,24 @@ const L_SENT: usize = 3;
 const L_TLS_OK: usize = 4;
 /// One counter per [`TlsFailure`].
 const L_TLS_FAILED: usize = 5;
-const L_FIELDS: usize = L_TLS_FAILED + TLS_FAILURES;
+/// One counter per [`Refusal`].
+const L_REFUSED: usize = L_TLS_FAILED + TLS_FAILURES;
+const L_FIELDS: usize = L_REFUSED + REFUSALS;
+
+/// Why a connection was closed at accept, before anything was read from it (the `reason`
+/// label, `names::REFUSAL_REASONS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The listener holds `max_connections`.
+    MaxConnections,
+    /// The client address holds `max_connections_per_ip` on this core.
+    PerIp,
+    /// A PROXY listener's peer is not in `proxy_protocol_from`.
+    ProxyFrom,
+}
+pub const REFUSALS: usize = 3;
+pub const ALL_REFUSALS: [Refusal; REFUSALS] =
+    [Refusal::MaxConnections, Refusal::PerIp, Refusal::ProxyFrom];
 
 /// Why a connection to a TLS listener did not complete a handshake (the `reason` label,
 /// `names::TLS_FAILURE_REASONS`).
@@ -182,6 +199,9 @@ impl Layout {
     }
     pub fn tls_failed(&self, l: usize, reason: TlsFailure) -> usize {
         self.listener_field(l, L_TLS_FAILED + reason as usize)
+    }
+    pub fn refused(&self, l: usize, reason: Refusal) -> usize {
+        self.listener_field(l, L_REFUSED + reason as usize)
     }
     pub fn upstream_opened(&self, s: usize) -> usize {
         self.server_field(s, S_OPENED)
@@ -344,6 +364,13 @@ impl Core {
         }
     }
 
+    /// A connection to `listener` closed at accept for `reason`.
+    pub fn conn_refused(&self, listener: ListenerId, reason: Refusal) {
+        if self.enabled {
+            self.add(self.layout.refused(listener.0 as usize, reason), 1);
+        }
+    }
+
     /// For the max_conns queue: a request started waiting for a slot of `upstream`.
     pub fn queue_enter(&self, upstream: UpstreamId) {
         if self.enabled {
@@ -440,6 +467,9 @@ addr = "127.0.0.1:9003"
             }
             for r in ALL_TLS_FAILURES {
                 claim(lay.tls_failed(l, r));
+            }
+            for r in ALL_REFUSALS {
+                claim(lay.refused(l, r));
             }
         }
         for u in 0..lay.upstreams {

@@ -29,7 +29,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Core, Layout, Request, Target, TlsFailure};
+pub use self::core::{Core, Layout, Refusal, Request, Target, TlsFailure};
 pub use render::{render, Scrape};
 
 use crate::config::{Config, ServerId};

@@ -116,6 +116,12 @@ pub const TLS_HANDSHAKE_FAILURES: Family = counter(
      handshake within timeouts.client_header), closed (closed or reset by the client), error \
      (refused by TLS: no common version or cipher, malformed message).",
 );
+pub const CONNECTIONS_REFUSED: Family = counter(
+    "ringlb_connections_refused_total",
+    "Client connections closed at accept, before anything was read, by listener and reason: \
+     max_connections (the listener's limit), per_ip (max_connections_per_ip for the client \
+     address on one core), proxy_protocol_from (a PROXY listener's peer not in the list).",
+);
 
 // Upstream side.
 pub const UPSTREAM_RESPONSE_DURATION: Family = histogram(
@@ -211,6 +217,8 @@ pub const STATES: [&str; 4] = ["up", "down", "draining", "maint"];
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Values of the `reason` label of [`TLS_HANDSHAKE_FAILURES`], in `metrics::TlsFailure` order.
 pub const TLS_FAILURE_REASONS: [&str; 5] = ["plain_http", "not_tls", "timeout", "closed", "error"];
+/// Values of the `reason` label of [`CONNECTIONS_REFUSED`], in `metrics::Refusal` order.
+pub const REFUSAL_REASONS: [&str; 3] = ["max_connections", "per_ip", "proxy_protocol_from"];
 /// Values of the `result` label of [`HEALTH_CHECKS`] and [`CONFIG_RELOADS`].
 pub const CHECK_RESULTS: [&str; 2] = ["pass", "fail"];
 pub const RELOAD_RESULTS: [&str; 2] = ["success", "failure"];
@@ -233,6 +241,7 @@ pub const ALL: &[Family] = &[
     SENT_BYTES,
     TLS_HANDSHAKES,
     TLS_HANDSHAKE_FAILURES,
+    CONNECTIONS_REFUSED,
     UPSTREAM_RESPONSE_DURATION,
     UPSTREAM_CONNECTIONS_OPENED,
     UPSTREAM_CONNECTIONS_REUSED,

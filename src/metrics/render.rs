@@ -195,6 +195,19 @@ fn downstream(w: &mut Writer, shared: &Scrape<'_>, total: &[u64]) {
             );
         }
     }
+
+    w.family(&names::CONNECTIONS_REFUSED);
+    for (l, listener) in config.listeners.iter().enumerate() {
+        for (reason, name) in core::ALL_REFUSALS.iter().zip(names::REFUSAL_REASONS) {
+            let labels = [("listener", listener.name.as_str()), ("reason", name)];
+            w.int(
+                &names::CONNECTIONS_REFUSED,
+                "",
+                &labels,
+                total[lay.refused(l, *reason)],
+            );
+        }
+    }
 }
 
 /// The server side: response durations, connections opened and reused, retries, invalid

@@ -5,6 +5,7 @@ use super::error::{is_timeout, Bad, Cause, Failure};
 use super::{Conn, Next};
 use crate::engine::Stream;
 use crate::http1::{ChunkedDecoder, RequestBody, ResponseBody};
+use std::time::{Duration, Instant};
 
 impl Conn<'_> {
     /// Copies the request body from the client (buffered bytes first) to the upstream.
@@ -87,13 +88,36 @@ impl Conn<'_> {
     }
 
     async fn send_resp(&mut self) -> Result<(), Failure> {
-        let r = self
-            .c
-            .stream
-            .write_all(&self.r.resp, self.client_send_timeout())
-            .await;
+        let Some(timeout) = self.send_budget(self.r.resp.len()) else {
+            self.r.resp.clear();
+            return Err(Failure::SlowReader);
+        };
+        let r = self.c.stream.write_all(&self.r.resp, timeout).await;
         self.r.resp.clear();
-        r.map_err(|_| Failure::ClientGone)
+        r.map_err(|e| {
+            if is_timeout(&e) && timeout < self.client_send_timeout() {
+                Failure::SlowReader
+            } else {
+                Failure::ClientGone
+            }
+        })
+    }
+
+    /// The time the next write of `n` response bytes may take: `timeouts.client_send`, and no
+    /// more than what keeps the response at `limits.min_send_rate` on average after its first
+    /// `client_send` (nginx has `send_timeout` per write only; a client reading a few bytes
+    /// now and then would otherwise hold the server connection, and its `max_conns` slot, as
+    /// long as it likes). None: the time is up.
+    fn send_budget(&mut self, n: usize) -> Option<Duration> {
+        let per_write = self.client_send_timeout();
+        let Some(rate) = self.config.limits.min_send_rate else {
+            return Some(per_write);
+        };
+        let (started, sent) = self.sending.get_or_insert((Instant::now(), 0));
+        *sent += n as u64;
+        let allowed = per_write + Duration::from_secs_f64(*sent as f64 / rate as f64);
+        let left = allowed.saturating_sub(started.elapsed());
+        (!left.is_zero()).then(|| left.min(per_write))
     }
 
     /// Sends `self.r.resp` (the response head) and the body after it. The first body bytes

@@ -70,29 +70,55 @@ impl Buf {
 
 // Idle keep-alive connections hold no large buffers: they return them here while waiting,
 // and take them back when the next request arrives. One free list per core (thread-local:
-// a glommio executor is one thread), bounded so a burst of connections does not pin memory.
+// a glommio executor is one thread), bounded in bytes so that memory taken by a burst of
+// connections goes back to the allocator (and the allocator's to the system) once they end.
 thread_local! {
     static FREE: std::cell::RefCell<Free> = std::cell::RefCell::new(Free::default());
 }
 
-/// Buffers kept for reuse per kind and size, per core.
-const KEEP: usize = 1024;
+/// Bytes kept for reuse per core, all kinds together: enough for the buffers of a few dozen
+/// exchanges in flight; beyond it a buffer given back is freed. mimalloc's own per-thread
+/// free lists make a fresh allocation cheap; this list mostly saves zeroing.
+const KEEP_BYTES: usize = 2 << 20;
 
 #[derive(Default)]
 struct Free {
-    /// By exact length (a few distinct sizes: request and response buffers).
+    /// By exact length (a few distinct sizes: the growth steps of request buffers, and the
+    /// response buffer).
     bytes: Vec<(usize, Vec<Box<[u8]>>)>,
     vecs: Vec<Vec<u8>>,
     headers: Vec<Vec<crate::http1::Header>>,
+    /// Bytes held by the three lists.
+    held: usize,
+}
+
+impl Free {
+    /// Whether `size` more bytes may be kept; if so they are counted.
+    fn admit(&mut self, size: usize) -> bool {
+        if self.held + size > KEEP_BYTES {
+            return false;
+        }
+        self.held += size;
+        true
+    }
+}
+
+fn headers_bytes(v: &Vec<crate::http1::Header>) -> usize {
+    v.capacity() * std::mem::size_of::<crate::http1::Header>()
 }
 
 fn take_bytes(size: usize) -> Box<[u8]> {
     FREE.with(|f| {
         let mut f = f.borrow_mut();
-        f.bytes
+        let b = f
+            .bytes
             .iter_mut()
             .find(|(len, _)| *len == size)
-            .and_then(|(_, stack)| stack.pop())
+            .and_then(|(_, stack)| stack.pop());
+        if b.is_some() {
+            f.held -= size;
+        }
+        b
     })
     .unwrap_or_else(|| vec![0; size].into_boxed_slice())
 }
@@ -104,9 +130,11 @@ fn give_bytes(b: Box<[u8]>) {
     FREE.with(|f| {
         let mut f = f.borrow_mut();
         let len = b.len();
+        if !f.admit(len) {
+            return;
+        }
         match f.bytes.iter_mut().find(|(l, _)| *l == len) {
-            Some((_, stack)) if stack.len() < KEEP => stack.push(b),
-            Some(_) => {}
+            Some((_, stack)) => stack.push(b),
             None => f.bytes.push((len, vec![b])),
         }
     });
@@ -114,9 +142,14 @@ fn give_bytes(b: Box<[u8]>) {
 
 /// A cleared Vec with at least `cap` capacity, reused when one is free.
 pub fn take_vec(cap: usize) -> Vec<u8> {
-    FREE.with(|f| f.borrow_mut().vecs.pop())
-        .filter(|v| v.capacity() >= cap)
-        .unwrap_or_else(|| Vec::with_capacity(cap))
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        let v = f.vecs.pop()?;
+        f.held -= v.capacity();
+        Some(v)
+    })
+    .filter(|v| v.capacity() >= cap)
+    .unwrap_or_else(|| Vec::with_capacity(cap))
 }
 
 pub fn give_vec(mut v: Vec<u8>) {
@@ -126,15 +159,20 @@ pub fn give_vec(mut v: Vec<u8>) {
     v.clear();
     FREE.with(|f| {
         let mut f = f.borrow_mut();
-        if f.vecs.len() < KEEP {
+        if f.admit(v.capacity()) {
             f.vecs.push(v);
         }
     });
 }
 
 pub fn take_headers() -> Vec<crate::http1::Header> {
-    FREE.with(|f| f.borrow_mut().headers.pop())
-        .unwrap_or_else(|| Vec::with_capacity(crate::http1::MAX_HEADERS))
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        let v = f.headers.pop()?;
+        f.held -= headers_bytes(&v);
+        Some(v)
+    })
+    .unwrap_or_else(|| Vec::with_capacity(crate::http1::MAX_HEADERS))
 }
 
 pub fn give_headers(mut v: Vec<crate::http1::Header>) {
@@ -144,7 +182,7 @@ pub fn give_headers(mut v: Vec<crate::http1::Header>) {
     v.clear();
     FREE.with(|f| {
         let mut f = f.borrow_mut();
-        if f.headers.len() < KEEP {
+        if f.admit(headers_bytes(&v)) {
             f.headers.push(v);
         }
     });
@@ -167,11 +205,52 @@ impl Buf {
         }
     }
 
+    /// Storage of at least `size` bytes, keeping what is buffered: a buffer that started
+    /// small grows as what it must hold grows (a request head, then a body to stream).
+    pub fn grow_to(&mut self, size: usize) {
+        if self.data.len() >= size {
+            return;
+        }
+        let mut bigger = take_bytes(size);
+        let n = self.len();
+        bigger[..n].copy_from_slice(self.filled());
+        give_bytes(std::mem::replace(&mut self.data, bigger));
+        self.start = 0;
+        self.end = n;
+    }
+
+    /// The storage size.
+    pub fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
     /// Appends `bytes` (the caller made sure they fit: they came from a smaller buffer).
     pub fn push(&mut self, bytes: &[u8]) {
         self.compact();
         let n = bytes.len().min(self.data.len() - self.end);
         self.data[self.end..self.end + n].copy_from_slice(&bytes[..n]);
         self.end += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grow_keeps_the_bytes_and_the_free_list_is_bounded() {
+        let mut b = Buf::empty();
+        b.ensure(16);
+        b.push(b"0123456789");
+        b.consume(4);
+        b.grow_to(64);
+        assert_eq!(b.filled(), b"456789");
+        assert_eq!(b.capacity(), 64);
+        // Giving back far more than KEEP_BYTES keeps at most KEEP_BYTES.
+        for _ in 0..(KEEP_BYTES / 4096) * 3 {
+            give_bytes(vec![0; 4096].into_boxed_slice());
+            give_vec(Vec::with_capacity(4096));
+        }
+        FREE.with(|f| assert!(f.borrow().held <= KEEP_BYTES));
     }
 }

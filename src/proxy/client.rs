@@ -11,6 +11,11 @@ use crate::engine::Stream;
 use crate::http1::{RequestHead, ResponseHead};
 use std::net::{IpAddr, SocketAddr};
 
+/// The first buffer of a request head. Most heads fit (browsers send 0.5 to 2 KiB); a larger
+/// one doubles it up to the head limit as it arrives, so a connection that has sent part of a
+/// head holds little more than what it sent.
+pub(super) const HEAD_START: usize = 2048;
+
 /// The downstream side of one connection.
 pub(super) struct Client {
     pub(super) stream: Stream,
@@ -22,8 +27,8 @@ pub(super) struct Client {
     pub(super) buf: Buf,
     /// Requests served so far (the first waits `client_header`, later ones `keepalive`).
     pub(super) served: u64,
-    /// The PROXY protocol header was read.
-    pub(super) proxied: bool,
+    /// The first head was late (`client_header` passed while it was read).
+    pub(super) late: bool,
 }
 
 impl Client {
@@ -36,7 +41,7 @@ impl Client {
             listener,
             buf: Buf::empty(),
             served: 0,
-            proxied: false,
+            late: false,
         }
     }
 
@@ -44,8 +49,9 @@ impl Client {
         self.buf.release();
     }
 
-    pub(super) fn acquire(&mut self, size: usize) {
-        self.buf.ensure(size);
+    /// A buffer for the start of a request head: small; it grows with the head.
+    pub(super) fn acquire(&mut self) {
+        self.buf.ensure(HEAD_START);
     }
 }
 
@@ -90,25 +96,37 @@ impl Scratch {
 
     /// Gives the large buffers back (those that are empty).
     pub(super) fn release(&mut self) {
+        self.release_upstream();
+        buf::give_headers(std::mem::take(&mut self.head.headers));
+    }
+
+    /// Gives back what only an exchange with a server needs (at its end).
+    pub(super) fn release_upstream(&mut self) {
         self.ubuf.release();
         buf::give_vec(std::mem::take(&mut self.out));
         buf::give_vec(std::mem::take(&mut self.resp));
-        buf::give_headers(std::mem::take(&mut self.head.headers));
         buf::give_headers(std::mem::take(&mut self.rhead.headers));
     }
 
-    /// Takes them back, the upstream buffer with `upstream_size` bytes.
-    pub(super) fn acquire(&mut self, upstream_size: usize) {
-        self.ubuf.ensure(upstream_size);
-        if self.out.capacity() == 0 {
-            self.out = buf::take_vec(4096);
-        }
-        if self.resp.capacity() == 0 {
-            self.resp = buf::take_vec(4096);
-        }
+    /// What parsing a request head needs.
+    pub(super) fn acquire_head(&mut self) {
         if self.head.headers.capacity() == 0 {
             self.head.headers = buf::take_headers();
         }
+    }
+
+    /// The buffer of what goes to the client (responses, error answers).
+    pub(super) fn acquire_resp(&mut self) {
+        if self.resp.capacity() == 0 {
+            self.resp = buf::take_vec(4096);
+        }
+    }
+
+    /// What an exchange with a chosen server needs: the upstream buffer (`upstream_size`
+    /// bytes) and the response head.
+    pub(super) fn acquire_upstream(&mut self, upstream_size: usize) {
+        self.ubuf.ensure(upstream_size);
+        self.acquire_resp();
         if self.rhead.headers.capacity() == 0 {
             self.rhead.headers = buf::take_headers();
         }

@@ -67,6 +67,9 @@ pub enum Failure {
     BodyInvalid,
     /// The client closed or reset: there is nobody to answer.
     ClientGone,
+    /// The client read the response slower than `limits.min_send_rate` allows: the
+    /// connection is closed (its server slot freed) without an answer.
+    SlowReader,
     /// No route matched the request.
     NoRoute,
     /// A `redirect_https` listener got a request without a Host.
@@ -114,7 +117,9 @@ impl Failure {
     pub fn side(self) -> Side {
         use Failure::*;
         match self {
-            Request(_) | HeadTimeout | BodyTimeout | BodyInvalid | ClientGone => Side::Client,
+            Request(_) | HeadTimeout | BodyTimeout | BodyInvalid | ClientGone | SlowReader => {
+                Side::Client
+            }
             NoRoute | NoHost | Loop | NoServer | QueueFull | QueueTimeout | Local => Side::Proxy,
             Connect(_) | NoResponse(_) | BodySend(_) | BadResponse(_) | Status(_)
             | ResponseCut(_) => Side::Server,
@@ -127,7 +132,7 @@ impl Failure {
         use Failure::*;
         const RETRY_AFTER: &[(&[u8], &[u8])] = &[(b"Retry-After", b"1")];
         let status = match self {
-            ClientGone | ResponseCut(_) => return None,
+            ClientGone | SlowReader | ResponseCut(_) => return None,
             Request(e) => e.status(),
             HeadTimeout | BodyTimeout => 408,
             BodyInvalid | NoHost => 400,
@@ -338,6 +343,7 @@ mod tests {
         assert_eq!(status(Failure::NoResponse(Cause::Timeout)), Some(504));
         assert_eq!(status(Failure::BadResponse(Bad::Chunked)), Some(502));
         assert_eq!(status(Failure::ClientGone), None);
+        assert_eq!(status(Failure::SlowReader), None);
         assert_eq!(status(Failure::ResponseCut(Cause::Error)), None);
         let (s, extra) = Failure::QueueFull.answer().expect("answered");
         assert_eq!((s, extra.len()), (503, 1));

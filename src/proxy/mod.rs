@@ -38,6 +38,7 @@ use crate::http1::{self, Method, RequestBody, RequestError, RequestHead, Status,
 use crate::state::conns::ConnSlot;
 use client::{Client, Scratch};
 pub use error::Failure;
+pub use proxy_protocol::read_header as read_proxy_header;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -83,12 +84,27 @@ enum BodyLeft {
 
 /// Serves one client connection. A panic inside is contained here: logged and counted, the
 /// connection closed, the core keeps serving.
-pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
+/// `proxied`: the client's address from the PROXY header read before (see
+/// [`read_proxy_header`]), when the listener expects one.
+pub async fn serve(
+    w: Rc<Worker>,
+    client: Stream,
+    peer: SocketAddr,
+    listener: ListenerId,
+    proxied: Option<SocketAddr>,
+) {
     use futures_lite::FutureExt;
     let worker = w.clone();
-    let served = std::panic::AssertUnwindSafe(serve_conn(w, client, peer, listener))
-        .catch_unwind()
-        .await;
+    let served = std::panic::AssertUnwindSafe(async move {
+        let Some(first) = first_head(&w, client).await else {
+            return;
+        };
+        // The whole machinery of exchanges (kilobytes of task state), allocated once the
+        // connection has sent a request head, and kept for its keep-alive requests.
+        Box::pin(serve_conn(w, first, peer, listener, proxied)).await
+    })
+    .catch_unwind()
+    .await;
     if served.is_err() {
         worker.panics.set(worker.panics.get() + 1);
         log::error!(
@@ -98,12 +114,100 @@ pub async fn serve(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: Li
     }
 }
 
-async fn serve_conn(w: Rc<Worker>, client: Stream, peer: SocketAddr, listener: ListenerId) {
+/// The first request head of a connection, read with only what a connection holds before
+/// it has sent one: its stream and a small buffer that grows with the head (no upstream-side
+/// buffer, no task state of the exchange phases).
+struct FirstHead {
+    stream: Stream,
+    buf: buf::Buf,
+    headers: Vec<http1::Header>,
+    /// `timeouts.client_header` passed before the head was complete (answered 408).
+    late: bool,
+}
+
+/// Reads until the first request head is complete, invalid, at the size limit or late; the
+/// exchange phases then parse it again and answer. None: the client closed, or sent nothing
+/// within `client_header`.
+async fn first_head(w: &Worker, mut stream: Stream) -> Option<FirstHead> {
+    let config = &w.shared.config;
+    let wait = config.timeouts.client_header;
+    let limits = config.limits.request.limits();
+    let full = config.limits.request.max_head + BUF_SLACK;
+    // The first bytes land here, so a connection that sends nothing holds no buffer (a peek
+    // would make the engine allocate one for it).
+    let mut first = [0u8; 64];
+    let n = match stream.read(&mut first, wait).await {
+        Ok(n) if n > 0 => n,
+        _ => return None,
+    };
+    let mut buf = buf::Buf::empty();
+    buf.ensure(client::HEAD_START);
+    buf.push(&first[..n]);
+    let mut head = RequestHead {
+        headers: Vec::new(),
+        ..RequestHead::new()
+    };
+    let deadline = Instant::now() + wait;
+    let mut late = false;
+    loop {
+        if !buf.is_empty() {
+            match http1::parse_request(buf.filled(), &limits, &mut head) {
+                Ok(Status::Partial) => {}
+                // Complete or refused: the exchange phases take it from here.
+                _ => break,
+            }
+        }
+        if buf.is_full() {
+            if buf.capacity() >= full {
+                break;
+            }
+            buf.grow_to((buf.capacity() * 2).min(full));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            late = true;
+            break;
+        }
+        match buf.fill(&mut stream, left).await {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) if error::is_timeout(&e) => {
+                late = true;
+                break;
+            }
+            Err(_) => return None,
+        }
+    }
+    Some(FirstHead {
+        stream,
+        buf,
+        headers: head.headers,
+        late,
+    })
+}
+
+async fn serve_conn(
+    w: Rc<Worker>,
+    first: FirstHead,
+    peer: SocketAddr,
+    listener: ListenerId,
+    proxied: Option<SocketAddr>,
+) {
     let mut w = w;
+    // Behind PROXY the header's source is the client, for everything that follows; the
+    // access log keeps the TCP peer as `peer_addr`.
+    let source = proxied.unwrap_or(peer);
     let mut session = Session {
-        c: Client::new(client, peer, listener),
+        c: Client::new(first.stream, source, listener),
         r: Scratch::new(&w, listener, peer),
     };
+    session.c.buf = first.buf;
+    session.c.late = first.late;
+    session.r.head.headers = first.headers;
+    if proxied.is_some() {
+        // A request refused before it parses is logged with this address too.
+        session.r.x.client(source, source.ip(), &w.access_log); // log
+    }
     loop {
         let config = w.shared.config.clone();
         let slot = w.conns.register(session.c.stream.fd());
@@ -153,11 +257,16 @@ struct Conn<'a> {
     c: Client,
     /// Working memory of the exchange in progress.
     r: Scratch,
-    /// The server the request's sticky cookie names, if it names one of the upstream's.
-    sticky_pref: Option<usize>,
-    /// `Set-Cookie` to add to the response (the client is (re)pinned to a server).
-    set_cookie: Option<&'a [u8]>,
+    /// The server the request's sticky cookie names, if it is a valid cookie naming one of
+    /// the upstream's, and when the cookie was issued (Unix seconds).
+    sticky_pref: Option<(usize, u32)>,
+    /// `Set-Cookie` value to add to the response (the client is (re)pinned to a server);
+    /// empty: none.
+    set_cookie: Vec<u8>,
     cookie_nocache: bool,
+    /// The response being sent: when its first write began, and its bytes so far
+    /// (`limits.min_send_rate`).
+    sending: Option<(Instant, u64)>,
     /// Where an idle connection reads, having given its buffers back.
     idle: [u8; IDLE_READ],
 }
@@ -171,8 +280,9 @@ impl<'a> Conn<'a> {
             c: s.c,
             r: s.r,
             sticky_pref: None,
-            set_cookie: None,
+            set_cookie: Vec::new(),
             cookie_nocache: false,
+            sending: None,
             idle: [0; IDLE_READ],
         }
     }
@@ -187,19 +297,6 @@ impl<'a> Conn<'a> {
 
 impl Conn<'_> {
     async fn run(&mut self) -> End {
-        if !self.c.proxied && self.config.listeners[self.c.listener.0 as usize].proxy_protocol {
-            self.acquire();
-            match self.read_proxy_header().await {
-                Some(source) => {
-                    self.c.peer = source;
-                    self.c.client_ip = source.ip();
-                    self.c.proxied = true;
-                    // A request refused before it parses is logged with this address too.
-                    self.r.x.client(source, source.ip(), &self.w.access_log); // log
-                }
-                None => return End::Closed,
-            }
-        }
         loop {
             match self.read_head().await {
                 HeadRead::Ready => {}
@@ -213,7 +310,9 @@ impl Conn<'_> {
                 }
             }
             self.c.served += 1;
+            self.sending = None;
             let next = self.exchange().await;
+            self.r.release_upstream();
             self.w.request_done(&mut self.r.x, &self.c.stream); // metrics
             if next == Next::Close {
                 return End::Closed;
@@ -227,12 +326,24 @@ impl Conn<'_> {
         self.r.release();
     }
 
-    /// Takes the buffers back (from the free list, or new ones).
+    /// Takes what reading a request head needs (from the free list, or new): a small buffer
+    /// that grows with the head. The rest is taken once it is needed: the upstream side once
+    /// a server is chosen (`acquire_upstream`).
     fn acquire(&mut self) {
+        self.c.acquire();
+        self.r.acquire_head();
+    }
+
+    /// The client buffer at its full size: the head limit and room for body bytes.
+    fn client_buf_full(&self) -> usize {
+        self.config.limits.request.max_head + BUF_SLACK
+    }
+
+    /// Takes the upstream-side buffers, once a server is chosen.
+    pub(super) fn acquire_upstream(&mut self) {
         let limits = &self.config.limits;
-        self.c.acquire(limits.request.max_head + BUF_SLACK);
         self.r
-            .acquire(UPSTREAM_BUF.max(limits.max_response_head + BUF_SLACK));
+            .acquire_upstream(UPSTREAM_BUF.max(limits.max_response_head + BUF_SLACK));
     }
 
     async fn read_head(&mut self) -> HeadRead {
@@ -266,6 +377,9 @@ impl Conn<'_> {
             }
         } else {
             self.acquire();
+            if std::mem::take(&mut self.c.late) {
+                return HeadRead::Refuse(Failure::HeadTimeout);
+            }
         }
         let limits = self.config.limits.request.limits();
         let deadline = Instant::now() + t.client_header;
@@ -274,7 +388,14 @@ impl Conn<'_> {
                 Ok(Status::Complete) => return HeadRead::Ready,
                 Ok(Status::Partial) => {
                     if self.c.buf.is_full() {
-                        return HeadRead::Refuse(Failure::Request(RequestError::HeadersTooLarge));
+                        let full = self.client_buf_full();
+                        if self.c.buf.capacity() >= full {
+                            return HeadRead::Refuse(Failure::Request(
+                                RequestError::HeadersTooLarge,
+                            ));
+                        }
+                        // The head outgrew the buffer: twice the size, up to the limit.
+                        self.c.buf.grow_to((self.c.buf.capacity() * 2).min(full));
                     }
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -345,10 +466,14 @@ impl Conn<'_> {
         req.upgrade = route.upgrade.allow(buf, head);
         let upstream = &self.config.upstreams[up.0 as usize];
         self.sticky_pref = None;
-        self.set_cookie = None;
+        self.set_cookie.clear();
         if let Some(st) = &upstream.sticky {
             if let Some(v) = http1::find_cookie(buf, &head.headers, st.cookie.as_bytes()) {
-                self.sticky_pref = upstream.servers.iter().position(|s| *s.cookie == *v);
+                // Only a value this key issued names a server (a forged one names none).
+                self.sticky_pref = st.key.verify(v).and_then(|(id, issued)| {
+                    let i = upstream.servers.iter().position(|s| *s.cookie == *id)?;
+                    Some((i, issued))
+                });
             }
         }
         self.r.key.clear();
@@ -356,6 +481,13 @@ impl Conn<'_> {
             hash_key(key, buf, head, self.c.client_ip, &mut self.r.key);
         }
 
+        if req.body != RequestBody::None || req.upgrade {
+            // A body (or a tunnel) streams through the client buffer: its full size.
+            let full = self.client_buf_full();
+            self.c.buf.grow_to(full);
+        }
+        let buf = self.c.buf.filled();
+        let head = &self.r.head;
         // The upstream request is built once; retries write the same bytes again.
         let body_buffered = buf.len() - head.head_len;
         let replay_len = match req.body {
@@ -363,6 +495,10 @@ impl Conn<'_> {
             RequestBody::Length(n) if n <= body_buffered as u64 => Some(n as usize),
             _ => None,
         };
+        if self.r.out.capacity() == 0 {
+            // Taken once the head is complete and routed (disjoint from the borrowed head).
+            self.r.out = buf::take_vec(4096);
+        }
         self.r.out.clear();
         let fwd = http1::RequestForward {
             client_ip: self.c.peer.ip(),
@@ -422,6 +558,7 @@ impl Conn<'_> {
         location.extend_from_slice(&host);
         location.extend_from_slice(&target);
         self.r.x.status(301); // metrics
+        self.r.acquire_resp();
         self.r.resp.clear();
         http1::write_error(301, close, &[(b"Location", &location)], &mut self.r.resp);
         let sent = self
@@ -444,6 +581,7 @@ impl Conn<'_> {
             return;
         };
         self.r.x.status(status); // metrics
+        self.r.acquire_resp();
         self.r.resp.clear();
         http1::write_error(status, next == Next::Close, extra, &mut self.r.resp);
         let _ = self

@@ -9,7 +9,7 @@ use crate::balance::{self, PickCtx, ServerView};
 use crate::config::{Config, Server, Upstream, UpstreamId};
 use crate::engine::{self, Stream};
 use crate::http1::{self, ResponseBody, Status, Version};
-use crate::state::{now_ms, AdminState, ServerState, StateTable};
+use crate::state::{now_ms, ServerState, StateTable};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -131,8 +131,13 @@ impl<'a> Conn<'a> {
             let server = &upstream.servers[i];
             self.r.x.attempt(up, server.id); // metrics
             if let Some(st) = &upstream.sticky {
-                let repin = self.sticky_pref != Some(i);
-                self.set_cookie = server.set_cookie.as_deref().filter(|_| repin);
+                let repin = self.sticky_pref.map(|(p, _)| p) != Some(i);
+                self.set_cookie.clear();
+                if repin {
+                    let now = u32::try_from(crate::state::unix_secs()).unwrap_or(u32::MAX);
+                    let tls = self.c.stream.is_tls();
+                    st.set_cookie(&server.cookie, now, tls, &mut self.set_cookie);
+                }
                 self.cookie_nocache = repin && st.nocache;
             }
             // A listed status is only worth reporting as a failure when it can be retried.
@@ -179,17 +184,27 @@ impl<'a> Conn<'a> {
     }
 
     /// The server the sticky cookie names, with a slot, if it may take the request: usable,
-    /// or draining but up (draining servers keep their existing sessions).
+    /// or draining but up for a session it had before the drain began (a cookie issued
+    /// earlier; the issue time is under the MAC, so no client can claim an older one). A
+    /// backup server's cookie counts only while backups serve: no primary is usable.
     fn sticky_slot(&self, up: UpstreamId, upstream: &'a Upstream) -> Option<Slot<'a>> {
-        let i = self.sticky_pref?;
+        let (i, issued) = self.sticky_pref?;
         let server = upstream.servers.get(i)?;
         let st = self.w.shared.state.get(server.id);
         let now = now_ms();
-        let eligible = st.usable(now) || (st.admin() == AdminState::Drain && st.up(now));
-        if !eligible {
+        let existing_session = |since: u64| u64::from(issued) <= since;
+        let eligible =
+            st.usable(now) || (st.up(now) && st.drain_since().is_some_and(existing_session));
+        if !eligible || (server.backup && self.primary_usable(upstream)) {
             return None;
         }
         self.take_slot(up, upstream, i)
+    }
+
+    /// Whether a primary (non-backup) server could take a request now.
+    fn primary_usable(&self, upstream: &'a Upstream) -> bool {
+        let view = self.view(upstream);
+        (0..view.len()).any(|i| !view.backup(i) && view.usable(i))
     }
 
     /// Passive health (nginx `max_fails` / `fail_timeout`): counts the failure kinds the
@@ -269,6 +284,7 @@ impl<'a> Conn<'a> {
         let t = self.config.timeouts;
         let state = self.w.shared.state.get(server.id);
         let replayable = body == error::Body::Replayable;
+        self.acquire_upstream();
         // A PROXY header belongs to one client: such connections are never shared.
         let mut allow_pooled = upstream.send_proxy_protocol.is_none();
         loop {
@@ -466,7 +482,7 @@ impl<'a> Conn<'a> {
                 keep_alive: true,
                 client_version: req.version,
                 dechunk: false,
-                set_cookie: self.set_cookie,
+                set_cookie: (!self.set_cookie.is_empty()).then_some(&self.set_cookie[..]),
                 nocache: false,
             };
             http1::write_response_head(self.r.ubuf.filled(), &self.r.rhead, &fwd, &mut self.r.resp);
@@ -482,7 +498,7 @@ impl<'a> Conn<'a> {
             keep_alive,
             client_version: req.version,
             dechunk,
-            set_cookie: self.set_cookie,
+            set_cookie: (!self.set_cookie.is_empty()).then_some(&self.set_cookie[..]),
             nocache: self.cookie_nocache,
         };
         http1::write_response_head(self.r.ubuf.filled(), &self.r.rhead, &fwd, &mut self.r.resp);

@@ -9,8 +9,10 @@
 use crate::config::ListenerId;
 use crate::context::{Current, Generations, Worker};
 use crate::engine;
+use crate::metrics::Refusal;
 use crate::state::{Event, Life};
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,6 +46,7 @@ pub(super) async fn main(
             loop {
                 engine::sleep(Duration::from_secs(1)).await;
                 gens.current().pool.borrow_mut().sweep();
+                return_free_memory();
             }
         }
     });
@@ -74,12 +77,10 @@ pub(super) async fn main(
     let w = gens.current();
     for (i, l) in listeners.iter().enumerate() {
         for (stream, peer) in l.accept_queued() {
-            engine::spawn_detached(serve_accepted(
-                w.clone(),
-                stream,
-                peer,
-                ListenerId(i as u32),
-            ));
+            let (w, per_ip) = (w.clone(), Rc::new(PerIp::default()));
+            engine::spawn_detached(async move {
+                serve_accepted(w, stream, peer, ListenerId(i as u32), &per_ip).await
+            });
         }
     }
     drop(listeners);
@@ -107,6 +108,8 @@ pub(super) async fn main(
 
 async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: ListenerId) {
     let throttle = engine::Throttle::new(Duration::from_secs(10));
+    // Outlives generations, so a reload does not reset what each address holds.
+    let per_ip = Rc::new(PerIp::default());
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -116,17 +119,20 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: 
                 if max.is_some_and(|max| open.load(Ordering::Relaxed) >= max) {
                     // Over the listener's limit: closed at once, before reading anything.
                     w.rejected.set(w.rejected.get() + 1);
+                    w.metrics.conn_refused(id, Refusal::MaxConnections);
                     drop(stream);
                     continue;
                 }
                 open.fetch_add(1, Ordering::Relaxed);
-                engine::spawn_detached(async move {
-                    serve_accepted(w.clone(), stream, peer, id).await;
+                let per_ip = per_ip.clone();
+                let fut = async move {
+                    serve_accepted(w.clone(), stream, peer, id, &per_ip).await;
                     w.shared
                         .state
                         .connections(id)
                         .fetch_sub(1, Ordering::Relaxed);
-                });
+                };
+                engine::spawn_detached(fut);
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits. A
@@ -143,9 +149,53 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: 
     }
 }
 
-/// One connection; on a TLS listener the handshake runs first, on this core. Counted as open
+/// Connections open per client address on one listener of this core
+/// (`max_connections_per_ip`). Per core, as everything on the accept path: no lock, no
+/// shared write. SO_REUSEPORT spreads one address's connections over the cores by their
+/// ports, so the limit is per core (nginx `limit_conn` counts in a shared zone under a lock).
+#[derive(Default)]
+struct PerIp(RefCell<ahash::AHashMap<IpAddr, u32>>);
+
+/// One connection counted for its address; uncounted when dropped.
+struct IpCount<'a>(&'a PerIp, IpAddr);
+
+impl PerIp {
+    fn enter(&self, ip: IpAddr, max: Option<u32>) -> Option<IpCount<'_>> {
+        let Some(max) = max else {
+            return Some(IpCount(self, ip));
+        };
+        let mut map = self.0.borrow_mut();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpCount(self, ip))
+    }
+}
+
+impl Drop for IpCount<'_> {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.borrow_mut();
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// One connection: on a PROXY listener its header is read first (from the raw stream, before
+/// any TLS), then on a TLS listener the handshake runs, on this core. Counted as open
 /// (metrics) for as long as it is served.
-async fn serve_accepted(w: Rc<Worker>, stream: engine::Stream, peer: SocketAddr, id: ListenerId) {
+async fn serve_accepted(
+    w: Rc<Worker>,
+    mut stream: engine::Stream,
+    peer: SocketAddr,
+    id: ListenerId,
+    per_ip: &PerIp,
+) {
     struct Open(Rc<Worker>, ListenerId);
     impl Drop for Open {
         fn drop(&mut self) {
@@ -154,17 +204,53 @@ async fn serve_accepted(w: Rc<Worker>, stream: engine::Stream, peer: SocketAddr,
     }
     w.metrics.conn_opened(id);
     let _open = Open(w.clone(), id);
+    let listener = &w.shared.config.listeners[id.0 as usize];
+    let t = &w.shared.config.timeouts;
+    let proxied = if listener.proxy_protocol {
+        if !listener.proxy_peer_allowed(peer.ip()) {
+            // Closed, not served as plain: this port is reached through the balancers only,
+            // and a peer that bypasses them gets nothing (see README, Security).
+            log::debug!("{peer}: not in proxy_protocol_from; closed");
+            w.metrics.conn_refused(id, Refusal::ProxyFrom);
+            return;
+        }
+        match crate::proxy::read_proxy_header(&mut stream, peer, t.client_header).await {
+            Some(source) => Some(source),
+            None => return,
+        }
+    } else {
+        None
+    };
+    let client_ip = proxied.map_or(peer.ip(), |s| s.ip());
+    // Bound only while the connection is served; the map is this core's.
+    let Some(_count) = per_ip.enter(client_ip, listener.max_connections_per_ip) else {
+        log::debug!("{client_ip}: max_connections_per_ip reached; closed");
+        w.metrics.conn_refused(id, Refusal::PerIp);
+        return;
+    };
     let stream = match w.shared.tls.server(id) {
         None => stream,
         Some(tls) => {
-            let t = &w.shared.config.timeouts;
             match crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await {
                 Some(s) => s,
                 None => return,
             }
         }
     };
-    crate::proxy::serve(w, stream, peer, id).await
+    crate::proxy::serve(w, stream, peer, id, proxied).await
+}
+
+/// Hands this core's free allocator pages back to the system. mimalloc purges freed pages
+/// only when the thread allocates or frees again, so a core that went quiet after a burst of
+/// connections would keep their memory resident; once a second it is asked to.
+fn return_free_memory() {
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: mi_collect takes no pointers; it walks the calling thread's own mimalloc heap
+    // (linked through the `mimalloc` dependency). With another global allocator it only
+    // tidies mimalloc's empty heap for this thread.
+    unsafe { mi_collect(false) }
 }
 
 /// Tells the control thread that a worker ended, however its executor ends, panics included.

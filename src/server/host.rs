@@ -26,6 +26,36 @@ pub const MEMLOCK_PER_WORKER: u64 = 3 * 2 * 2 * 1024 * 1024;
 /// `io_uring` and eventfd descriptors of every executor, logs and health checks.
 pub const NOFILE_RESERVE: u64 = 64;
 
+/// The `max_connections` of a listener that sets none: what the open files limit allows.
+/// Every proxied connection holds two descriptors (client and server); a tenth of the limit,
+/// at least [`NOFILE_RESERVE`], stays aside for pooled idle server connections, listeners,
+/// the admin listener, logs and health checks; the rest is shared evenly by the listeners:
+///
+/// `(nofile - max(nofile / 10, 64)) / 2 / listeners`, at least 1, at most 10,000,000.
+#[must_use]
+pub fn default_max_connections(nofile_soft: u64, listeners: usize) -> u64 {
+    let reserve = (nofile_soft / 10).max(NOFILE_RESERVE);
+    (nofile_soft.saturating_sub(reserve) / 2 / listeners.max(1) as u64).clamp(1, 10_000_000)
+}
+
+/// Gives every listener without `max_connections` the default for `nofile_soft`; returns
+/// the names and values given.
+pub fn apply_default_max_connections(
+    config: &mut crate::config::Config,
+    nofile_soft: u64,
+) -> Vec<(String, u64)> {
+    let n = config.listeners.len();
+    let mut given = Vec::new();
+    for l in &mut config.listeners {
+        if l.max_connections.is_none() {
+            let max = default_max_connections(nofile_soft, n);
+            l.max_connections = Some(max);
+            given.push((l.name.clone(), max));
+        }
+    }
+    given
+}
+
 /// What the host offers, as read at startup. Limits are soft limits; `u64::MAX` is unlimited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFacts {
@@ -232,6 +262,11 @@ type Resource = libc::__rlimit_resource_t;
 type Resource = libc::c_int;
 
 /// The soft limit of `resource`, with `RLIM_INFINITY` as `u64::MAX`.
+/// The `RLIMIT_NOFILE` soft limit (`u64::MAX` when unlimited or unreadable).
+pub fn nofile_soft() -> u64 {
+    soft_limit(libc::RLIMIT_NOFILE).unwrap_or(u64::MAX)
+}
+
 fn soft_limit(resource: Resource) -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -297,6 +332,18 @@ fn parse_sysctl<T: std::str::FromStr>(text: &str) -> Option<T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn default_max_connections_leaves_room() {
+        use super::default_max_connections as d;
+        // (1024 - 102) / 2 = 461; two listeners share it.
+        assert_eq!(d(1024, 1), 461);
+        assert_eq!(d(1024, 2), 230);
+        // The reserve is at least 64 descriptors.
+        assert_eq!(d(256, 1), 96);
+        assert_eq!(d(10, 1), 1);
+        assert_eq!(d(u64::MAX, 1), 10_000_000);
+    }
+
     use super::*;
 
     const MIB: u64 = 1024 * 1024;

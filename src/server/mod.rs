@@ -175,11 +175,19 @@ fn forward_signals(events: mpsc::Sender<Event>) -> Result<signal_hook::iterator:
 }
 
 fn serve(
-    config: Config,
+    mut config: Config,
     path: &std::path::Path,
     events: mpsc::Sender<Event>,
     inbox: &mpsc::Receiver<Event>,
 ) -> Result<(), RunError> {
+    let nofile = host::nofile_soft();
+    for (name, max) in host::apply_default_max_connections(&mut config, nofile) {
+        log::info!(
+            "listener {name}: max_connections = {max} (from RLIMIT_NOFILE {nofile}: \
+             (nofile - max(nofile / 10, 64)) / 2 per connection / {} listeners)",
+            config.listeners.len()
+        );
+    }
     let cpus = worker_cpus(&config)?;
     crate::accesslog::check(&config.access_log).map_err(|source| RunError::AccessLog {
         path: crate::accesslog::describe(&config.access_log.target),

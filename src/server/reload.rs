@@ -55,7 +55,8 @@ enum Refused {
 }
 
 fn next_generation(path: &Path, old: &Shared) -> Result<Shared, Refused> {
-    let config = Config::load(path, &crate::tls::Files).map_err(Refused::Config)?;
+    let mut config = Config::load(path, &crate::tls::Files).map_err(Refused::Config)?;
+    super::host::apply_default_max_connections(&mut config, super::host::nofile_soft());
     compatible(&old.config, &config)?;
     old.next(config).map_err(Refused::Tls)
 }

@@ -10,4 +10,4 @@ pub mod servers;
 
 pub use conns::Conns;
 pub use life::{Event, Life};
-pub use servers::{now_ms, Active, AdminState, ServerState, StateTable, UpstreamQueue};
+pub use servers::{now_ms, unix_secs, Active, AdminState, ServerState, StateTable, UpstreamQueue};

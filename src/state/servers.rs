@@ -38,6 +38,13 @@ impl AdminState {
     }
 }
 
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Milliseconds since the process's clock origin; 0 means "never".
 pub fn now_ms() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -54,6 +61,9 @@ pub struct ServerState {
     /// When `ewma_ns` was last updated (`now_ms`).
     pub ewma_at_ms: AtomicU64,
     admin: AtomicU8,
+    /// When the current drain began (Unix seconds; 0 = not draining): sticky sessions issued
+    /// before it are the server's existing sessions.
+    drain_since: AtomicU64,
     /// Passive health: failures counted in the current window.
     pub fails: AtomicU32,
     /// Start of the current failure window (`now_ms`).
@@ -80,8 +90,18 @@ impl ServerState {
         AdminState::from_u8(self.admin.load(Relaxed))
     }
 
+    /// Sets the operator state; a drain that begins now records when (a drain already in
+    /// progress keeps its start).
     pub fn set_admin(&self, s: AdminState) {
-        self.admin.store(s as u8, Relaxed);
+        let before = self.admin.swap(s as u8, Relaxed);
+        if s == AdminState::Drain && before != AdminState::Drain as u8 {
+            self.drain_since.store(unix_secs(), Relaxed);
+        }
+    }
+
+    /// When the current drain began (Unix seconds), if the server is draining.
+    pub fn drain_since(&self) -> Option<u64> {
+        (self.admin() == AdminState::Drain).then(|| self.drain_since.load(Relaxed))
     }
 
     /// Up as far as passive checks know at `now`.

@@ -38,7 +38,8 @@ pub async fn handshake(
             if stream.write_all(PLAIN_HTTP, t.client_send).await.is_ok() {
                 // Read what is queued so the close is a FIN, not a reset that could discard
                 // the answer before the client reads it.
-                let mut sink = [0u8; 4096];
+                // On the heap: an array here would be part of every connection's task.
+                let mut sink = vec![0u8; 4096];
                 let _ = stream
                     .read(&mut sink, std::time::Duration::from_millis(1))
                     .await;
