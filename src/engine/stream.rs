@@ -201,7 +201,7 @@ impl Stream {
     pub async fn peek(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
         let deadline = Instant::now() + timeout;
         let tcp = self.inner.tcp();
-        within(deadline, async { Ok(tcp.peek(buf).await?) }).await
+        within(deadline, tcp.peek(buf)).await
     }
 
     /// Reads exactly `buf.len()` bytes (bytes already seen through [`Stream::peek`]), all
