@@ -17,6 +17,8 @@
 mod admin;
 mod core;
 pub mod host;
+pub mod logging;
+mod notify;
 mod reload;
 
 use crate::config::{Config, Workers};
@@ -200,9 +202,11 @@ fn serve(
     let early = wait_started(&life, inbox, cpus.len())?;
     life.workers_running();
     log::info!("{} workers running on CPUs {:?}", cpus.len(), cpus);
+    notify::ready(cpus.len(), life.generation());
 
     control_loop(&life, early.into_iter().chain(inbox.iter()), path, &current);
 
+    notify::stopping();
     log::info!("stopping: no new connections, finishing in-flight requests");
     life.stop();
     let mut failed = None;
