@@ -380,3 +380,27 @@ fn file_paths_are_relative_to_the_config_file() {
     assert!(err.contains(&cert.display().to_string()), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_marked_down_line_says_how_many_failures_in_which_window() {
+    // A port nobody listens on: every connect is refused.
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port");
+    let lb = support::Ringlb::start(&support::config(
+        &[support::server(refused)],
+        "max_fails = 2\nfail_timeout = \"5s\"\ntries = 1",
+        "",
+    ));
+    for _ in 0..2 {
+        assert_eq!(lb.get("/").status, 502);
+    }
+    let line = lb
+        .proc
+        .wait_line(Duration::from_secs(5), |l| l.contains("marked down"))
+        .expect("marked down line");
+    assert!(
+        line.contains("marked down for 5s: 2 failures in 5s"),
+        "{line}"
+    );
+}
