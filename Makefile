@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: help run build test test-epoll lint unit bench bench-criterion fuzz soak ha-test ecmp-test bgp-drain ops-test clean
+.PHONY: help prereqs run build test test-epoll lint unit bench bench-criterion fuzz soak ha-test ecmp-test bgp-drain ops-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -11,8 +11,11 @@ help: ## list the targets
 build: ## build release binaries (ringlb, loadgen)
 	$(CARGO) build --release --workspace --bins
 
-run: build ## start 3 demo backends and ringlb on 127.0.0.1:8080 (admin :9901); Ctrl-C stops all
+run: prereqs build ## start 3 demo backends and ringlb on 127.0.0.1:8080 (admin :9901); Ctrl-C stops all
 	@bash scripts/run-demo.sh
+
+prereqs: ## check what `make run` needs: cargo, a C compiler (ring, mimalloc), curl
+	@bash scripts/prereqs.sh
 
 test: lint unit ## fmt check, clippy -D warnings, all unit and end-to-end tests
 

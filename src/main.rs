@@ -25,21 +25,28 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Validate a configuration file and print every problem with its path; exit 1 on errors.
+    /// Validate a configuration file and print every problem as `file:line:column: path:
+    /// message`; exit 1 on errors.
     Check {
         /// Configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Print the effective configuration (TOML, every default written out) when valid.
+        #[arg(long)]
+        dump: bool,
     },
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    // The defaults until the config is read; `[log]` (or RUST_LOG) then applies.
+    server::logging::init(&ringlb::config::Log::default());
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config, &tls::Files) {
+        Command::Check { config, dump } => match Config::load(&config, &tls::Files) {
+            Ok(c) if dump => {
+                print!("{}", c.dump());
+                ExitCode::SUCCESS
+            }
             Ok(c) => {
                 println!(
                     "{}: ok ({} listeners, {} upstreams, {} servers)",
@@ -70,6 +77,7 @@ fn main() -> ExitCode {
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path, &tls::Files)
         .map_err(|e| anyhow::anyhow!("{}", e.lines().join("\n")))?;
+    server::logging::init(&config.log);
     // A RunError's message already names its cause: keep it as one line.
     server::run(config, &path).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())

@@ -253,3 +253,51 @@ fn backups_take_over_when_primaries_are_gone_and_hand_back() {
     let counts = counts_by_backend(&lb, 20, "/");
     assert_eq!(counts.get("primary"), Some(&20), "{counts:?}");
 }
+
+/// Slow start at weight 1 (the default): a server added by a reload gets a small share in its
+/// first moments, then its full share once the window has passed. Before the finer weight
+/// scale, weight 1 could not ramp at all (the ramp was max(1, weight * elapsed / window)) and
+/// the new server took half the traffic at once.
+#[test]
+fn slow_start_ramps_a_new_server_of_weight_1() {
+    let a = Backend::start("a", &[]);
+    let b = Backend::start("b", &[]);
+    let extra = "slow_start = \"2s\"";
+    let lb = Ringlb::start(&config(&[server(a.addr)], extra, ""));
+    // Server a's own ramp (it came up with the process) ends first.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    std::fs::write(
+        &lb.config_path,
+        config(&[server(a.addr), server(b.addr)], extra, ""),
+    )
+    .unwrap();
+    lb.proc.signal(libc::SIGHUP);
+    assert!(lb
+        .proc
+        .wait_line(std::time::Duration::from_secs(10), |l| l
+            .contains("reloaded"))
+        .is_some());
+    let share_of_b = |lb: &Ringlb, for_ms: u64| {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(for_ms);
+        let (mut n, mut to_b) = (0u32, 0u32);
+        while n < 40 || std::time::Instant::now() < until {
+            let r = lb.get("/");
+            assert_eq!(r.status, 200);
+            n += 1;
+            to_b += u32::from(r.text().trim() == "b");
+        }
+        f64::from(to_b) / f64::from(n)
+    };
+    // The first 400 ms of 2 s: b's weight is at most 16 * 0.4 / 2 = 3 of a's 16.
+    let early = share_of_b(&lb, 400);
+    assert!(
+        early < 0.2,
+        "b got {early:.2} of the requests right after it was added"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1800));
+    let late = share_of_b(&lb, 0);
+    assert!(
+        (0.4..=0.6).contains(&late),
+        "b got {late:.2} after its slow start"
+    );
+}

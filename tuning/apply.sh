@@ -109,12 +109,14 @@ num_ge() {
     fi
 }
 
-# Parses a sysctl.conf-style file into the arrays KEYS, VALUES and FLOORS.
+# Parses a sysctl.conf-style file into the arrays KEYS, VALUES and FLOORS. With a second
+# argument "backup", an empty value is allowed: a key saved while the kernel held an empty list
+# (net.ipv4.ip_local_reserved_ports by default) is restored to empty.
 KEYS=()
 VALUES=()
 FLOORS=()
 parse_conf() {
-    local file=$1 line key value floor=0 n=0
+    local file=$1 empty_ok=${2:-} line key value floor=0 n=0
     KEYS=()
     VALUES=()
     FLOORS=()
@@ -129,7 +131,7 @@ parse_conf() {
                 key=$(normalize "${line%%=*}")
                 value=$(normalize "${line#*=}")
                 [[ $key =~ ^[a-z0-9_][a-z0-9_.-]*$ ]] || die "$file:$n: bad key '$key'"
-                [[ -n $value ]] || die "$file:$n: no value for $key"
+                [[ -n $value || $empty_ok == backup ]] || die "$file:$n: no value for $key"
                 KEYS+=("$key")
                 VALUES+=("$value")
                 FLOORS+=("$floor")
@@ -176,7 +178,7 @@ verb=changed
 
 if ((revert == 1)); then
     [[ -f $BACKUP ]] || die "no backup at $BACKUP: nothing to revert (set RINGLB_STATE_DIR if it was saved elsewhere)"
-    parse_conf "$BACKUP"
+    parse_conf "$BACKUP" backup
     kept=()
     echo "$PROG: reverting to the values saved in $BACKUP"
     for i in "${!KEYS[@]}"; do
@@ -260,7 +262,7 @@ else
         mkdir -p -- "$STATE_DIR"
         saved_keys=()
         if [[ -f $BACKUP ]]; then
-            parse_conf "$BACKUP"
+            parse_conf "$BACKUP" backup
             saved_keys=("${KEYS[@]}")
         fi
         {

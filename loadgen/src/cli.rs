@@ -27,27 +27,83 @@ pub enum Command {
 }
 
 /// Options shared by both subcommands: how many executors and where they run.
+///
+/// By default executors are not pinned: the kernel places them (wrk and oha do the same), so a
+/// load generator started beside the server under test does not pile onto CPU 0. Pin with a CPU
+/// list (`--cores 2,3` or `--cores 4-7`: one executor per listed CPU) or `--first-cpu N`
+/// (executor i on CPU N + i).
 #[derive(Args, Debug, Clone)]
 pub struct CoreArgs {
-    /// Number of executors (threads), one per CPU.
-    #[arg(short = 't', long = "cores", alias = "threads", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub cores: u16,
-    /// CPU of the first executor; executor i runs on CPU (first + i) mod CPUs.
-    #[arg(long, default_value_t = 0)]
-    pub first_cpu: usize,
-    /// Do not pin executors to CPUs.
-    #[arg(long, conflicts_with = "first_cpu")]
+    /// Executors (threads): a number (not pinned), or a CPU list such as 2,3 or 4-7 (one
+    /// executor pinned to each).
+    #[arg(short = 't', long = "cores", alias = "threads", default_value = "1",
+          value_parser = parse_cores, value_name = "N|LIST")]
+    pub cores: Cores,
+    /// Pin executor i to CPU (N + i) mod CPUs.
+    #[arg(long, value_name = "N")]
+    pub first_cpu: Option<usize>,
+    /// Accepted for old scripts; executors are unpinned unless a CPU list or --first-cpu is
+    /// given.
+    #[arg(long, hide = true)]
     pub no_pin: bool,
 }
 
+/// `--cores`: a count, or the CPUs to pin to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cores {
+    Count(u16),
+    List(Vec<usize>),
+}
+
 impl CoreArgs {
-    pub fn pinning(&self) -> crate::rt::Pinning {
-        if self.no_pin {
-            crate::rt::Pinning::Unpinned
-        } else {
-            crate::rt::Pinning::Pinned(self.first_cpu)
+    /// The number of executors.
+    pub fn count(&self) -> u16 {
+        match &self.cores {
+            Cores::Count(n) => *n,
+            Cores::List(cpus) => u16::try_from(cpus.len()).unwrap_or(u16::MAX),
         }
+    }
+
+    pub fn pinning(&self) -> crate::rt::Pinning {
+        match (&self.cores, self.first_cpu) {
+            (Cores::List(cpus), _) => crate::rt::Pinning::List(cpus.clone()),
+            (Cores::Count(_), Some(first)) => crate::rt::Pinning::Pinned(first),
+            (Cores::Count(_), None) => crate::rt::Pinning::Unpinned,
+        }
+    }
+}
+
+/// `4` (a count, 1..=1024), or a CPU list: `0,2`, `4-7`, `0,4-5`.
+pub fn parse_cores(s: &str) -> Result<Cores, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u16>() {
+        return match n {
+            1..=1024 => Ok(Cores::Count(n)),
+            _ => Err(format!("'{s}': between 1 and 1024 executors")),
+        };
+    }
+    let mut cpus = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let bad = || format!("'{s}' is neither a count nor a CPU list (e.g. 4, 0,2 or 4-7)");
+        let (lo, hi): (usize, usize) = (
+            lo.trim().parse().map_err(|_| bad())?,
+            hi.trim().parse().map_err(|_| bad())?,
+        );
+        if lo > hi || hi >= 4096 {
+            return Err(bad());
+        }
+        for cpu in lo..=hi {
+            if cpus.contains(&cpu) {
+                return Err(format!("'{s}': CPU {cpu} is listed twice"));
+            }
+            cpus.push(cpu);
+        }
+    }
+    match cpus.len() {
+        0 => Err(format!("'{s}' lists no CPU")),
+        1..=1024 => Ok(Cores::List(cpus)),
+        _ => Err(format!("'{s}': at most 1024 CPUs")),
     }
 }
 
@@ -150,21 +206,32 @@ pub struct RunArgs {
     /// Print one JSON result object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
+    /// Print throughput, p50 and p99 of each interval of this length on stderr (e.g. 1s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+    /// Write every interval's latency histogram (nanoseconds; --interval, default 1s) to FILE
+    /// as an HdrHistogram interval log, for HistogramLogProcessor or the HdrHistogram plotter.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<PathBuf>,
 }
 
-/// Parses `1.5s`, `250ms`, `100us`, `10ns`, `2m`, `1h`, or a bare `0`.
+/// Parses durations as people write them (humantime: `1m30s`, `1500ms`, `2h`, `100us`), a
+/// decimal with one unit (`1.5s`), or a bare `0`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(d);
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("'{s}' needs a unit: ns, us, ms, s, m or h (e.g. 10s)"))?;
+        .ok_or_else(|| format!("'{s}' needs a unit: ns, us, ms, s, m or h (e.g. 10s, 1m30s)"))?;
     let (num, unit) = s.split_at(split);
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 250ms, 1.5s)"))?;
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 250ms, 1.5s, 1m30s)"))?;
     let secs_per_unit = match unit {
         "ns" => 1e-9,
         "us" | "µs" => 1e-6,
@@ -174,7 +241,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         _ => {
             return Err(format!(
-                "'{s}': unknown unit '{unit}' (ns, us, ms, s, m, h)"
+                "'{s}': unknown unit '{unit}' (ns, us, ms, s, m, h; e.g. 1m30s)"
             ))
         }
     };
@@ -227,6 +294,9 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h 2m"), Ok(Duration::from_secs(3720)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("10 parsecs").is_err());
         assert_eq!(
@@ -234,6 +304,17 @@ mod tests {
             Ok((Duration::ZERO, Duration::from_millis(20)))
         );
         assert!(parse_duration_range("5ms..1ms").is_err());
+    }
+
+    #[test]
+    fn cores() {
+        assert_eq!(parse_cores("4"), Ok(Cores::Count(4)));
+        assert_eq!(parse_cores("0,2"), Ok(Cores::List(vec![0, 2])));
+        assert_eq!(parse_cores("4-6,1"), Ok(Cores::List(vec![4, 5, 6, 1])));
+        assert!(parse_cores("0").is_err());
+        assert!(parse_cores("3-1").is_err());
+        assert!(parse_cores("1,1").is_err());
+        assert!(parse_cores("x").is_err());
     }
 
     #[test]

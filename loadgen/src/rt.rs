@@ -12,9 +12,13 @@ pub use glommio::net::{TcpListener, TcpStream};
 pub use glommio::spawn_local;
 
 /// Where executors run: `Pinned(first)` puts core `i` on CPU `(first + i) % cpus`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pinning {
+    /// Executor i on CPU (first + i) mod CPUs.
     Pinned(usize),
+    /// Executor i on the i-th CPU of the list.
+    List(Vec<usize>),
+    /// Wherever the kernel puts them.
     Unpinned,
 }
 
@@ -45,8 +49,9 @@ where
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     (0..cores)
         .map(|i| {
-            let placement = match pinning {
+            let placement = match &pinning {
                 Pinning::Pinned(first) => Placement::Fixed((first + i) % cpus),
+                Pinning::List(list) => Placement::Fixed(list[i % list.len()]),
                 Pinning::Unpinned => Placement::Unbound,
             };
             let make = make.clone();

@@ -62,8 +62,10 @@ pub trait ServerView {
     fn usable(&self, i: usize) -> bool;
     /// Backup servers are considered only when no primary server is usable.
     fn backup(&self, i: usize) -> bool;
-    /// Effective weight now (slow start applied), `1..=1000` normally; 0 makes the server
-    /// unusable.
+    /// Effective weight now (slow start applied); 0 makes the server unusable. Algorithms use
+    /// only the ratios of the weights of one upstream, so a view may return them on any scale
+    /// common to that upstream: the configured weight (`1..=1000`), or, with slow start, the
+    /// values of [`slow_start_weight`] (`weight * SLOW_START_SCALE` once ramped up).
     fn weight(&self, i: usize) -> u32;
     /// In-flight requests to this server across all cores.
     fn active(&self, i: usize) -> u32;
@@ -203,26 +205,34 @@ impl Balancer {
     }
 }
 
-/// Slow start (nginx `slow_start`, HAProxy `slowstart`): the effective weight grows linearly from
-/// 1 to `weight` over `window` after a server comes up.
+/// The scale of the weights [`slow_start_weight`] returns: a configured weight `w` is `w * 16`
+/// (HAProxy's `BE_WEIGHT_SCALE`), so even a server of weight 1, the default, ramps up in 16
+/// steps instead of starting at full weight.
+pub const SLOW_START_SCALE: u32 = 16;
+
+/// Slow start (nginx `slow_start`, HAProxy `slowstart`): the effective weight grows linearly over
+/// `window` after a server comes up, on the finer scale [`SLOW_START_SCALE`].
 ///
-/// Returns `weight * elapsed / window`, at least 1, and `weight` once `elapsed >= window` or when
-/// `window` is zero. A `weight` of 0 stays 0 (the server is unusable).
+/// Returns `weight * SLOW_START_SCALE * elapsed / window`, at least 1, and
+/// `weight * SLOW_START_SCALE` once `elapsed >= window` or when `window` is zero. A `weight` of 0
+/// stays 0 (the server is unusable). A view returns these for every server of an upstream with
+/// slow start, so all its weights share the scale (see [`ServerView::weight`]).
 pub fn slow_start_weight(weight: u32, elapsed: Duration, window: Duration) -> u32 {
+    let full = weight.saturating_mul(SLOW_START_SCALE);
     if weight == 0 || elapsed >= window {
-        return weight;
+        return full;
     }
     let (elapsed, window) = (elapsed.as_nanos(), window.as_nanos());
     // Views call this once per server per pick; u64 arithmetic avoids a u128 division whenever
-    // the product fits (weight 1000 and a window up to 213 days).
+    // the product fits (weight 1000 and a window up to 13 days).
     let product = u64::try_from(elapsed)
         .ok()
-        .and_then(|e| e.checked_mul(u64::from(weight)));
+        .and_then(|e| e.checked_mul(u64::from(full)));
     let scaled = match (product, u64::try_from(window)) {
         (Some(p), Ok(w)) => u128::from(p / w),
-        _ => u128::from(weight) * elapsed / window,
+        _ => u128::from(full) * elapsed / window,
     };
-    // scaled < weight because elapsed < window, so it fits in u32.
+    // scaled < full because elapsed < window, so it fits in u32.
     (scaled as u32).max(1)
 }
 

@@ -266,26 +266,27 @@ proptest! {
     #[test]
     fn slow_start_weight_is_bounded(w in 0..2000u32, e in 0..100_000u64, win in 0..100_000u64) {
         let got = slow_start_weight(w, Duration::from_millis(e), Duration::from_millis(win));
-        prop_assert!(got <= w);
+        prop_assert!(got <= w * SLOW_START_SCALE);
         prop_assert!(w == 0 || got >= 1);
         if e >= win {
-            prop_assert_eq!(got, w);
+            prop_assert_eq!(got, w * SLOW_START_SCALE);
         }
     }
 
     #[test]
     fn slow_start_weight_matches_exact_arithmetic(
-        w in 1..u32::MAX,
+        w in 1..u32::MAX / SLOW_START_SCALE,
         e in any::<u64>(),
         win in any::<u64>(),
         win_secs in prop_oneof![Just(0u64), 0..u64::MAX / 2],
     ) {
         let e = Duration::from_nanos(e);
         let win = Duration::new(win_secs, 0) + Duration::from_nanos(win);
+        let full = w * SLOW_START_SCALE;
         let exact = if e >= win {
-            w
+            full
         } else {
-            ((u128::from(w) * e.as_nanos() / win.as_nanos()) as u32).max(1)
+            ((u128::from(full) * e.as_nanos() / win.as_nanos()) as u32).max(1)
         };
         prop_assert_eq!(slow_start_weight(w, e, win), exact);
     }
@@ -305,13 +306,53 @@ proptest! {
 #[test]
 fn slow_start_ramps_linearly() {
     let s = Duration::from_secs;
+    let ms = Duration::from_millis;
+    // On the scale of 16 per unit of weight.
     assert_eq!(slow_start_weight(100, s(0), s(30)), 1);
-    assert_eq!(slow_start_weight(100, s(15), s(30)), 50);
-    assert_eq!(slow_start_weight(100, s(29), s(30)), 96);
-    assert_eq!(slow_start_weight(100, s(30), s(30)), 100);
-    assert_eq!(slow_start_weight(100, s(99), s(30)), 100);
-    assert_eq!(slow_start_weight(7, s(1), s(0)), 7);
+    assert_eq!(slow_start_weight(100, s(15), s(30)), 800);
+    assert_eq!(slow_start_weight(100, s(29), s(30)), 1546);
+    assert_eq!(slow_start_weight(100, s(30), s(30)), 1600);
+    assert_eq!(slow_start_weight(100, s(99), s(30)), 1600);
+    assert_eq!(slow_start_weight(7, s(1), s(0)), 112);
     assert_eq!(slow_start_weight(0, s(1), s(30)), 0);
+    // Weight 1, the default, ramps too: a sixteenth of the way in, a sixteenth of the weight.
+    assert_eq!(slow_start_weight(1, s(0), s(16)), 1);
+    assert_eq!(slow_start_weight(1, s(1), s(16)), 1);
+    assert_eq!(slow_start_weight(1, s(4), s(16)), 4);
+    assert_eq!(slow_start_weight(1, ms(8_500), s(16)), 8);
+    assert_eq!(slow_start_weight(1, s(16), s(16)), 16);
+}
+
+#[test]
+fn slow_start_at_weight_1_gives_a_new_server_a_small_share() {
+    // Two servers of weight 1 under round robin: one up for long, one up for 1 s of a 10 s
+    // window. The new one gets weight 1.6 of 17.6 (rounded down: 1 of 17), about 6%.
+    let old = slow_start_weight(1, Duration::from_secs(60), Duration::from_secs(10));
+    let new = slow_start_weight(1, Duration::from_secs(1), Duration::from_secs(10));
+    let view = TestView::with_weights(&[old, new]);
+    let mut b = Balancer::new(
+        &Algorithm::RoundRobin,
+        &[
+            Member {
+                id: "a",
+                weight: 1,
+                backup: false,
+            },
+            Member {
+                id: "b",
+                weight: 1,
+                backup: false,
+            },
+        ],
+        0,
+        1,
+    );
+    let mut counts = [0u32; 2];
+    for _ in 0..1700 {
+        let i = b.pick(&view, &TestView::ctx()).expect("usable");
+        counts[i] += 1;
+    }
+    assert_eq!(counts, [1600, 100]);
 }
 
 #[test]

@@ -20,6 +20,8 @@ pub struct File {
     #[serde(default)]
     pub metrics: MetricsFile,
     #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
     pub access_log: AccessLogFile,
     #[serde(default)]
     pub proxy: ProxyFile,
@@ -81,6 +83,19 @@ pub struct AdminFile {
 pub struct MetricsFile {
     /// Per-request counters and histograms (default true); `/metrics` answers 404 when off.
     pub enabled: Option<bool>,
+}
+
+/// ringlb's own log (stderr): what is logged and how.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// "error", "warn", "info" (default), "debug", "trace" or "off".
+    pub level: Option<String>,
+    /// Per-module levels, e.g. `{ "ringlb::proxy" = "debug" }`.
+    #[serde(default)]
+    pub modules: BTreeMap<String, String>,
+    /// "text" (default) or "json" (one object per line).
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

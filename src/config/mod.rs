@@ -6,8 +6,10 @@
 //! config names are checked through [`FileCheck`], which `tls` implements). Uses `http1` and
 //! `balance` (limits and algorithm types).
 
+mod dump;
 mod file;
 mod forward;
+mod locate;
 mod sticky;
 mod validate;
 
@@ -37,6 +39,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: HttpLimits,
     pub metrics: Metrics,
+    pub log: Log,
     pub access_log: AccessLog,
     pub proxy: Proxy,
     pub listeners: Vec<Listener>,
@@ -124,6 +127,48 @@ pub struct ReadyRequire {
 pub struct Metrics {
     /// Per-request counters and histograms; off only to measure their cost.
     pub enabled: bool,
+}
+
+/// ringlb's own log on stderr (`[log]`). `RUST_LOG`, when set, overrides the levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    pub level: log::LevelFilter,
+    /// Module path prefix (`ringlb::proxy`) and its level, most specific last.
+    pub modules: Vec<(String, log::LevelFilter)>,
+    pub format: LogStyle,
+}
+
+impl Log {
+    /// The levels as one `RUST_LOG`-style directive: `info,ringlb::proxy=debug`.
+    pub fn directive(&self) -> String {
+        let mut d = self.level.as_str().to_ascii_lowercase();
+        for (module, level) in &self.modules {
+            d.push_str(&format!(
+                ",{module}={}",
+                level.as_str().to_ascii_lowercase()
+            ));
+        }
+        d
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: log::LevelFilter::Info,
+            modules: Vec::new(),
+            format: LogStyle::Text,
+        }
+    }
+}
+
+/// How ringlb's own log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStyle {
+    /// `time LEVEL target: message`; under systemd a `<N>` syslog priority instead of the time.
+    Text,
+    /// One JSON object per line: time, level, target, message, fields.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,18 +552,60 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Syntax(String),
+    /// Not TOML; `offset` is the byte where the parser stopped.
+    #[error("{message}")]
+    Syntax {
+        message: String,
+        offset: Option<usize>,
+    },
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
+    /// The problems of a file, each as `file:line:column: path: message`, in file order.
+    #[error("{}", .0.join("\n"))]
+    InFile(Vec<String>),
 }
 
 impl ConfigError {
-    /// Every problem as one line each (`path: message`).
+    /// Every problem as one line each (`path: message`, or with `Config::load`
+    /// `file:line:column: path: message`).
     pub fn lines(&self) -> Vec<String> {
         match self {
             ConfigError::Invalid(p) => p.iter().map(|p| p.to_string()).collect(),
+            ConfigError::InFile(lines) => lines.clone(),
             other => vec![other.to_string()],
+        }
+    }
+
+    /// Places each problem in `file` (whose text is `text`).
+    fn in_file(self, file: &Path, text: &str) -> ConfigError {
+        let name = file.display();
+        match self {
+            ConfigError::Syntax { message, offset } => {
+                let at = offset.map(|o| locate::line_column(text, o));
+                ConfigError::InFile(vec![match at {
+                    Some((line, column)) => format!("{name}:{line}:{column}: {message}"),
+                    None => format!("{name}: {message}"),
+                }])
+            }
+            ConfigError::Invalid(problems) => {
+                let positions = locate::Positions::new(text);
+                let mut placed: Vec<(Option<(usize, usize)>, Problem)> = problems
+                    .into_iter()
+                    .map(|p| (positions.of(&p.path), p))
+                    .collect();
+                // File order; problems without a position (a missing section) last.
+                placed.sort_by_key(|(at, _)| at.unwrap_or((usize::MAX, 0)));
+                ConfigError::InFile(
+                    placed
+                        .into_iter()
+                        .map(|(at, p)| match at {
+                            Some((line, column)) => format!("{name}:{line}:{column}: {p}"),
+                            None => format!("{name}: {p}"),
+                        })
+                        .collect(),
+                )
+            }
+            other => other,
         }
     }
 }
@@ -566,16 +653,20 @@ impl FileCheck for NoFileCheck {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`; `files` checks the files it names.
+    /// Reads and validates the file at `path`; `files` checks the files it names. Relative
+    /// paths in it (certificates, keys, CA files, the access log) are taken relative to the
+    /// file's directory. Each problem names its `file:line:column`.
     pub fn load(path: &Path, files: &dyn FileCheck) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse_with(&text, files).map_err(|e| match e {
-            ConfigError::Syntax(m) => ConfigError::Syntax(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Config::from_text(&text, files, Some(&base)).map_err(|e| e.in_file(path, &text))
     }
 
     /// Validates `text`, reading no file.
@@ -583,10 +674,36 @@ impl Config {
         Config::parse_with(text, &NoFileCheck)
     }
 
+    /// Validates `text`; relative file paths stay relative (to the working directory).
     pub fn parse_with(text: &str, files: &dyn FileCheck) -> Result<Config, ConfigError> {
-        let file: file::File =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim().into()))?;
-        validate::validate(file, files).map_err(ConfigError::Invalid)
+        Config::from_text(text, files, None)
+    }
+
+    /// Every problem of the file at once: unknown keys and wrong types (each stepped over so
+    /// the next is found too), then the checks of values, when the structure allows them.
+    fn from_text(
+        text: &str,
+        files: &dyn FileCheck,
+        base: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            message: e.message().trim().to_string(),
+            offset: e.span().map(|s| s.start),
+        })?;
+        let (file, mut problems) = locate::deserialize_all(table);
+        if let Some(file) = file {
+            match validate::validate(file, files, base) {
+                Ok(config) if problems.is_empty() => return Ok(config),
+                Ok(_) => {}
+                Err(more) => problems.extend(more),
+            }
+        }
+        Err(ConfigError::Invalid(problems))
+    }
+
+    /// The configuration as TOML with every default written out (`ringlb check --dump`).
+    pub fn dump(&self) -> String {
+        dump::dump(self)
     }
 
     /// Total number of servers (the size of the shared state table).

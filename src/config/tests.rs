@@ -113,7 +113,16 @@ fn unknown_keys_are_errors() {
     let text = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nwieght = 3");
     let p = problems(&text);
     assert_eq!(p.len(), 1);
-    assert!(p[0].contains("unknown field `wieght`"), "{p:?}");
+    assert!(
+        p[0].starts_with("upstreams.app.wieght: unknown key `wieght`"),
+        "{p:?}"
+    );
+    // A server's key is close to a known one: a suggestion.
+    let text = MINIMAL.replace("addr = ", "wieght = 3\naddr = ");
+    assert_eq!(
+        problems(&text),
+        ["upstreams.app.servers[0].wieght: unknown key `wieght`; did you mean `weight`?"]
+    );
 }
 
 #[test]
@@ -272,9 +281,10 @@ fn access_log_and_metrics_keys() {
     let bad = format!(
         "{MINIMAL}\n[access_log]\nformat = \"combined\"\nrequest_id_header = \"X Id\"\nfoo = 1\n"
     );
+    // The unknown key and the bad values, all in one run.
     let p = problems(&bad);
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].contains("foo"), "{p:?}");
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p[0].starts_with("access_log.foo: unknown key"), "{p:?}");
     let bad =
         format!("{MINIMAL}\n[access_log]\nformat = \"combined\"\nrequest_id_header = \"X Id\"\n");
     let p = problems(&bad);
@@ -402,4 +412,50 @@ fn min_send_rate_defaults_and_turns_off() {
     assert!(problems(&bad)
         .iter()
         .any(|l| l.contains("limits.min_send_rate")));
+}
+
+#[test]
+fn a_short_health_check_interval_alone_is_valid() {
+    let text = MINIMAL.replace(
+        "[upstreams.app]",
+        "[upstreams.app]\nhealth_check = { interval = \"200ms\" }",
+    );
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let h = c.upstreams[0].health_check.as_ref().expect("health check");
+    assert_eq!(h.timeout, Duration::from_millis(200));
+    let text = MINIMAL.replace(
+        "[upstreams.app]",
+        "[upstreams.app]\nhealth_check = { interval = \"10s\" }",
+    );
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let h = c.upstreams[0].health_check.as_ref().expect("health check");
+    assert_eq!(h.timeout, Duration::from_secs(1));
+    // An explicit timeout longer than the interval is still refused.
+    let text = MINIMAL.replace(
+        "[upstreams.app]",
+        "[upstreams.app]\nhealth_check = { interval = \"200ms\", timeout = \"1s\" }",
+    );
+    assert_eq!(
+        problems(&text),
+        ["upstreams.app.health_check.timeout: must not exceed interval"]
+    );
+}
+
+#[test]
+fn log_settings_from_the_file() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert_eq!(c.log, Log::default());
+    assert_eq!(c.log.directive(), "info");
+    let text = format!(
+        "{MINIMAL}\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\
+         modules = {{ \"ringlb::proxy\" = \"debug\", \"ringlb\" = \"error\" }}\n"
+    );
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.log.format, LogStyle::Json);
+    assert_eq!(c.log.directive(), "warn,ringlb=error,ringlb::proxy=debug");
+    let text = format!(
+        "{MINIMAL}\n[log]\nlevel = \"loud\"\nformat = \"xml\"\nmodules = {{ \"a b\" = \"info\" }}\n"
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 3, "{p:?}");
 }

@@ -11,9 +11,21 @@ struct Problems<'a> {
     list: Vec<Problem>,
     /// Reads the files the config names (certificates, keys, CAs).
     files: &'a dyn FileCheck,
+    /// The config file's directory: relative file paths are resolved against it.
+    base: Option<&'a Path>,
 }
 
 impl Problems<'_> {
+    /// A file path from the config: relative paths name files beside the config file (nginx
+    /// resolves them against its prefix, HAProxy against the working directory; the config's
+    /// directory works for a unit started from `/` and for a checkout alike).
+    fn file(&self, text: &str) -> PathBuf {
+        match self.base {
+            Some(base) if Path::new(text).is_relative() => base.join(text),
+            _ => PathBuf::from(text),
+        }
+    }
+
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.list.push(Problem {
             path: path.into(),
@@ -84,10 +96,15 @@ fn parse_size(text: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
-pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<Problem>> {
+pub(super) fn validate(
+    file: File,
+    files: &dyn FileCheck,
+    base: Option<&Path>,
+) -> Result<Config, Vec<Problem>> {
     let mut p = Problems {
         list: Vec::new(),
         files,
+        base,
     };
 
     let runtime = runtime(&mut p, &file);
@@ -154,6 +171,7 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
     let metrics = Metrics {
         enabled: file.metrics.enabled.unwrap_or(true),
     };
+    let log = log_settings(&mut p, &file.log);
     let access_log = access_log(&mut p, &file.access_log);
     let proxy = Proxy {
         via: forward::via(file.proxy.via.as_ref(), &mut p.list),
@@ -170,6 +188,7 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
             timeouts,
             limits,
             metrics,
+            log,
             access_log,
             proxy,
             listeners,
@@ -178,6 +197,55 @@ pub(super) fn validate(file: File, files: &dyn FileCheck) -> Result<Config, Vec<
         })
     } else {
         Err(p.list)
+    }
+}
+
+fn log_settings(p: &mut Problems, l: &super::file::LogFile) -> Log {
+    const LEVELS: &str = "one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\"";
+    let level_at = |p: &mut Problems, path: &str, text: &str| match text.parse() {
+        Ok(level) => Some(level),
+        Err(_) => {
+            p.add(path, format!("unknown level {text:?}; {LEVELS}"));
+            None
+        }
+    };
+    let level = l
+        .level
+        .as_deref()
+        .and_then(|t| level_at(p, "log.level", t))
+        .unwrap_or(log::LevelFilter::Info);
+    let mut modules = Vec::new();
+    for (module, text) in &l.modules {
+        let path = format!("log.modules.{module}");
+        let well_formed = !module.is_empty()
+            && module.split("::").all(|part| {
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+        if !well_formed {
+            p.add(&path, "must be a module path such as \"ringlb::proxy\"");
+            continue;
+        }
+        if let Some(level) = level_at(p, &path, text) {
+            modules.push((module.clone(), level));
+        }
+    }
+    // Shorter paths first, so a directive for a submodule comes after its parent's.
+    modules.sort_by_key(|(m, _)| m.len());
+    let format = match l.format.as_deref() {
+        None | Some("text") => LogStyle::Text,
+        Some("json") => LogStyle::Json,
+        Some(other) => {
+            p.add(
+                "log.format",
+                format!("unknown format {other:?}; one of \"text\", \"json\""),
+            );
+            LogStyle::Text
+        }
+    };
+    Log {
+        level,
+        modules,
+        format,
     }
 }
 
@@ -204,7 +272,7 @@ fn access_log(p: &mut Problems, a: &super::file::AccessLogFile) -> AccessLog {
             );
             LogTarget::Stdout
         }
-        Some(path) => LogTarget::File(path.into()),
+        Some(path) => LogTarget::File(p.file(path)),
     };
     let header = a.request_id_header.as_deref().unwrap_or("X-Request-Id");
     if header.is_empty()
@@ -611,8 +679,8 @@ fn listener_tls(
             .certs
             .iter()
             .map(|c| CertKey {
-                cert: PathBuf::from(&c.cert),
-                key: PathBuf::from(&c.key),
+                cert: p.file(&c.cert),
+                key: p.file(&c.key),
             })
             .collect(),
         min_version,
@@ -631,8 +699,8 @@ fn upstream_tls(
 ) -> Option<UpstreamTls> {
     let client_cert = match (&t.client_cert, &t.client_key) {
         (Some(cert), Some(key)) => Some(CertKey {
-            cert: PathBuf::from(cert),
-            key: PathBuf::from(key),
+            cert: p.file(cert),
+            key: p.file(key),
         }),
         (None, None) => None,
         (Some(_), None) => {
@@ -645,7 +713,7 @@ fn upstream_tls(
         }
     };
     let tls = UpstreamTls {
-        ca: t.ca.as_ref().map(PathBuf::from),
+        ca: t.ca.as_deref().map(|ca| p.file(ca)),
         server_name: t.server_name.clone(),
         verify: t.verify.unwrap_or(true),
         client_cert,
@@ -698,7 +766,13 @@ fn health_check(p: &mut Problems, path: &str, h: &super::file::HealthCheckFile) 
         );
     }
     let interval = p.duration(&format!("{path}.interval"), h.interval.as_ref(), secs(5));
-    let timeout = p.duration(&format!("{path}.timeout"), h.timeout.as_ref(), secs(1));
+    // Without a timeout, 1s or the interval if shorter: a short interval alone is valid (HAProxy
+    // likewise bounds a check by `inter` when `timeout check` is unset).
+    let timeout = p.duration(
+        &format!("{path}.timeout"),
+        h.timeout.as_ref(),
+        interval.min(secs(1)),
+    );
     if timeout > interval {
         p.add(format!("{path}.timeout"), "must not exceed interval");
     }

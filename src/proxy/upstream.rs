@@ -235,10 +235,13 @@ impl<'a> Conn<'a> {
             && state.record_failure(now_ms(), server.max_fails, server.fail_timeout)
         {
             log::warn!(
-                "server {} ({}) of upstream {} marked down for {:?}: {f:?}",
+                "server {} ({}) of upstream {} marked down for {:?}: {} failures in {:?} \
+                 (max_fails, fail_timeout), the last {f:?}",
                 server.name,
                 server.addr,
                 upstream.name,
+                server.fail_timeout,
+                server.max_fails,
                 server.fail_timeout
             );
         }

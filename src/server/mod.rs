@@ -17,6 +17,8 @@
 mod admin;
 mod core;
 pub mod host;
+pub mod logging;
+mod notify;
 mod reload;
 
 use crate::config::{Config, Engine, Workers};
@@ -214,9 +216,11 @@ fn serve(
         cpus,
         engine.name()
     );
+    notify::ready(cpus.len(), life.generation());
 
     control_loop(&life, early.into_iter().chain(inbox.iter()), path, &current);
 
+    notify::stopping();
     log::info!("stopping: no new connections, finishing in-flight requests");
     life.stop();
     let mut failed = None;

@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 pub(super) fn reload(path: &Path, current: &Current) {
+    super::notify::reloading();
     let old = current.load_full();
     let life = old.life.clone();
-    match next_generation(path, &old) {
+    let refused = match next_generation(path, &old) {
         Ok(shared) => {
             let (generation, upstreams, servers) = (
                 shared.generation,
@@ -20,6 +21,7 @@ pub(super) fn reload(path: &Path, current: &Current) {
                 shared.config.server_count(),
             );
             shared.metrics.config_reload(true);
+            super::logging::apply(&shared.config.log);
             current.store(Arc::new(shared));
             life.last_reload_error.store(None);
             // After the store: a core woken by this finds the new generation, and so does
@@ -29,6 +31,7 @@ pub(super) fn reload(path: &Path, current: &Current) {
                 "reloaded {}: generation {generation}, {upstreams} upstreams, {servers} servers",
                 path.display(),
             );
+            false
         }
         Err(e) => {
             log::error!(
@@ -38,9 +41,11 @@ pub(super) fn reload(path: &Path, current: &Current) {
             life.reload_failures.fetch_add(1, Relaxed);
             old.metrics.config_reload(false);
             life.last_reload_error.store(Some(Arc::new(e.to_string())));
+            true
         }
-    }
+    };
     life.reloads.fetch_add(1, Relaxed);
+    super::notify::reloaded(life.generation(), refused);
 }
 
 /// Why a reload was refused.

@@ -20,6 +20,16 @@ command -v systemd-analyze >/dev/null || {
 
 stub=$(mktemp -d /tmp/ringlb-unit-verify.XXXXXX)
 trap 'rm -rf -- "$stub"' EXIT
+
+# Type=notify-reload needs systemd 253; an older systemd-analyze rejects it. Then the unit is
+# verified as the documented fallback (Type=notify, no ReloadSignal=), saying so.
+version=$(systemd-analyze --version | awk 'NR == 1 { print $2 }')
+if [[ $version =~ ^[0-9]+$ ]] && ((version < 253)) && grep -q '^Type=notify-reload' "$UNIT"; then
+    echo "verify.sh: systemd $version < 253 does not know Type=notify-reload: verifying the Type=notify fallback"
+    mkdir -p "$stub/unit"
+    sed -e 's/^Type=notify-reload$/Type=notify/' -e '/^ReloadSignal=/d' "$UNIT" >"$stub/unit/$(basename -- "$UNIT")"
+    UNIT=$stub/unit/$(basename -- "$UNIT")
+fi
 if [[ -x $BIN ]]; then
     cp -- "$BIN" "$stub/ringlb"
 else

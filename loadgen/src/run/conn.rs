@@ -73,6 +73,8 @@ pub struct CoreCtx {
     /// Set on SIGINT: stop issuing, drain, report.
     pub stop: Arc<AtomicBool>,
     pub recorder: RefCell<Recorder>,
+    /// The index of the interval being recorded (`--interval`, `--hdr-log`).
+    pub interval_index: std::cell::Cell<u64>,
     /// Measured requests finished (answered or failed) on this core, for the progress line.
     pub progress: Arc<[crossbeam_utils::CachePadded<AtomicU64>]>,
     pub core: usize,
@@ -91,13 +93,19 @@ impl CoreCtx {
         core: usize,
         net: Rc<Net>,
     ) -> CoreCtx {
+        let recorder = if plan.interval.is_some() {
+            Recorder::new().with_intervals()
+        } else {
+            Recorder::new()
+        };
         CoreCtx {
             plan,
             clock,
             start,
             phases: std::cell::OnceCell::new(),
             stop,
-            recorder: RefCell::new(Recorder::new()),
+            recorder: RefCell::new(recorder),
+            interval_index: std::cell::Cell::new(0),
             progress,
             core,
             watchdog: Rc::default(),
@@ -114,7 +122,7 @@ impl CoreCtx {
     }
 
     /// Waits until the main thread has fixed the start time.
-    async fn wait_start(&self) -> Phases {
+    pub async fn wait_start(&self) -> Phases {
         loop {
             let start = self.start.load(Ordering::Acquire);
             if start != 0 {

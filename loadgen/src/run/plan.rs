@@ -46,6 +46,11 @@ pub struct Plan {
     pub stop: Stop,
     pub warmup: Duration,
     pub timeout: Duration,
+    /// Per-interval histograms are kept (for `--interval` lines and `--hdr-log`).
+    pub interval: Option<Duration>,
+    /// Print a line per interval on stderr.
+    pub interval_lines: bool,
+    pub hdr_log: Option<std::path::PathBuf>,
     pub reuse: Reuse,
     /// Target as given, for the report.
     pub url: String,
@@ -152,6 +157,9 @@ impl Plan {
             (None, Some(d)) => Stop::After(d),
             (None, None) => Stop::After(Duration::from_secs(10)),
         };
+        if a.interval.is_some_and(|i| i < Duration::from_millis(10)) {
+            bail!("--interval must be at least 10ms");
+        }
         if a.timeout.is_zero() {
             bail!("--timeout must be above zero");
         }
@@ -165,7 +173,7 @@ impl Plan {
             // A core without a connection would only idle.
             cores: a
                 .cores
-                .cores
+                .count()
                 .min(u16::try_from(connections).unwrap_or(u16::MAX)),
             pinning: a.cores.pinning(),
             pipeline: a.pipeline,
@@ -173,6 +181,13 @@ impl Plan {
             stop,
             warmup: a.warmup,
             timeout: a.timeout,
+            interval: match (a.interval, &a.hdr_log) {
+                (Some(i), _) => Some(i),
+                (None, Some(_)) => Some(Duration::from_secs(1)),
+                (None, None) => None,
+            },
+            interval_lines: a.interval.is_some(),
+            hdr_log: a.hdr_log.clone(),
             reuse,
             url: a.url.clone(),
         })

@@ -59,6 +59,9 @@ pub struct Recorder {
     pub responses: u64,
     /// Completion time of the last measured response (ns on the run's clock).
     pub last_done: u64,
+    /// Latencies of the current interval (`--interval`, `--hdr-log`), handed over and reset
+    /// by `take_interval`.
+    pub interval: Option<Histogram<u64>>,
 }
 
 impl Default for Recorder {
@@ -77,11 +80,29 @@ impl Recorder {
             bytes: 0,
             responses: 0,
             last_done: 0,
+            interval: None,
         }
+    }
+
+    /// Also keeps a histogram per interval.
+    pub fn with_intervals(mut self) -> Recorder {
+        self.interval = Some(Histogram::new_from(&self.latency));
+        self
+    }
+
+    /// The current interval's histogram (then empty again), if intervals are kept.
+    pub fn take_interval(&mut self) -> Option<Histogram<u64>> {
+        let h = self.interval.as_mut()?;
+        let out = h.clone();
+        h.reset();
+        Some(out)
     }
 
     pub fn response(&mut self, latency_ns: u64, status: u16, bytes: u64, done: u64) {
         self.latency.saturating_record(latency_ns.max(1));
+        if let Some(h) = &mut self.interval {
+            h.saturating_record(latency_ns.max(1));
+        }
         self.status[usize::from(status) % STATUSES] += 1;
         self.bytes += bytes;
         self.responses += 1;

@@ -172,7 +172,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Server> {
             addrs.push(addr);
         }
     }
-    let cores = usize::from(args.cores.cores);
+    let cores = usize::from(args.cores.count());
     let instances = addrs
         .iter()
         .enumerate()
