@@ -268,7 +268,7 @@ fn slow_start_ramps_a_new_server_of_weight_1() {
     std::thread::sleep(std::time::Duration::from_millis(2200));
     std::fs::write(
         &lb.config_path,
-        config(&[server(a.addr), server(b.addr)], extra, ""),
+        with_test_engine(&config(&[server(a.addr), server(b.addr)], extra, "")),
     )
     .unwrap();
     lb.proc.signal(libc::SIGHUP);

@@ -71,9 +71,10 @@ fn interval_lines_and_the_hdr_log() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    // Not a terminal: interval lines only, no progress bar.
+    // Not a terminal: interval lines only, no progress bar. Responses still in flight when the
+    // duration ends may show in one last partial interval on a loaded machine.
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!((3..=4).contains(&lines.len()), "{stderr}");
     for (line, end) in lines.iter().zip(["500ms", "1s", "1s 500ms"]) {
         assert!(line.starts_with(&format!("[{end:>6}]")), "{line}");
         assert!(
@@ -97,9 +98,10 @@ fn interval_lines_and_the_hdr_log() {
             total += hist.len();
         }
     }
-    assert_eq!(
-        starts,
-        [0, 500, 1000].map(Duration::from_millis).to_vec(),
+    // Three intervals, and the partial one the interval lines may show.
+    let expected = [0, 500, 1000, 1500].map(Duration::from_millis).to_vec();
+    assert!(
+        (3..=4).contains(&starts.len()) && starts[..] == expected[..starts.len()],
         "{head}"
     );
     assert!(total > 0);

@@ -42,36 +42,7 @@ fn table<const N: usize>(entries: [(&str, Value); N]) -> Table {
 
 pub(super) fn dump(c: &Config) -> String {
     let mut root = Table::new();
-    let r = &c.runtime;
-    let mut runtime = table([
-        (
-            "workers",
-            match r.workers {
-                Workers::Auto => Value::String("auto".into()),
-                Workers::Count(n) => int(n),
-            },
-        ),
-        ("shutdown_grace", dur(r.shutdown_grace)),
-        ("io_memory", size(r.io_memory)),
-        (
-            "engine",
-            Value::String(
-                match r.engine {
-                    Engine::Auto => "auto",
-                    Engine::IoUring => "io_uring",
-                    Engine::Epoll => "epoll",
-                }
-                .into(),
-            ),
-        ),
-    ]);
-    if !r.cpus.is_empty() {
-        runtime.insert(
-            "cpus".into(),
-            Value::Array(r.cpus.iter().map(|&n| int(n)).collect()),
-        );
-    }
-    root.insert("runtime".into(), Value::Table(runtime));
+    root.insert("runtime".into(), Value::Table(runtime(&c.runtime)));
     root.insert("admin".into(), Value::Table(admin(c)));
     let t = &c.timeouts;
     root.insert(
@@ -202,6 +173,39 @@ pub(super) fn dump(c: &Config) -> String {
         ),
     );
     toml::to_string(&root).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
+/// `[runtime]`.
+fn runtime(r: &Runtime) -> Table {
+    let mut runtime = table([
+        (
+            "workers",
+            match r.workers {
+                Workers::Auto => Value::String("auto".into()),
+                Workers::Count(n) => int(n),
+            },
+        ),
+        ("shutdown_grace", dur(r.shutdown_grace)),
+        ("io_memory", size(r.io_memory)),
+        (
+            "engine",
+            Value::String(
+                match r.engine {
+                    Engine::Auto => "auto",
+                    Engine::IoUring => "io_uring",
+                    Engine::Epoll => "epoll",
+                }
+                .into(),
+            ),
+        ),
+    ]);
+    if !r.cpus.is_empty() {
+        runtime.insert(
+            "cpus".into(),
+            Value::Array(r.cpus.iter().map(|&n| int(n)).collect()),
+        );
+    }
+    runtime
 }
 
 fn admin(c: &Config) -> Table {
@@ -349,6 +353,59 @@ fn route(c: &Config, r: &Route) -> Table {
     ])
 }
 
+/// `health_check = { ... }` of an upstream.
+fn health_check(h: &HealthCheck) -> Table {
+    let mut hc = table([
+        ("path", Value::String(h.path.clone())),
+        ("interval", dur(h.interval)),
+        ("timeout", dur(h.timeout)),
+        ("rise", int(h.rise)),
+        ("fall", int(h.fall)),
+        (
+            "expect_status",
+            if h.expect.start() == h.expect.end() {
+                int(*h.expect.start())
+            } else {
+                Value::String(format!("{}-{}", h.expect.start(), h.expect.end()))
+            },
+        ),
+    ]);
+    if let Some(host) = &h.host {
+        hc.insert("host".into(), Value::String(host.clone()));
+    }
+    hc
+}
+
+/// `sticky = { ... }` of an upstream (the secret is never printed).
+fn sticky(s: &Sticky) -> Table {
+    let mut st = table([
+        ("cookie", Value::String(s.cookie.clone())),
+        ("path", Value::String(s.path.clone())),
+        ("httponly", Value::Boolean(s.httponly)),
+        ("indirect", Value::Boolean(s.indirect)),
+        ("nocache", Value::Boolean(s.nocache)),
+    ]);
+    if let Some(e) = s.expires {
+        st.insert("expires".into(), dur(e));
+    }
+    // Unset: Secure on TLS connections only. The secret is never printed.
+    if let Some(secure) = s.secure {
+        st.insert("secure".into(), Value::Boolean(secure));
+    }
+    if let Some(same) = s.samesite {
+        let v = match same {
+            SameSite::Lax => "lax",
+            SameSite::Strict => "strict",
+            SameSite::None => "none",
+        };
+        st.insert("samesite".into(), Value::String(v.into()));
+    }
+    if let Some(d) = &s.domain {
+        st.insert("domain".into(), Value::String(d.clone()));
+    }
+    st
+}
+
 fn upstream(u: &Upstream) -> Table {
     let mut t = Table::new();
     t.insert("balance".into(), Value::String(u.algorithm.name().into()));
@@ -400,25 +457,7 @@ fn upstream(u: &Upstream) -> Table {
         ),
     );
     if let Some(h) = &u.health_check {
-        let mut hc = table([
-            ("path", Value::String(h.path.clone())),
-            ("interval", dur(h.interval)),
-            ("timeout", dur(h.timeout)),
-            ("rise", int(h.rise)),
-            ("fall", int(h.fall)),
-            (
-                "expect_status",
-                if h.expect.start() == h.expect.end() {
-                    int(*h.expect.start())
-                } else {
-                    Value::String(format!("{}-{}", h.expect.start(), h.expect.end()))
-                },
-            ),
-        ]);
-        if let Some(host) = &h.host {
-            hc.insert("host".into(), Value::String(host.clone()));
-        }
-        t.insert("health_check".into(), Value::Table(hc));
+        t.insert("health_check".into(), Value::Table(health_check(h)));
     }
     if let Some(q) = &u.queue {
         t.insert(
@@ -427,32 +466,7 @@ fn upstream(u: &Upstream) -> Table {
         );
     }
     if let Some(s) = &u.sticky {
-        let mut st = table([
-            ("cookie", Value::String(s.cookie.clone())),
-            ("path", Value::String(s.path.clone())),
-            ("httponly", Value::Boolean(s.httponly)),
-            ("indirect", Value::Boolean(s.indirect)),
-            ("nocache", Value::Boolean(s.nocache)),
-        ]);
-        if let Some(e) = s.expires {
-            st.insert("expires".into(), dur(e));
-        }
-        // Unset: Secure on TLS connections only. The secret is never printed.
-        if let Some(secure) = s.secure {
-            st.insert("secure".into(), Value::Boolean(secure));
-        }
-        if let Some(same) = s.samesite {
-            let v = match same {
-                SameSite::Lax => "lax",
-                SameSite::Strict => "strict",
-                SameSite::None => "none",
-            };
-            st.insert("samesite".into(), Value::String(v.into()));
-        }
-        if let Some(d) = &s.domain {
-            st.insert("domain".into(), Value::String(d.clone()));
-        }
-        t.insert("sticky".into(), Value::Table(st));
+        t.insert("sticky".into(), Value::Table(sticky(s)));
     }
     if let Some(p) = u.send_proxy_protocol {
         t.insert(
