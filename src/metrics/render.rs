@@ -51,7 +51,7 @@ fn reach(config: &Config) -> Vec<Vec<bool>> {
         .map(|l| {
             let mut r = vec![false; config.upstreams.len()];
             for route in config.routes.iter().filter(|r| r.listener.0 as usize == l) {
-                if let Some(x) = r.get_mut(route.upstream.0 as usize) {
+                if let Some(x) = route.upstream.and_then(|u| r.get_mut(u.0 as usize)) {
                     *x = true;
                 }
             }
