@@ -225,6 +225,12 @@ fn upstream(w: &mut Writer, shared: &Scrape<'_>, total: &[u64]) {
             &h,
         );
     }
+    w.family(&names::SERVER_RESPONSE_DURATION);
+    for (up, s) in config.servers() {
+        let h = core::hist(total, lay.server_hist(s.id.0 as usize));
+        let labels = [("upstream", up.name.as_str()), ("server", &s.name)];
+        w.histogram(&names::SERVER_RESPONSE_DURATION, &labels, &h);
+    }
     for (family, index) in [
         (
             &names::UPSTREAM_CONNECTIONS_OPENED,
