@@ -486,6 +486,7 @@ impl Conn<'_> {
         let Some(up) = route.upstream else {
             return self.answer_return(&req, ri).await;
         };
+        req.upgrade = route.upgrade.allow(buf, head);
         req.max_body = traffic.max_body;
         if let (Some(max), RequestBody::Length(n)) = (traffic.max_body, req.body) {
             if n > max {
