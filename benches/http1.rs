@@ -68,6 +68,8 @@ fn rewrite(c: &mut Criterion) {
         via: Some(b"ringlb"),
         drop_cookie: Some(b"SRV"),
         request_id: None,
+        prefix: None,
+        edits: None,
     };
     let mut out = Vec::with_capacity(1024);
     let mut g = c.benchmark_group("rewrite_request");
@@ -92,6 +94,7 @@ fn rewrite(c: &mut Criterion) {
         dechunk: false,
         set_cookie: Some(b"SRV=s2; Path=/; HttpOnly"),
         nocache: true,
+        edits: None,
     };
     let mut g = c.benchmark_group("rewrite_response");
     g.throughput(Throughput::Bytes(RESPONSE.len() as u64));

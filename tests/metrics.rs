@@ -268,6 +268,21 @@ name = "retry-ok"
         (up("ok"), up("err"), up("dead"), up("retry")),
         (100.0, 10.0, 0.0, 4.0)
     );
+    let by_server = |u: &str, srv: &str| {
+        hist_count(
+            &s,
+            "ringlb_server_response_duration_seconds",
+            &[("upstream", u), ("server", srv)],
+        )
+    };
+    assert_eq!(
+        (
+            by_server("ok", "ok-1"),
+            by_server("retry", "retry-ok"),
+            by_server("retry", "retry-dead")
+        ),
+        (100.0, 4.0, 0.0)
+    );
     assert_eq!(
         value(
             &s,

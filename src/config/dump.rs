@@ -326,31 +326,70 @@ fn route(c: &Config, r: &Route) -> Table {
         HostMatch::Exact(h) => String::from_utf8_lossy(h).into_owned(),
         HostMatch::Suffix(s) => format!("*{}", String::from_utf8_lossy(s)),
     };
-    let name = |i: usize, names: &mut dyn Iterator<Item = &str>| {
-        names.nth(i).unwrap_or_default().to_string()
-    };
-    table([
-        (
-            "listener",
-            Value::String(name(
-                r.listener.0 as usize,
-                &mut c.listeners.iter().map(|l| l.name.as_str()),
-            )),
-        ),
+    let listener = c
+        .listeners
+        .get(r.listener.0 as usize)
+        .map_or(String::new(), |l| l.name.clone());
+    let mut t = table([
+        ("listener", Value::String(listener)),
         ("host", Value::String(host)),
         ("path", text(&r.path)),
-        (
-            "upstream",
-            Value::String(name(
-                r.upstream.0 as usize,
-                &mut c.upstreams.iter().map(|u| u.name.as_str()),
-            )),
-        ),
         (
             "upgrade",
             Value::Array(r.upgrade.names().map(text).collect()),
         ),
-    ])
+    ]);
+    if let Some(u) = r.upstream.and_then(|u| c.upstreams.get(u.0 as usize)) {
+        t.insert("upstream".into(), Value::String(u.name.clone()));
+    }
+    traffic(&r.traffic, &mut t);
+    t
+}
+
+/// A route's traffic settings (`client_max_body_size`, header edits, prefix rewrite, return).
+fn traffic(tr: &Traffic, t: &mut Table) {
+    if let Some(n) = tr.max_body {
+        t.insert("client_max_body_size".into(), size(n as usize));
+    }
+    if let Some(p) = &tr.prefix {
+        t.insert("strip_prefix".into(), text(&p.strip));
+        t.insert("rewrite_prefix".into(), text(&p.replace));
+    }
+    for (key, edits) in [
+        ("request_headers", &tr.request_headers),
+        ("response_headers", &tr.response_headers),
+    ] {
+        let Some(e) = edits else { continue };
+        let mut set = Table::new();
+        let mut add = Table::new();
+        for f in e.fields.iter() {
+            let name = String::from_utf8_lossy(&f.name).into_owned();
+            let value = Value::String(f.value.source());
+            match f.edit {
+                crate::http1::Edit::Set => set.insert(name, value),
+                crate::http1::Edit::Add => add.insert(name, value),
+            };
+        }
+        let remove = Value::Array(e.remove.iter().map(|n| text(n)).collect());
+        t.insert(
+            key.into(),
+            Value::Table(table([
+                ("set", Value::Table(set)),
+                ("add", Value::Table(add)),
+                ("remove", remove),
+            ])),
+        );
+    }
+    if let Some(a) = &tr.answer {
+        let mut r = table([("status", int(a.status))]);
+        if let Some(l) = &a.location {
+            r.insert("location".into(), Value::String(l.source()));
+        }
+        if !a.body.is_empty() {
+            r.insert("body".into(), text(&a.body));
+        }
+        t.insert("return".into(), Value::Table(r));
+    }
 }
 
 /// `health_check = { ... }` of an upstream.
@@ -544,6 +583,54 @@ mod tests {
             "level = \"info\"",
         ] {
             assert!(text.contains(key), "{key} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn route_traffic_and_newer_keys_survive_the_dump() {
+        let text = r#"
+[runtime]
+engine = "epoll"
+[limits]
+min_send_rate = "2KiB"
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:8080"
+proxy_protocol = true
+proxy_protocol_from = ["10.0.0.0/8"]
+max_connections_per_ip = 10
+[[routes]]
+listener = "web"
+path = "/api/"
+upstream = "app"
+client_max_body_size = "1MiB"
+strip_prefix = "/api"
+rewrite_prefix = "/v2"
+request_headers = { set = { "X-A" = "$host and $$1" }, add = { "X-B" = "b" }, remove = ["X-C"] }
+[[routes]]
+listener = "web"
+path = "/old"
+return = { status = 301, location = "https://example.com$request_uri" }
+[upstreams.app]
+sticky = { cookie = "s", samesite = "strict", secure = true }
+[[upstreams.app.servers]]
+addr = "127.0.0.1:9001"
+"#;
+        let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let dump = c.dump();
+        let again = Config::parse(&dump).unwrap_or_else(|e| panic!("{e}\n{dump}"));
+        assert_eq!(again.dump(), dump);
+        for key in [
+            "engine = \"epoll\"",
+            "min_send_rate = \"2KiB\"",
+            "max_connections_per_ip = 10",
+            "client_max_body_size = \"1MiB\"",
+            "strip_prefix = \"/api\"",
+            "X-A = \"$host and $$1\"",
+            "location = \"https://example.com$request_uri\"",
+            "samesite = \"strict\"",
+        ] {
+            assert!(dump.contains(key), "{key} not in\n{dump}");
         }
     }
 }

@@ -222,9 +222,39 @@ pub struct RouteFile {
     pub host: Option<String>,
     #[serde(default)]
     pub path: Option<String>,
-    pub upstream: String,
+    /// Absent only when `return` answers instead.
+    pub upstream: Option<String>,
     /// Protocols a client may upgrade to on this route (default `["websocket"]`).
     pub upgrade: Option<Vec<String>>,
+    /// Largest request body accepted ("1MiB"); default unlimited.
+    pub client_max_body_size: Option<String>,
+    pub request_headers: Option<HeaderEditsFile>,
+    pub response_headers: Option<HeaderEditsFile>,
+    pub strip_prefix: Option<String>,
+    pub rewrite_prefix: Option<String>,
+    #[serde(rename = "return")]
+    pub answer: Option<ReturnFile>,
+}
+
+/// `{ set = { "X-A" = "v" }, add = { ... }, remove = ["X-B"] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEditsFile {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `return = { status = 301, location = "...", body = "..." }` (nginx `return`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnFile {
+    pub status: i64,
+    pub location: Option<String>,
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,12 +11,13 @@ mod file;
 mod forward;
 mod locate;
 mod sticky;
+mod traffic;
 mod validate;
 
 pub use sticky::CookieKey;
 
 use crate::balance::Algorithm;
-use crate::http1::{Limits, Upgrades};
+use crate::http1::{HeaderEdits, Limits, PrefixRewrite, Return, Upgrades};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -366,10 +367,32 @@ pub struct Route {
     pub listener: ListenerId,
     pub host: HostMatch,
     pub path: Box<[u8]>,
-    pub upstream: UpstreamId,
+    /// The upstream that serves the route; None when `traffic.answer` answers instead.
+    pub upstream: Option<UpstreamId>,
     /// Protocols a request on this route may upgrade to (tunnel); others go on as plain
     /// HTTP/1.1 without their Upgrade.
     pub upgrade: Upgrades,
+    pub traffic: Traffic,
+}
+
+impl Route {
+    /// Whether a request on `listener` with `host` (port stripped) and `path` takes this route.
+    pub fn matches(&self, listener: ListenerId, host: &[u8], path: &[u8]) -> bool {
+        self.listener == listener && self.host.matches(host) && path.starts_with(&self.path)
+    }
+}
+
+/// What a route changes in the traffic it serves (nginx's `client_max_body_size`,
+/// `proxy_set_header` / `add_header`, `rewrite`, `return`). All None: forwarded as is.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    /// A request body larger than this is refused with 413.
+    pub max_body: Option<u64>,
+    pub prefix: Option<PrefixRewrite>,
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
+    /// A fixed answer; the route then has no upstream.
+    pub answer: Option<Return>,
 }
 
 #[derive(Debug, Clone)]
@@ -719,14 +742,13 @@ impl Config {
 
     /// The upstream for a request on `listener` with `host` (port stripped) and `path`.
     pub fn route(&self, listener: ListenerId, host: &[u8], path: &[u8]) -> Option<UpstreamId> {
-        self.find_route(listener, host, path).map(|r| r.upstream)
+        self.find_route(listener, host, path)
+            .and_then(|r| r.upstream)
     }
 
     /// The route a request on `listener` with `host` (port stripped) and `path` takes.
     pub fn find_route(&self, listener: ListenerId, host: &[u8], path: &[u8]) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| r.listener == listener && r.host.matches(host) && path.starts_with(&r.path))
+        self.routes.iter().find(|r| r.matches(listener, host, path))
     }
 }
 

@@ -459,3 +459,88 @@ fn log_settings_from_the_file() {
     let p = problems(&text);
     assert_eq!(p.len(), 3, "{p:?}");
 }
+
+#[test]
+fn route_traffic_settings_are_validated() {
+    let with = |lines: &str| MINIMAL.replace("upstream = \"app\"\n", lines);
+    let c = Config::parse(&with(
+        "upstream = \"app\"\nclient_max_body_size = \"1MiB\"\nstrip_prefix = \"/api\"\n\
+         request_headers = { set = { \"X-A\" = \"$host\" }, remove = [\"X-B\"] }\n",
+    ))
+    .unwrap();
+    let t = &c.routes[0].traffic;
+    assert_eq!(t.max_body, Some(1 << 20));
+    assert!(t.prefix.is_some() && t.request_headers.is_some() && t.answer.is_none());
+    // Unlimited by default.
+    assert_eq!(
+        Config::parse(MINIMAL).unwrap().routes[0].traffic.max_body,
+        None
+    );
+
+    let p = problems(&with(
+        "upstream = \"app\"\nclient_max_body_size = \"lots\"\nrewrite_prefix = \"/v2\"\n\
+         request_headers = { set = { \"Content-Length\" = \"1\", \"X-A\" = \"a\\r\\nB: c\", \
+         \"X-S\" = \"$server_name\", \"Bad Name\" = \"v\" }, remove = [\"Host\", \"x-a\"] }\n\
+         response_headers = { add = { \"Transfer-Encoding\" = \"x\", \"X-V\" = \"$nope\" } }\n",
+    ));
+    for expected in [
+        "routes[0].client_max_body_size: invalid size",
+        "routes[0].rewrite_prefix: replaces strip_prefix",
+        "routes[0].request_headers.set.Content-Length: \"Content-Length\" is a framing header",
+        "routes[0].request_headers.set.X-A: control byte 0x0d",
+        "routes[0].request_headers.set.X-S: $server_name",
+        "routes[0].request_headers.set.Bad Name: \"Bad Name\" is not a header name",
+        "routes[0].request_headers.remove[0]: \"Host\" chose the route",
+        "routes[0].request_headers.remove[1]: \"x-a\" is edited twice",
+        "routes[0].response_headers.add.Transfer-Encoding: ",
+        "routes[0].response_headers.add.X-V: unknown variable $nope",
+    ] {
+        assert!(
+            p.iter().any(|l| l.starts_with(expected)),
+            "missing {expected:?} in {p:#?}"
+        );
+    }
+}
+
+#[test]
+fn return_routes_have_no_upstream() {
+    let with = |lines: &str| MINIMAL.replace("upstream = \"app\"\n", lines);
+    let c = Config::parse(&with(
+        "return = { status = 301, location = \"https://e.com$request_uri\" }\n",
+    ))
+    .unwrap();
+    assert_eq!(c.routes[0].upstream, None);
+    assert_eq!(
+        c.routes[0].traffic.answer.as_ref().map(|a| a.status),
+        Some(301)
+    );
+    assert_eq!(
+        problems(&with("upstream = \"app\"\nreturn = { status = 204 }\n"))[..1],
+        ["routes[0]: has both upstream and return: a return route answers by itself, remove one"]
+    );
+    assert_eq!(
+        problems(&with("path = \"/\"\n"))[..1],
+        ["routes[0].upstream: missing: name an upstream (or answer with return)"]
+    );
+    for (ret, expected) in [
+        (
+            "{ status = 301 }",
+            "routes[0].return.location: a 301 redirect needs a location",
+        ),
+        (
+            "{ status = 200, location = \"/x\" }",
+            "routes[0].return.location: only a redirect (301, 302, 303, 307, 308) has a location",
+        ),
+        (
+            "{ status = 99 }",
+            "routes[0].return.status: must be 200..=599",
+        ),
+        (
+            "{ status = 204, body = \"x\" }",
+            "routes[0].return.body: a 204 response has no body",
+        ),
+    ] {
+        let p = problems(&with(&format!("return = {ret}\n")));
+        assert_eq!(p.first().map(String::as_str), Some(expected), "{ret}");
+    }
+}

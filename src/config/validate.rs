@@ -1,6 +1,7 @@
 //! File → typed [`Config`]: every problem is collected with its path, none stops the others.
 
 use super::file::{File, ServerFile, UpstreamFile, WorkersFile};
+use super::traffic;
 use super::*;
 use crate::balance::HashKey;
 use std::collections::HashSet;
@@ -79,7 +80,7 @@ impl Problems<'_> {
 }
 
 /// "16KiB", "1MiB", "512", "4KB" (KB = 1000). Case-insensitive units.
-fn parse_size(text: &str) -> Option<usize> {
+pub(super) fn parse_size(text: &str) -> Option<usize> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -1219,13 +1220,36 @@ fn routes(
                 format!("no listener named {:?}", r.listener),
             );
         }
-        let upstream = upstreams.iter().position(|u| u.name == r.upstream);
-        if upstream.is_none() {
-            p.add(
-                format!("{path}.upstream"),
-                format!("no upstream named {:?}", r.upstream),
-            );
-        }
+        let traffic = traffic::traffic(&path, r, &mut p.list);
+        let upstream = match (&r.upstream, &r.answer, &traffic.answer) {
+            (Some(name), None, _) => {
+                let found = upstreams.iter().position(|u| &u.name == name);
+                if found.is_none() {
+                    p.add(
+                        format!("{path}.upstream"),
+                        format!("no upstream named {name:?}"),
+                    );
+                }
+                found.map(|u| Some(UpstreamId(u as u32)))
+            }
+            (Some(_), Some(_), _) => {
+                p.add(
+                    &path,
+                    "has both upstream and return: a return route answers by itself, remove one",
+                );
+                None
+            }
+            (None, Some(_), Some(_)) => Some(None),
+            // The invalid `return` was reported already.
+            (None, Some(_), None) => None,
+            (None, None, _) => {
+                p.add(
+                    format!("{path}.upstream"),
+                    "missing: name an upstream (or answer with return)",
+                );
+                None
+            }
+        };
         let host = match host_match(r.host.as_deref().unwrap_or("*")) {
             Ok(h) => h,
             Err(m) => {
@@ -1248,8 +1272,9 @@ fn routes(
             listener: ListenerId(l as u32),
             host,
             path: prefix.as_bytes().into(),
-            upstream: UpstreamId(u as u32),
+            upstream: u,
             upgrade,
+            traffic,
         };
         if out
             .iter()

@@ -9,6 +9,8 @@
 //! - `parse.rs`: request and response heads, and their message framing (RFC 9112 §6).
 //! - `chunked.rs`: the chunked transfer coding scanner (RFC 9112 §7.1).
 //! - `rewrite.rs`: the heads ringlb writes: to the server, to the client, and its own errors.
+//! - `edit.rs`: what a route changes on the way: header edits with variables, the path prefix,
+//!   fixed answers (`return`).
 //! - `upgrade.rs`: which protocol upgrades a route forwards (an allow-list).
 //! - `via.rs`: ringlb's `Via` entry and forwarding-loop detection.
 //!
@@ -26,6 +28,7 @@
 //! Uses no other module of ringlb: bytes in, decisions out (no sockets, no runtime).
 
 mod chunked;
+mod edit;
 mod parse;
 mod rewrite;
 mod upgrade;
@@ -36,6 +39,10 @@ pub(crate) use rewrite::{ip as write_ip, num as write_num};
 mod tests;
 
 pub use chunked::{ChunkError, ChunkedDecoder, Progress};
+pub use edit::{
+    refused_name, write_return, Edit, Field, HeaderEdits, PrefixRewrite, Return, Template, Var,
+    Vars,
+};
 pub use parse::{
     parse_request, parse_response, RequestBody, RequestError, RequestHead, ResponseBody,
     ResponseError, ResponseHead, MAX_HEADERS,

@@ -13,6 +13,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use super::edit::{HeaderEdits, PrefixRewrite, Vars};
 use super::{
     cookies, list, trim, Header, Name, RequestBody, RequestHead, ResponseBody, ResponseHead,
     Version, MAX_HEADERS,
@@ -42,6 +43,10 @@ pub struct RequestForward<'a> {
     pub drop_cookie: Option<&'a [u8]>,
     /// Emit `X-Request-Id: value` and drop any incoming one.
     pub request_id: Option<&'a [u8]>,
+    /// The route's path prefix rewrite (`strip_prefix`, `rewrite_prefix`).
+    pub prefix: Option<&'a PrefixRewrite>,
+    /// The route's `request_headers`, with the values of their variables.
+    pub edits: Option<(&'a HeaderEdits, &'a Vars<'a>)>,
 }
 
 /// Writes the request head for the server:
@@ -65,7 +70,10 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
     if absolute && path.first() != Some(&b'/') {
         out.push(b'/');
     }
-    out.extend_from_slice(path);
+    match fwd.prefix {
+        Some(p) => p.write(path, out),
+        None => out.extend_from_slice(path),
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     match head.host {
         Some(h) if absolute => field(out, b"Host", h.get(buf)),
@@ -101,7 +109,7 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
             Name::XRequestId => fwd.request_id.is_some(),
             n => hop_by_hop(n),
         };
-        if drop || listed.has(buf, hs, name) {
+        if drop || listed.has(buf, hs, name) || fwd.edits.is_some_and(|(e, _)| e.drops(name)) {
             continue;
         }
         match fwd.drop_cookie {
@@ -142,6 +150,9 @@ pub fn write_request_head(buf: &[u8], head: &RequestHead, fwd: &RequestForward, 
     if let Some(id) = fwd.request_id {
         field(out, b"X-Request-Id", id);
     }
+    if let Some((e, vars)) = fwd.edits {
+        e.write(vars, out);
+    }
     if let (true, Some(u)) = (fwd.tunnel, head.upgrade) {
         let connection: &[u8] = if h2_settings {
             b"upgrade, HTTP2-Settings"
@@ -169,6 +180,8 @@ pub struct ResponseForward<'a> {
     /// so shared caches do not hand the cookie to other clients. HAProxy's `nocache` adds the same
     /// field, and not `no-cache="set-cookie"`, which some caches ignore.
     pub nocache: bool,
+    /// The route's `response_headers`, with the values of their variables.
+    pub edits: Option<(&'a HeaderEdits, &'a Vars<'a>)>,
 }
 
 /// Writes `HTTP/1.1 <status> <reason>` (RFC 9110 §6.2: ringlb answers with its own version), the
@@ -207,10 +220,13 @@ pub fn write_response_head(
             Name::TransferEncoding => fwd.dechunk,
             n => hop_by_hop(n),
         };
-        if drop || listed.has(buf, hs, name) {
+        if drop || listed.has(buf, hs, name) || fwd.edits.is_some_and(|(e, _)| e.drops(name)) {
             continue;
         }
         field(out, name, h.value.get(buf));
+    }
+    if let Some((e, vars)) = fwd.edits {
+        e.write(vars, out);
     }
     if let Some(c) = fwd.set_cookie {
         field(out, b"Set-Cookie", c);
@@ -427,10 +443,15 @@ fn content_length(out: &mut Vec<u8>, name: &[u8], length: &mut Option<u64>) {
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
+    field_start(out, name);
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `name: `, the value to follow.
+pub(crate) fn field_start(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
 }
 
 /// Writes the Cookie field without the cookie `drop`; nothing when no other cookie is left, the

@@ -274,6 +274,9 @@ fn slot_map(old_config: &Config, old: &Layout, new_config: &Config, new: &Layout
         for f in fields {
             set(f(new, s), os.map(|os| f(old, os)));
         }
+        for k in 0..SLOTS {
+            set(new.server_hist(s) + k, os.map(|os| old.server_hist(os) + k));
+        }
         for k in 0..PER_SERVER {
             set(per_server(new, s, k), os.map(|os| per_server(old, os, k)));
         }

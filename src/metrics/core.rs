@@ -106,6 +106,7 @@ pub struct Layout {
     codes: usize,
     request_hist: usize,
     upstream_hist: usize,
+    server_hist: usize,
     listener: usize,
     server: usize,
     upstream: usize,
@@ -122,7 +123,8 @@ impl Layout {
         let codes = requests + listeners * targets * CLASSES;
         let request_hist = codes + listeners * targets * CODES;
         let upstream_hist = request_hist + listeners * (1 + upstreams) * SLOTS;
-        let listener = upstream_hist + upstreams * SLOTS;
+        let server_hist = upstream_hist + upstreams * SLOTS;
+        let listener = server_hist + servers * SLOTS;
         let server = listener + listeners * L_FIELDS;
         let upstream = server + servers * S_FIELDS;
         let len = upstream + upstreams * U_FIELDS;
@@ -135,6 +137,7 @@ impl Layout {
             codes,
             request_hist,
             upstream_hist,
+            server_hist,
             listener,
             server,
             upstream,
@@ -168,6 +171,11 @@ impl Layout {
 
     pub fn upstream_hist(&self, u: usize) -> usize {
         self.upstream_hist + u * SLOTS
+    }
+
+    /// The upstream response time of the server with dense id `s`.
+    pub fn server_hist(&self, s: usize) -> usize {
+        self.server_hist + s * SLOTS
     }
 
     fn listener_field(&self, l: usize, f: usize) -> usize {
@@ -317,6 +325,9 @@ impl Core {
         }
         if let (Some(u), Some(ns)) = (u, r.upstream_ns) {
             self.observe(lay.upstream_hist(u), ns);
+            if let Target::Server(s) = r.target {
+                self.observe(lay.server_hist(s.0 as usize), ns);
+            }
         }
         if let (Some(u), true) = (u, r.attempts > 1) {
             self.add(lay.retries(u), u64::from(r.attempts - 1));
@@ -484,6 +495,7 @@ addr = "127.0.0.1:9003"
             }
         }
         for s in 0..lay.servers {
+            (0..SLOTS).for_each(|k| claim(lay.server_hist(s) + k));
             claim(lay.upstream_opened(s));
             claim(lay.upstream_reused(s));
         }
@@ -520,7 +532,10 @@ addr = "127.0.0.1:9003"
         assert_eq!((h.count(), h.sum_ns, h.buckets[3]), (2, 6_000_000, 2));
         let h = hist(&total, lay.upstream_hist(0));
         assert_eq!((h.count(), h.buckets[1]), (2, 2));
-        assert_eq!(total.iter().filter(|&&v| v != 0).count(), 10);
+        let h = hist(&total, lay.server_hist(1));
+        assert_eq!((h.count(), h.buckets[1]), (2, 2));
+        assert_eq!(hist(&total, lay.server_hist(0)).count(), 0);
+        assert_eq!(total.iter().filter(|&&v| v != 0).count(), 12);
     }
 
     #[test]

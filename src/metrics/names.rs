@@ -128,6 +128,10 @@ pub const UPSTREAM_RESPONSE_DURATION: Family = histogram(
     "ringlb_upstream_response_duration_seconds",
     "Time from the request written to a server until its response head was read, by upstream.",
 );
+pub const SERVER_RESPONSE_DURATION: Family = histogram(
+    "ringlb_server_response_duration_seconds",
+    "Time from the request written to a server until its response head was read, by server.",
+);
 pub const UPSTREAM_CONNECTIONS_OPENED: Family = counter(
     "ringlb_upstream_connections_opened_total",
     "New connections opened to a server.",
@@ -243,6 +247,7 @@ pub const ALL: &[Family] = &[
     TLS_HANDSHAKE_FAILURES,
     CONNECTIONS_REFUSED,
     UPSTREAM_RESPONSE_DURATION,
+    SERVER_RESPONSE_DURATION,
     UPSTREAM_CONNECTIONS_OPENED,
     UPSTREAM_CONNECTIONS_REUSED,
     UPSTREAM_RETRIES,

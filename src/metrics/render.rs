@@ -51,7 +51,7 @@ fn reach(config: &Config) -> Vec<Vec<bool>> {
         .map(|l| {
             let mut r = vec![false; config.upstreams.len()];
             for route in config.routes.iter().filter(|r| r.listener.0 as usize == l) {
-                if let Some(x) = r.get_mut(route.upstream.0 as usize) {
+                if let Some(x) = route.upstream.and_then(|u| r.get_mut(u.0 as usize)) {
                     *x = true;
                 }
             }
@@ -224,6 +224,12 @@ fn upstream(w: &mut Writer, shared: &Scrape<'_>, total: &[u64]) {
             &[("upstream", &up.name)],
             &h,
         );
+    }
+    w.family(&names::SERVER_RESPONSE_DURATION);
+    for (up, s) in config.servers() {
+        let h = core::hist(total, lay.server_hist(s.id.0 as usize));
+        let labels = [("upstream", up.name.as_str()), ("server", &s.name)];
+        w.histogram(&names::SERVER_RESPONSE_DURATION, &labels, &h);
     }
     for (family, index) in [
         (

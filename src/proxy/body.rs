@@ -9,10 +9,14 @@ use std::time::{Duration, Instant};
 
 impl Conn<'_> {
     /// Copies the request body from the client (buffered bytes first) to the upstream.
+    /// `max`: the route's `client_max_body_size`; a chunked body whose data outgrows it stops
+    /// before the bytes that pass the limit are sent ([`Failure::BodyTooLarge`]). A declared
+    /// length over it never reaches here (refused before the attempt).
     pub(super) async fn send_body(
         &mut self,
         up: &mut Stream,
         body: RequestBody,
+        max: Option<u64>,
     ) -> Result<(), Failure> {
         let t = self.config.timeouts;
         match body {
@@ -33,13 +37,17 @@ impl Conn<'_> {
             }
             RequestBody::Chunked => {
                 let mut dec = ChunkedDecoder::new();
+                let mut data = 0u64;
                 loop {
                     if self.c.buf.is_empty() {
                         self.fill_client().await?;
                     }
                     let p = dec
-                        .advance(self.c.buf.filled(), &mut |_| {})
+                        .advance(self.c.buf.filled(), &mut |r| data += r.len() as u64)
                         .map_err(|_| Failure::BodyInvalid)?;
+                    if max.is_some_and(|m| data > m) {
+                        return Err(Failure::BodyTooLarge);
+                    }
                     if p.consumed > 0 {
                         up.write_all(&self.c.buf.filled()[..p.consumed], t.upstream_send)
                             .await

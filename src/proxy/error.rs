@@ -65,6 +65,9 @@ pub enum Failure {
     BodyTimeout,
     /// The request body's chunked framing is invalid.
     BodyInvalid,
+    /// The request body is larger than the route's `client_max_body_size` (declared by
+    /// Content-Length, or counted while a chunked body streams).
+    BodyTooLarge,
     /// The client closed or reset: there is nobody to answer.
     ClientGone,
     /// The client read the response slower than `limits.min_send_rate` allows: the
@@ -117,9 +120,8 @@ impl Failure {
     pub fn side(self) -> Side {
         use Failure::*;
         match self {
-            Request(_) | HeadTimeout | BodyTimeout | BodyInvalid | ClientGone | SlowReader => {
-                Side::Client
-            }
+            Request(_) | HeadTimeout | BodyTimeout | BodyInvalid | BodyTooLarge | ClientGone
+            | SlowReader => Side::Client,
             NoRoute | NoHost | Loop | NoServer | QueueFull | QueueTimeout | Local => Side::Proxy,
             Connect(_) | NoResponse(_) | BodySend(_) | BadResponse(_) | Status(_)
             | ResponseCut(_) => Side::Server,
@@ -136,6 +138,7 @@ impl Failure {
             Request(e) => e.status(),
             HeadTimeout | BodyTimeout => 408,
             BodyInvalid | NoHost => 400,
+            BodyTooLarge => 413,
             NoRoute => 404,
             Loop => 508,
             QueueFull | QueueTimeout => return Some((503, RETRY_AFTER)),
@@ -334,6 +337,7 @@ mod tests {
         assert_eq!(status(Failure::HeadTimeout), Some(408));
         assert_eq!(status(Failure::BodyTimeout), Some(408));
         assert_eq!(status(Failure::BodyInvalid), Some(400));
+        assert_eq!(status(Failure::BodyTooLarge), Some(413));
         assert_eq!(status(Failure::NoRoute), Some(404));
         assert_eq!(status(Failure::Loop), Some(508));
         assert_eq!(status(Failure::NoServer), Some(503));

@@ -64,6 +64,8 @@ struct Req {
     body: RequestBody,
     expect_continue: bool,
     upgrade: bool,
+    /// The route's `client_max_body_size`.
+    max_body: Option<u64>,
 }
 
 enum HeadRead {
@@ -269,6 +271,12 @@ struct Conn<'a> {
     sending: Option<(Instant, u64)>,
     /// Where an idle connection reads, having given its buffers back.
     idle: [u8; IDLE_READ],
+    /// The index of the request's route in `config.routes`.
+    route: usize,
+    /// The request's host (its first `vars_host` bytes) and target, kept for the route's
+    /// `response_headers` once the head is gone from the client buffer; empty when unused.
+    vars: Vec<u8>,
+    vars_host: usize,
 }
 
 impl<'a> Conn<'a> {
@@ -284,6 +292,9 @@ impl<'a> Conn<'a> {
             cookie_nocache: false,
             sending: None,
             idle: [0; IDLE_READ],
+            route: 0,
+            vars: Vec::new(),
+            vars_host: 0,
         }
     }
 
@@ -432,6 +443,7 @@ impl Conn<'_> {
             body: head.body,
             expect_continue: head.expect_continue,
             upgrade: head.upgrade.is_some(),
+            max_body: None,
         };
         self.c.client_ip = match &self.config.listeners[self.c.listener.0 as usize].real_ip {
             Some(real_ip) if real_ip.trusts(self.c.peer.ip()) => {
@@ -457,13 +469,43 @@ impl Conn<'_> {
             self.c.buf.consume(head.head_len);
             return self.refuse(Failure::Loop, &req, BodyLeft::Unread).await;
         }
-        let Some(route) = self.config.find_route(self.c.listener, host, path) else {
+        let Some(ri) = self
+            .config
+            .routes
+            .iter()
+            .position(|r| r.matches(self.c.listener, host, path))
+        else {
             let head_len = head.head_len;
             self.c.buf.consume(head_len);
             return self.refuse(Failure::NoRoute, &req, BodyLeft::Unread).await;
         };
-        let up = route.upstream;
+        self.route = ri;
+        let config: &Config = self.config;
+        let route = &config.routes[ri];
+        let traffic = &route.traffic;
+        let Some(up) = route.upstream else {
+            return self.answer_return(&req, ri).await;
+        };
         req.upgrade = route.upgrade.allow(buf, head);
+        req.max_body = traffic.max_body;
+        if let (Some(max), RequestBody::Length(n)) = (traffic.max_body, req.body) {
+            if n > max {
+                // Before any body byte is read: no 100 Continue, the connection closes.
+                self.c.buf.consume(head.head_len);
+                return self
+                    .refuse(Failure::BodyTooLarge, &req, BodyLeft::Unread)
+                    .await;
+            }
+        }
+        self.vars.clear();
+        self.vars_host = 0;
+        if let Some(e) = &traffic.response_headers {
+            if e.uses(http1::Var::Host) || e.uses(http1::Var::RequestUri) {
+                self.vars.extend_from_slice(host);
+                self.vars_host = host.len();
+                self.vars.extend_from_slice(head.target.get(buf));
+            }
+        }
         let upstream = &self.config.upstreams[up.0 as usize];
         self.sticky_pref = None;
         self.set_cookie.clear();
@@ -488,6 +530,17 @@ impl Conn<'_> {
         }
         let buf = self.c.buf.filled();
         let head = &self.r.head;
+        let vars = http1::Vars {
+            remote_addr: self.c.client_ip,
+            host: head
+                .host
+                .map(|s| host_without_port(s.get(buf)))
+                .unwrap_or(b""),
+            request_id: self.r.x.request_id().unwrap_or_default(),
+            https: self.c.stream.is_tls(),
+            request_uri: head.target.get(buf),
+            server_name: b"",
+        };
         // The upstream request is built once; retries write the same bytes again.
         let body_buffered = buf.len() - head.head_len;
         let replay_len = match req.body {
@@ -516,6 +569,8 @@ impl Conn<'_> {
                 .filter(|st| st.indirect)
                 .map(|st| st.cookie.as_bytes()),
             request_id: self.r.x.request_id(), // metrics: set when the access log is on
+            prefix: traffic.prefix.as_ref(),
+            edits: traffic.request_headers.as_ref().map(|e| (e, &vars)),
         };
         http1::write_request_head(buf, head, &fwd, &mut self.r.out);
         let head_len = head.head_len;
@@ -561,6 +616,52 @@ impl Conn<'_> {
         self.r.acquire_resp();
         self.r.resp.clear();
         http1::write_error(301, close, &[(b"Location", &location)], &mut self.r.resp);
+        let sent = self
+            .c
+            .stream
+            .write_all(&self.r.resp, self.config.timeouts.client_send)
+            .await;
+        if close || sent.is_err() {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// A `return` route: its fixed answer, written as the head is still in the buffer. The
+    /// connection closes when a request body is left unread.
+    async fn answer_return(&mut self, req: &Req, ri: usize) -> Next {
+        let config: &Config = self.config;
+        let route = &config.routes[ri];
+        let Some(ret) = &route.traffic.answer else {
+            return self.refuse(Failure::NoRoute, req, BodyLeft::Unread).await;
+        };
+        let close = !req.keep_alive || self.w.conns.closing() || req.body != RequestBody::None;
+        self.r.x.status(ret.status); // metrics
+        self.r.acquire_resp();
+        self.r.resp.clear();
+        let buf = self.c.buf.filled();
+        let head = &self.r.head;
+        let vars = http1::Vars {
+            remote_addr: self.c.client_ip,
+            host: head
+                .host
+                .map(|s| host_without_port(s.get(buf)))
+                .unwrap_or(b""),
+            request_id: self.r.x.request_id().unwrap_or_default(),
+            https: self.c.stream.is_tls(),
+            request_uri: head.target.get(buf),
+            server_name: b"",
+        };
+        http1::write_return(
+            ret,
+            route.traffic.response_headers.as_ref(),
+            &vars,
+            close,
+            req.method == Method::Head,
+            &mut self.r.resp,
+        );
+        self.c.buf.consume(head.head_len);
         let sent = self
             .c
             .stream

@@ -345,7 +345,7 @@ impl<'a> Conn<'a> {
                         return Attempt::Failed(Failure::ClientGone);
                     }
                 }
-                if let Err(f) = self.send_body(&mut up, req.body).await {
+                if let Err(f) = self.send_body(&mut up, req.body, req.max_body).await {
                     return Attempt::Failed(f);
                 }
             }
@@ -422,6 +422,7 @@ impl<'a> Conn<'a> {
                             dechunk: false,
                             set_cookie: None,
                             nocache: false,
+                            edits: None,
                         };
                         http1::write_response_head(
                             self.r.ubuf.filled(),
@@ -487,6 +488,7 @@ impl<'a> Conn<'a> {
                 dechunk: false,
                 set_cookie: (!self.set_cookie.is_empty()).then_some(&self.set_cookie[..]),
                 nocache: false,
+                edits: None,
             };
             http1::write_response_head(self.r.ubuf.filled(), &self.r.rhead, &fwd, &mut self.r.resp);
             self.r.ubuf.consume(self.r.rhead.head_len);
@@ -497,12 +499,24 @@ impl<'a> Conn<'a> {
         let keep_alive =
             req.keep_alive && !closing && rbody != ResponseBody::UntilClose && !dechunk;
         self.r.resp.clear();
+        let config: &Config = self.config;
+        let edits = config.routes[self.route].traffic.response_headers.as_ref();
+        let (host, uri) = self.vars.split_at(self.vars_host.min(self.vars.len()));
+        let vars = http1::Vars {
+            remote_addr: self.c.client_ip,
+            host,
+            request_id: self.r.x.request_id().unwrap_or_default(),
+            https: self.c.stream.is_tls(),
+            request_uri: uri,
+            server_name: server.name.as_bytes(),
+        };
         let fwd = http1::ResponseForward {
             keep_alive,
             client_version: req.version,
             dechunk,
             set_cookie: (!self.set_cookie.is_empty()).then_some(&self.set_cookie[..]),
             nocache: self.cookie_nocache,
+            edits: edits.map(|e| (e, &vars)),
         };
         http1::write_response_head(self.r.ubuf.filled(), &self.r.rhead, &fwd, &mut self.r.resp);
         self.r.x.status(self.r.rhead.status); // metrics

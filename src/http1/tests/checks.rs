@@ -42,6 +42,8 @@ pub fn request(data: &[u8]) {
         via: Some(b"ringlb"),
         drop_cookie: Some(b"SRV"),
         request_id: Some(b"id"),
+        prefix: None,
+        edits: None,
     };
     let mut out = Vec::new();
     // Without a tunnel, no hop-by-hop field, upgrade or expectation reaches the server.
@@ -153,6 +155,7 @@ pub fn response(data: &[u8]) {
             keep_alive: true,
             client_version: Version::Http11,
             dechunk: false,
+            edits: None,
             set_cookie: Some(b"SRV=s1"),
             nocache: true,
         };

@@ -13,6 +13,8 @@ fn fwd() -> RequestForward<'static> {
         via: None,
         drop_cookie: None,
         request_id: None,
+        prefix: None,
+        edits: None,
     }
 }
 
@@ -191,6 +193,7 @@ fn rfwd() -> ResponseForward<'static> {
         dechunk: false,
         set_cookie: None,
         nocache: false,
+        edits: None,
     }
 }
 
