@@ -332,7 +332,7 @@ fn choose_engine(
         Engine::Epoll => EngineKind::Epoll,
         _ if !host::io_uring_refused(&facts) => {
             warnings.extend(io_uring);
-            EngineKind::IoUring
+            EngineKind::Glommio
         }
         Engine::Auto => {
             let reasons = if io_uring.is_empty() {
