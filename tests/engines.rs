@@ -1,5 +1,5 @@
-//! Choosing the I/O engine: `runtime.engine = "auto" | "io_uring" | "epoll"`. (Every other
-//! test runs on both engines: `make test-epoll`.)
+//! Choosing the I/O engine: `runtime.engine = "auto" | "io_uring" | "epoll" | "glommio"`.
+//! (Every other test runs on each engine: `make test-epoll`, `make test-uring`.)
 
 mod support;
 
@@ -71,6 +71,50 @@ fn epoll_serves_requests_and_says_so_at_start() {
     assert!(status.success());
 }
 
+/// Serves a few requests (keep-alive, a larger body), then stops gracefully.
+fn serves_and_stops(lb: Ringlb) {
+    for _ in 0..20 {
+        let r = lb.get("/");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-backend"), Some("b"));
+    }
+    let mut c = Client::connect(lb.addr());
+    for _ in 0..5 {
+        c.send(b"GET /size/100000 HTTP/1.1\r\nHost: h\r\n\r\n");
+        let r = c.response();
+        assert_eq!((r.status, r.body.len()), (200, 100_000));
+    }
+    drop(c);
+    let mut lb = lb;
+    lb.proc.signal(libc::SIGTERM);
+    let status = lb.proc.wait_exit(Duration::from_secs(10)).expect("stops");
+    assert!(status.success());
+}
+
+#[test]
+fn the_own_io_uring_engine_serves_requests_and_says_so_at_start() {
+    if !std::thread::spawn(io_uring_here).join().expect("probe") {
+        return;
+    }
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&with_engine(&b, "io_uring"));
+    let line = engine_line(&lb);
+    assert!(line.ends_with("engine io_uring"), "{line}");
+    serves_and_stops(lb);
+}
+
+#[test]
+fn glommio_stays_selectable() {
+    if !std::thread::spawn(io_uring_here).join().expect("probe") {
+        return;
+    }
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&with_engine(&b, "glommio"));
+    let line = engine_line(&lb);
+    assert!(line.ends_with("engine glommio"), "{line}");
+    serves_and_stops(lb);
+}
+
 #[test]
 fn auto_picks_io_uring_where_the_host_allows_it() {
     let b = Backend::start("b", &[]);
@@ -80,7 +124,7 @@ fn auto_picks_io_uring_where_the_host_allows_it() {
     // that interrupts its next socket read with a timeout (EINTR), here the client's.
     let here = std::thread::spawn(io_uring_here).join().expect("probe");
     if here {
-        assert!(line.ends_with("engine io_uring"), "{line}");
+        assert!(line.ends_with("engine glommio"), "{line}");
     } else {
         assert!(line.ends_with("engine epoll"), "{line}");
     }
@@ -101,7 +145,9 @@ fn an_unknown_engine_is_a_config_error_naming_the_field() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("runtime.engine: must be \"auto\", \"io_uring\" or \"epoll\", not \"kqueue\""),
+        err.contains(
+            "runtime.engine: must be \"auto\", \"io_uring\", \"epoll\" or \"glommio\", not \"kqueue\""
+        ),
         "{err}"
     );
 }

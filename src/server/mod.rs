@@ -324,15 +324,21 @@ fn choose_engine(
 ) -> Result<EngineKind, RunError> {
     let facts = match wanted {
         Engine::Epoll => host::HostFacts::read_without_io_uring(),
-        Engine::Auto | Engine::IoUring => host::HostFacts::read(),
+        Engine::Auto | Engine::IoUring | Engine::Glommio => host::HostFacts::read(),
     };
+    // `auto` stays on glommio until the own io_uring engine has passed the whole suite.
+    let glommio = matches!(wanted, Engine::Glommio | Engine::Auto);
     let mut warnings = host::evaluate_common(&facts, max_connections, backlog);
-    let io_uring = host::evaluate_io_uring(&facts, workers);
+    let io_uring = host::evaluate_io_uring(&facts, workers, glommio);
     let engine = match wanted {
         Engine::Epoll => EngineKind::Epoll,
-        _ if !host::io_uring_refused(&facts) => {
+        _ if !host::io_uring_refused(&facts, glommio) => {
             warnings.extend(io_uring);
-            EngineKind::Glommio
+            if glommio {
+                EngineKind::Glommio
+            } else {
+                EngineKind::IoUring
+            }
         }
         Engine::Auto => {
             let reasons = if io_uring.is_empty() {
@@ -346,7 +352,7 @@ fn choose_engine(
             );
             EngineKind::Epoll
         }
-        Engine::IoUring => {
+        Engine::IoUring | Engine::Glommio => {
             return Err(RunError::IoUring(if io_uring.is_empty() {
                 io_uring_hint("io_uring is unavailable")
             } else {

@@ -115,15 +115,8 @@ pub(crate) fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
         Ok(r) => (r, "SINGLE_ISSUER | DEFER_TASKRUN"),
         Err(_) => {
             b.setup_coop_taskrun().setup_taskrun_flag();
-            let r = b.build(entries).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "io_uring refuses SINGLE_ISSUER with DEFER_TASKRUN or COOP_TASKRUN \
-                         ({e}); ringlb's io_uring engine needs Linux 6.0+"
-                    ),
-                )
-            })?;
+            // The kernel's errno, unwrapped: the host check names its cause.
+            let r = b.build(entries)?;
             (r, "SINGLE_ISSUER | COOP_TASKRUN")
         }
     };
@@ -362,7 +355,15 @@ impl Reactor {
     /// A ring (see [`build_ring`]) with a provided-buffer ring of about `io_memory` bytes, that
     /// watches `notify` (the executor's eventfd).
     pub(crate) fn new(notify: RawFd, io_memory: usize) -> io::Result<Reactor> {
-        let (ring, flags) = build_ring(SQ_ENTRIES)?;
+        let (ring, flags) = build_ring(SQ_ENTRIES).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "io_uring with SINGLE_ISSUER and DEFER_TASKRUN or COOP_TASKRUN: {e} \
+                     (ringlb's io_uring engine needs Linux 6.0+)"
+                ),
+            )
+        })?;
         let entries = (io_memory / BUF_SIZE).next_power_of_two().clamp(512, 32768);
         let bufs = BufRing::new(&ring, entries as u16)?;
         let mut r = Reactor {
