@@ -1,4 +1,4 @@
-//! The I/O engine seam: the only module that names the async runtime crate (glommio).
+//! The I/O engine seam: the only module that names the I/O crates (io-uring, glommio).
 //!
 //! Three engines sit behind it, chosen per core at start ([`CoreSpec::engine`]): our own
 //! executor ([`own`]: executor, timers, sockets) on an io_uring reactor of our own (the
