@@ -124,7 +124,7 @@ fn auto_picks_io_uring_where_the_host_allows_it() {
     // that interrupts its next socket read with a timeout (EINTR), here the client's.
     let here = std::thread::spawn(io_uring_here).join().expect("probe");
     if here {
-        assert!(line.ends_with("engine glommio"), "{line}");
+        assert!(line.ends_with("engine io_uring"), "{line}");
     } else {
         assert!(line.ends_with("engine epoll"), "{line}");
     }

@@ -326,8 +326,7 @@ fn choose_engine(
         Engine::Epoll => host::HostFacts::read_without_io_uring(),
         Engine::Auto | Engine::IoUring | Engine::Glommio => host::HostFacts::read(),
     };
-    // `auto` stays on glommio until the own io_uring engine has passed the whole suite.
-    let glommio = matches!(wanted, Engine::Glommio | Engine::Auto);
+    let glommio = wanted == Engine::Glommio;
     let mut warnings = host::evaluate_common(&facts, max_connections, backlog);
     let io_uring = host::evaluate_io_uring(&facts, workers, glommio);
     let engine = match wanted {
