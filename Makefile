@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: help prereqs run build test test-epoll lint unit bench bench-criterion fuzz soak ha-test ecmp-test bgp-drain ops-test clean
+.PHONY: help prereqs run build test test-epoll test-uring lint unit bench bench-criterion fuzz soak ha-test ecmp-test bgp-drain ops-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ test: lint unit ## fmt check, clippy -D warnings, all unit and end-to-end tests
 
 test-epoll: ## every test again with runtime.engine = "epoll" (RINGLB_TEST_ENGINE=epoll)
 	RINGLB_TEST_ENGINE=epoll $(CARGO) test --workspace --no-fail-fast
+
+test-uring: ## every test again with runtime.engine = "io_uring" (RINGLB_TEST_ENGINE=io_uring)
+	RINGLB_TEST_ENGINE=io_uring $(CARGO) test --workspace --no-fail-fast
 
 lint: ## cargo fmt --check and clippy with -D warnings
 	$(CARGO) fmt --all -- --check

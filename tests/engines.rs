@@ -1,5 +1,5 @@
-//! Choosing the I/O engine: `runtime.engine = "auto" | "io_uring" | "epoll"`. (Every other
-//! test runs on both engines: `make test-epoll`.)
+//! Choosing the I/O engine: `runtime.engine = "auto" | "io_uring" | "epoll" | "glommio"`.
+//! (Every other test runs on each engine: `make test-epoll`, `make test-uring`.)
 
 mod support;
 
@@ -33,17 +33,21 @@ fn io_uring_here() -> bool {
         }
         libc::close(fd as i32);
     }
-    let enabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .map(|s| s.trim() == "0")
-        .unwrap_or(true);
+        .unwrap_or(true)
+}
+
+/// Whether RLIMIT_MEMLOCK lets glommio start (its minimum, server::host::GLOMMIO_MIN_MEMLOCK;
+/// the own io_uring engine needs no more than a few KiB).
+fn glommio_memlock_here() -> bool {
     let mut memlock = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit into the live struct.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut memlock) } == 0;
-    // glommio's minimum (server::host::GLOMMIO_MIN_MEMLOCK).
-    enabled && (!read || memlock.rlim_cur >= 512 * 1024)
+    !read || memlock.rlim_cur >= 512 * 1024
 }
 
 #[test]
@@ -69,6 +73,50 @@ fn epoll_serves_requests_and_says_so_at_start() {
     lb.proc.signal(libc::SIGTERM);
     let status = lb.proc.wait_exit(Duration::from_secs(10)).expect("stops");
     assert!(status.success());
+}
+
+/// Serves a few requests (keep-alive, a larger body), then stops gracefully.
+fn serves_and_stops(lb: Ringlb) {
+    for _ in 0..20 {
+        let r = lb.get("/");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-backend"), Some("b"));
+    }
+    let mut c = Client::connect(lb.addr());
+    for _ in 0..5 {
+        c.send(b"GET /size/100000 HTTP/1.1\r\nHost: h\r\n\r\n");
+        let r = c.response();
+        assert_eq!((r.status, r.body.len()), (200, 100_000));
+    }
+    drop(c);
+    let mut lb = lb;
+    lb.proc.signal(libc::SIGTERM);
+    let status = lb.proc.wait_exit(Duration::from_secs(10)).expect("stops");
+    assert!(status.success());
+}
+
+#[test]
+fn the_own_io_uring_engine_serves_requests_and_says_so_at_start() {
+    if !std::thread::spawn(io_uring_here).join().expect("probe") {
+        return;
+    }
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&with_engine(&b, "io_uring"));
+    let line = engine_line(&lb);
+    assert!(line.ends_with("engine io_uring"), "{line}");
+    serves_and_stops(lb);
+}
+
+#[test]
+fn glommio_stays_selectable() {
+    if !std::thread::spawn(io_uring_here).join().expect("probe") || !glommio_memlock_here() {
+        return;
+    }
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start(&with_engine(&b, "glommio"));
+    let line = engine_line(&lb);
+    assert!(line.ends_with("engine glommio"), "{line}");
+    serves_and_stops(lb);
 }
 
 #[test]
@@ -101,7 +149,9 @@ fn an_unknown_engine_is_a_config_error_naming_the_field() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("runtime.engine: must be \"auto\", \"io_uring\" or \"epoll\", not \"kqueue\""),
+        err.contains(
+            "runtime.engine: must be \"auto\", \"io_uring\", \"epoll\" or \"glommio\", not \"kqueue\""
+        ),
         "{err}"
     );
 }

@@ -85,8 +85,8 @@ const LOADGEN: &[(&str, &[&str])] = &[
     ("run", &["cli", "http", "rt"]),
 ];
 
-/// Only these modules may name the I/O engine crate.
-const ENGINE_CRATE: &str = "glommio";
+/// Only these modules may name the I/O engine crates.
+const ENGINE_CRATES: &[&str] = &["glommio", "io_uring"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read_dir") {
@@ -199,11 +199,13 @@ fn check(root: &Path, layers: &[(&str, &[&str])], engine: &str) -> Vec<String> {
             .to_string();
         let text = std::fs::read_to_string(&file).expect("read");
         let code = code_only(&text);
-        if module != engine && code.contains(&format!("{ENGINE_CRATE}::")) {
-            problems.push(format!(
-                "{}: names {ENGINE_CRATE} outside the `{engine}` module",
-                file.display()
-            ));
+        for krate in ENGINE_CRATES {
+            if module != engine && code.contains(&format!("{krate}::")) {
+                problems.push(format!(
+                    "{}: names {krate} outside the `{engine}` module",
+                    file.display()
+                ));
+            }
         }
         let Some((_, allowed)) = layers.iter().find(|(m, _)| *m == module) else {
             // lib.rs and main.rs sit on top.

@@ -45,6 +45,7 @@ fn runtime_engine_takes_three_values() {
         ("auto", Engine::Auto),
         ("io_uring", Engine::IoUring),
         ("epoll", Engine::Epoll),
+        ("glommio", Engine::Glommio),
     ] {
         let text = format!("[runtime]\nengine = \"{word}\"\n{MINIMAL}");
         assert_eq!(Config::parse(&text).unwrap().runtime.engine, engine);
@@ -52,7 +53,7 @@ fn runtime_engine_takes_three_values() {
     let p = problems(&format!("[runtime]\nengine = \"kqueue\"\n{MINIMAL}"));
     assert_eq!(
         p,
-        ["runtime.engine: must be \"auto\", \"io_uring\" or \"epoll\", not \"kqueue\""]
+        ["runtime.engine: must be \"auto\", \"io_uring\", \"epoll\" or \"glommio\", not \"kqueue\""]
     );
 }
 

@@ -535,10 +535,13 @@ fn runtime(p: &mut Problems, file: &File) -> Runtime {
             None | Some("auto") => Engine::Auto,
             Some("io_uring") => Engine::IoUring,
             Some("epoll") => Engine::Epoll,
+            Some("glommio") => Engine::Glommio,
             Some(other) => {
                 p.add(
                     "runtime.engine",
-                    format!("must be \"auto\", \"io_uring\" or \"epoll\", not {other:?}"),
+                    format!(
+                        "must be \"auto\", \"io_uring\", \"epoll\" or \"glommio\", not {other:?}"
+                    ),
                 );
                 Engine::Auto
             }

@@ -1,8 +1,9 @@
-//! The I/O engine seam: the only module that names the async runtime crate (glommio).
+//! The I/O engine seam: the only module that names the I/O crates (io-uring, glommio).
 //!
-//! Two engines sit behind it, chosen per core at start ([`CoreSpec::engine`]): glommio on
-//! io_uring, and our own epoll engine ([`own`]: executor, timers, reactor, sockets) for hosts
-//! that refuse io_uring. [`spawn`], [`sleep`], [`yield_now`], [`Stream::connect`] and
+//! Three engines sit behind it, chosen per core at start ([`CoreSpec::engine`]): our own
+//! executor ([`own`]: executor, timers, sockets) on an io_uring reactor of our own (the
+//! default) or on an epoll reactor (for hosts that refuse io_uring), and glommio (kept
+//! selectable while the own io_uring engine proves itself). [`spawn`], [`sleep`], [`yield_now`], [`Stream::connect`] and
 //! [`Listener::from_std`] use the engine of the current thread (a thread-local flag); a socket
 //! carries its engine as an enum variant, so an operation costs one predictable branch.
 //!
@@ -30,10 +31,12 @@ use std::time::Duration;
 /// Which engine runs a core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineKind {
-    /// glommio on io_uring.
+    /// ringlb's own executor on its io_uring reactor.
     IoUring,
     /// ringlb's own executor on an edge-triggered epoll reactor.
     Epoll,
+    /// glommio 0.9 (io_uring without setup flags).
+    Glommio,
 }
 
 impl EngineKind {
@@ -41,8 +44,16 @@ impl EngineKind {
         match self {
             EngineKind::IoUring => "io_uring",
             EngineKind::Epoll => "epoll",
+            EngineKind::Glommio => "glommio",
         }
     }
+}
+
+/// Whether this host can run the own io_uring engine: creates (and closes) a ring with its
+/// setup flags and a provided-buffer ring. Ok names the flags the kernel took; the error
+/// names what it refused.
+pub fn probe_io_uring() -> std::io::Result<&'static str> {
+    own::uring::probe()
 }
 
 /// How a core's executor is set up.
@@ -69,7 +80,7 @@ pub struct Core {
 
 enum CoreHandle {
     Glommio(glommio::ExecutorJoinHandle<()>),
-    Epoll(std::thread::JoinHandle<()>),
+    Own(std::thread::JoinHandle<()>),
 }
 
 impl Core {
@@ -80,11 +91,16 @@ impl Core {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        if spec.engine == EngineKind::Epoll {
-            let handle =
-                own::start(spec.name, spec.cpu, main).map_err(|e| StartError(e.to_string()))?;
+        let own = match spec.engine {
+            EngineKind::Epoll => Some(own::exec::Kind::Epoll),
+            EngineKind::IoUring => Some(own::exec::Kind::Uring),
+            EngineKind::Glommio => None,
+        };
+        if let Some(kind) = own {
+            let handle = own::start(spec.name, spec.cpu, kind, spec.io_memory, main)
+                .map_err(|e| StartError(e.to_string()))?;
             return Ok(Core {
-                handle: CoreHandle::Epoll(handle),
+                handle: CoreHandle::Own(handle),
             });
         }
         let placement = match spec.cpu {
@@ -107,7 +123,7 @@ impl Core {
     pub fn join(self) -> bool {
         match self.handle {
             CoreHandle::Glommio(h) => h.join().is_ok(),
-            CoreHandle::Epoll(h) => h.join().is_ok(),
+            CoreHandle::Own(h) => h.join().is_ok(),
         }
     }
 }
@@ -117,14 +133,14 @@ pub struct Task<T>(TaskKind<T>);
 
 enum TaskKind<T> {
     Glommio(glommio::Task<T>),
-    Epoll(own::exec::Task<T>),
+    Own(own::exec::Task<T>),
 }
 
 impl<T> Task<T> {
     pub fn detach(self) {
         match self.0 {
             TaskKind::Glommio(t) => drop(t.detach()),
-            TaskKind::Epoll(t) => t.detach(),
+            TaskKind::Own(t) => t.detach(),
         }
     }
 }
@@ -135,14 +151,14 @@ impl<T> Future for Task<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         match &mut self.get_mut().0 {
             TaskKind::Glommio(t) => Pin::new(t).poll(cx),
-            TaskKind::Epoll(t) => Pin::new(t).poll(cx),
+            TaskKind::Own(t) => Pin::new(t).poll(cx),
         }
     }
 }
 
 pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
     Task(if own::exec::is_current() {
-        TaskKind::Epoll(own::exec::spawn(fut))
+        TaskKind::Own(own::exec::spawn(fut))
     } else {
         TaskKind::Glommio(glommio::spawn_local(fut))
     })

@@ -312,18 +312,7 @@ impl Stream {
     /// sent more than it framed), or was closed by the server; reusing it would hand those bytes
     /// to the next client as its response.
     pub fn is_quiet(&self) -> bool {
-        let mut one = 0u8;
-        // SAFETY: recv(2) into a live one-byte buffer on our own descriptor; MSG_PEEK leaves the
-        // byte queued and MSG_DONTWAIT returns at once whatever the descriptor's mode.
-        let n = unsafe {
-            libc::recv(
-                self.fd(),
-                (&mut one as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+        self.inner.tcp().is_quiet()
     }
 
     pub fn fd(&self) -> RawFd {

@@ -3,6 +3,7 @@
 //! The method names are glommio's, which `stream` was written against.
 
 use super::own;
+use super::own::exec::Kind;
 use futures_lite::{AsyncRead, AsyncWrite};
 use std::io;
 use std::net::SocketAddr;
@@ -14,18 +15,21 @@ use std::time::Duration;
 pub(super) enum TcpStream {
     Glommio(glommio::net::TcpStream),
     Epoll(own::net::TcpStream),
+    Uring(own::uring_net::TcpStream),
 }
 
 impl TcpStream {
     pub(super) async fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Self> {
-        if own::exec::is_current() {
-            Ok(TcpStream::Epoll(
+        match own::exec::current() {
+            Some(Kind::Uring) => Ok(TcpStream::Uring(
+                own::uring_net::TcpStream::connect(addr, timeout).await?,
+            )),
+            Some(Kind::Epoll) => Ok(TcpStream::Epoll(
                 own::net::TcpStream::connect(addr, timeout).await?,
-            ))
-        } else {
-            Ok(TcpStream::Glommio(
+            )),
+            None => Ok(TcpStream::Glommio(
                 glommio::net::TcpStream::connect_timeout(addr, timeout).await?,
-            ))
+            )),
         }
     }
 
@@ -33,6 +37,7 @@ impl TcpStream {
         match self {
             TcpStream::Glommio(s) => Ok(s.set_nodelay(on)?),
             TcpStream::Epoll(s) => s.set_nodelay(on),
+            TcpStream::Uring(s) => s.set_nodelay(on),
         }
     }
 
@@ -40,6 +45,10 @@ impl TcpStream {
         match self {
             TcpStream::Glommio(s) => Ok(s.set_read_timeout(t)?),
             TcpStream::Epoll(s) => {
+                s.set_read_timeout(t);
+                Ok(())
+            }
+            TcpStream::Uring(s) => {
                 s.set_read_timeout(t);
                 Ok(())
             }
@@ -53,6 +62,10 @@ impl TcpStream {
                 s.set_write_timeout(t);
                 Ok(())
             }
+            TcpStream::Uring(s) => {
+                s.set_write_timeout(t);
+                Ok(())
+            }
         }
     }
 
@@ -62,6 +75,7 @@ impl TcpStream {
         match self {
             TcpStream::Glommio(s) => Ok(s.peek(buf).await?),
             TcpStream::Epoll(s) => s.peek(buf).await,
+            TcpStream::Uring(s) => s.peek(buf).await,
         }
     }
 
@@ -69,6 +83,7 @@ impl TcpStream {
         match self {
             TcpStream::Glommio(s) => Ok(s.peer_addr()?),
             TcpStream::Epoll(s) => s.peer_addr(),
+            TcpStream::Uring(s) => s.peer_addr(),
         }
     }
 
@@ -76,8 +91,34 @@ impl TcpStream {
         match self {
             TcpStream::Glommio(s) => Ok(s.local_addr()?),
             TcpStream::Epoll(s) => s.local_addr(),
+            TcpStream::Uring(s) => s.local_addr(),
         }
     }
+
+    /// True when nothing is waiting to be read: no bytes and no end of stream (see
+    /// `Stream::is_quiet`). The io_uring engine may hold received bytes outside the socket.
+    pub(super) fn is_quiet(&self) -> bool {
+        match self {
+            TcpStream::Uring(s) => s.is_quiet(),
+            _ => socket_is_quiet(self.as_raw_fd()),
+        }
+    }
+}
+
+/// Whether the socket `fd` holds no bytes and no end of stream.
+fn socket_is_quiet(fd: RawFd) -> bool {
+    let mut one = 0u8;
+    // SAFETY: recv(2) into a live one-byte buffer on our own descriptor; MSG_PEEK leaves the
+    // byte queued and MSG_DONTWAIT returns at once whatever the descriptor's mode.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut one as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 impl AsRawFd for TcpStream {
@@ -85,6 +126,7 @@ impl AsRawFd for TcpStream {
         match self {
             TcpStream::Glommio(s) => s.as_raw_fd(),
             TcpStream::Epoll(s) => s.fd(),
+            TcpStream::Uring(s) => s.fd(),
         }
     }
 }
@@ -98,6 +140,7 @@ impl AsyncRead for TcpStream {
         match self.get_mut() {
             TcpStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
             TcpStream::Epoll(s) => Pin::new(s).poll_read(cx, buf),
+            TcpStream::Uring(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -111,6 +154,7 @@ impl AsyncWrite for TcpStream {
         match self.get_mut() {
             TcpStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
             TcpStream::Epoll(s) => Pin::new(s).poll_write(cx, buf),
+            TcpStream::Uring(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -118,6 +162,7 @@ impl AsyncWrite for TcpStream {
         match self.get_mut() {
             TcpStream::Glommio(s) => Pin::new(s).poll_flush(cx),
             TcpStream::Epoll(s) => Pin::new(s).poll_flush(cx),
+            TcpStream::Uring(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -125,6 +170,7 @@ impl AsyncWrite for TcpStream {
         match self.get_mut() {
             TcpStream::Glommio(s) => Pin::new(s).poll_close(cx),
             TcpStream::Epoll(s) => Pin::new(s).poll_close(cx),
+            TcpStream::Uring(s) => Pin::new(s).poll_close(cx),
         }
     }
 }
@@ -133,14 +179,23 @@ pub(super) enum TcpListener {
     /// glommio's listener does not expose its descriptor: kept from `from_std`.
     Glommio(glommio::net::TcpListener, RawFd),
     Epoll(own::net::TcpListener),
+    Uring(own::uring_net::TcpListener),
 }
 
 impl TcpListener {
     /// Takes over a socket bound and listening on another thread, for the current core's
     /// engine. Must run on the owning core.
     pub(super) fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
-        if own::exec::is_current() {
-            return Ok(TcpListener::Epoll(own::net::TcpListener::from_std(l)?));
+        match own::exec::current() {
+            Some(Kind::Uring) => {
+                return Ok(TcpListener::Uring(own::uring_net::TcpListener::from_std(
+                    l,
+                )?))
+            }
+            Some(Kind::Epoll) => {
+                return Ok(TcpListener::Epoll(own::net::TcpListener::from_std(l)?))
+            }
+            None => {}
         }
         let fd = l.into_raw_fd();
         // SAFETY: `fd` is a listening TCP socket we own (just released by `into_raw_fd`).
@@ -149,7 +204,7 @@ impl TcpListener {
     }
 
     /// Takes over a Unix stream socket bound and listening on another thread (the admin
-    /// listener's): both engines accept, read and write on it as on a TCP socket, whose
+    /// listener's): every engine accepts, reads and writes on it as on a TCP socket, whose
     /// address-family-specific calls fail cleanly on it. Must run on the owning core.
     pub(super) fn from_std_unix(l: std::os::unix::net::UnixListener) -> io::Result<TcpListener> {
         let fd = std::os::fd::OwnedFd::from(l);
@@ -161,6 +216,7 @@ impl TcpListener {
         match self {
             TcpListener::Glommio(l, _) => Ok(TcpStream::Glommio(l.accept().await?)),
             TcpListener::Epoll(l) => Ok(TcpStream::Epoll(l.accept_any().await?.0)),
+            TcpListener::Uring(l) => Ok(TcpStream::Uring(l.accept_any().await?)),
         }
     }
 
@@ -175,6 +231,10 @@ impl TcpListener {
                 let (s, peer) = l.accept().await?;
                 Ok((TcpStream::Epoll(s), peer))
             }
+            TcpListener::Uring(l) => {
+                let (s, peer) = l.accept().await?;
+                Ok((TcpStream::Uring(s), peer))
+            }
         }
     }
 
@@ -187,6 +247,11 @@ impl TcpListener {
                 .into_iter()
                 .map(|(s, peer)| (TcpStream::Epoll(s), peer))
                 .collect(),
+            TcpListener::Uring(l) => l
+                .accept_queued()
+                .into_iter()
+                .map(|(s, peer)| (TcpStream::Uring(s), peer))
+                .collect(),
         }
     }
 
@@ -194,6 +259,7 @@ impl TcpListener {
         match self {
             TcpListener::Glommio(l, _) => Ok(l.local_addr()?),
             TcpListener::Epoll(l) => l.local_addr(),
+            TcpListener::Uring(l) => l.local_addr(),
         }
     }
 }

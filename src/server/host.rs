@@ -125,18 +125,18 @@ pub fn evaluate(
     listen_backlog: u32,
 ) -> Vec<String> {
     let mut warnings = evaluate_common(facts, max_connections, listen_backlog);
-    warnings.extend(evaluate_io_uring(facts, workers));
+    warnings.extend(evaluate_io_uring(facts, workers, true));
     warnings
 }
 
-/// Whether the io_uring engine cannot start a core here: io_uring cannot be created, is
-/// disabled by sysctl, or RLIMIT_MEMLOCK is below glommio's minimum. [`evaluate_io_uring`]
-/// says why and how to fix it.
+/// Whether an io_uring engine cannot start a core here: io_uring (with the own engine's setup
+/// flags) cannot be created, is disabled by sysctl, or, for glommio, RLIMIT_MEMLOCK is below
+/// its minimum. [`evaluate_io_uring`] says why and how to fix it.
 #[must_use]
-pub fn io_uring_refused(facts: &HostFacts) -> bool {
+pub fn io_uring_refused(facts: &HostFacts, glommio: bool) -> bool {
     facts.io_uring_setup_errno.is_some()
         || facts.io_uring_disabled.is_some_and(|d| d != 0)
-        || facts.memlock_soft < GLOMMIO_MIN_MEMLOCK
+        || (glommio && facts.memlock_soft < GLOMMIO_MIN_MEMLOCK)
 }
 
 /// Warnings that hold whatever engine runs: descriptors and the accept queue.
@@ -176,10 +176,10 @@ pub fn evaluate_common(
     warnings
 }
 
-/// Warnings about io_uring for `workers` cores: can it be created, is it disabled, is enough
-/// memory lockable for glommio.
+/// Warnings about io_uring for `workers` cores: can it be created, is it disabled, and (for
+/// `glommio`, which registers its I/O memory) is enough memory lockable.
 #[must_use]
-pub fn evaluate_io_uring(facts: &HostFacts, workers: usize) -> Vec<String> {
+pub fn evaluate_io_uring(facts: &HostFacts, workers: usize, glommio: bool) -> Vec<String> {
     let mut warnings = Vec::new();
     let disabled = matches!(facts.io_uring_disabled, Some(d) if d != 0);
     match facts.io_uring_setup_errno {
@@ -198,6 +198,12 @@ pub fn evaluate_io_uring(facts: &HostFacts, workers: usize) -> Vec<String> {
              the kernel lacks io_uring (ringlb needs Linux 5.8+ with CONFIG_IO_URING) or a \
              seccomp filter answers ENOSYS. Fix: a newer kernel, or allow io_uring_setup, \
              io_uring_enter and io_uring_register in the seccomp profile"
+                .to_string(),
+        ),
+        Some(libc::EINVAL) => warnings.push(
+            "the kernel refuses io_uring with SINGLE_ISSUER and DEFER_TASKRUN or COOP_TASKRUN \
+             (EINVAL), which ringlb's io_uring engine needs. Fix: Linux 6.0+ (6.1+ for \
+             DEFER_TASKRUN)"
                 .to_string(),
         ),
         Some(errno) => warnings.push(format!(
@@ -227,6 +233,10 @@ pub fn evaluate_io_uring(facts: &HostFacts, workers: usize) -> Vec<String> {
         _ => {}
     }
 
+    if !glommio {
+        // The own engine registers only its buffer ring's entries (a few KiB).
+        return warnings;
+    }
     let memlock_wanted = MEMLOCK_PER_WORKER
         .saturating_mul(workers.max(1) as u64)
         .max(GLOMMIO_MIN_MEMLOCK);
@@ -285,8 +295,19 @@ fn soft_limit(resource: Resource) -> Option<u64> {
     }
 }
 
-/// Creates and closes a one-entry `io_uring`; returns the errno when the kernel refuses.
+/// Creates and closes a ring as the io_uring engine sets it up (SINGLE_ISSUER with
+/// DEFER_TASKRUN or COOP_TASKRUN, a provided-buffer ring); returns the errno when the kernel
+/// refuses (EINVAL: the setup flags).
 fn probe_io_uring() -> Option<i32> {
+    match crate::engine::probe_io_uring() {
+        Ok(_) => None,
+        Err(e) => Some(e.raw_os_error().unwrap_or(libc::EINVAL)),
+    }
+}
+
+/// Creates and closes a one-entry `io_uring`; returns the errno when the kernel refuses.
+#[allow(dead_code)]
+fn probe_plain_io_uring() -> Option<i32> {
     // `struct io_uring_params` is 120 bytes, all zero on input.
     let mut params = [0u32; 30];
     // SAFETY: io_uring_setup reads and writes at most `sizeof(struct io_uring_params)` = 120

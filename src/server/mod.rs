@@ -351,15 +351,20 @@ fn choose_engine(config: &Config, workers: usize) -> Result<EngineKind, RunError
     let wanted = config.runtime.engine;
     let facts = match wanted {
         Engine::Epoll => host::HostFacts::read_without_io_uring(),
-        Engine::Auto | Engine::IoUring => host::HostFacts::read(),
+        Engine::Auto | Engine::IoUring | Engine::Glommio => host::HostFacts::read(),
     };
+    let glommio = wanted == Engine::Glommio;
     let mut warnings = host::evaluate_common(&facts, max_connections, backlog);
-    let io_uring = host::evaluate_io_uring(&facts, workers);
+    let io_uring = host::evaluate_io_uring(&facts, workers, glommio);
     let engine = match wanted {
         Engine::Epoll => EngineKind::Epoll,
-        _ if !host::io_uring_refused(&facts) => {
+        _ if !host::io_uring_refused(&facts, glommio) => {
             warnings.extend(io_uring);
-            EngineKind::IoUring
+            if glommio {
+                EngineKind::Glommio
+            } else {
+                EngineKind::IoUring
+            }
         }
         Engine::Auto => {
             let reasons = if io_uring.is_empty() {
@@ -373,7 +378,7 @@ fn choose_engine(config: &Config, workers: usize) -> Result<EngineKind, RunError
             );
             EngineKind::Epoll
         }
-        Engine::IoUring => {
+        Engine::IoUring | Engine::Glommio => {
             return Err(RunError::IoUring(if io_uring.is_empty() {
                 io_uring_hint("io_uring is unavailable")
             } else {

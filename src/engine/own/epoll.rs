@@ -129,7 +129,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         // Outside a running core (teardown after a panic) there is nothing left to free.
-        super::exec::try_with_reactor(|r| r.free(self.token));
+        super::exec::try_with_epoll(|r| r.free(self.token));
     }
 }
 

@@ -1,13 +1,16 @@
-//! ringlb's own engine: a single-threaded executor per core with an edge-triggered epoll
-//! reactor. The fallback where io_uring is refused (Docker's default seccomp profile,
-//! `kernel.io_uring_disabled`, old kernels, a low RLIMIT_MEMLOCK); its executor and timers are
-//! meant to serve an io_uring reactor of our own later.
+//! ringlb's own engines: a single-threaded executor per core on one of two reactors, io_uring
+//! (completion-native, the default) or edge-triggered epoll (the fallback where io_uring is
+//! refused: Docker's default seccomp profile, `kernel.io_uring_disabled`, old kernels).
 //!
-//! - [`exec`]: tasks (`async-task`), the run queue, foreign wakes (injector + eventfd), the loop.
-//! - [`timer`]: one heap of deadlines per core; the nearest is the `epoll_wait` timeout.
-//! - [`epoll`]: the reactor; one `epoll_wait` per loop pass, sockets registered once (EPOLLET).
-//! - [`net`]: nonblocking TCP listener and stream (`AsyncRead`/`AsyncWrite`, so futures-rustls
-//!   runs over them unchanged).
+//! - [`exec`]: tasks (`async-task`), the run queue, foreign wakes (injector + eventfd), the loop,
+//!   and the reactor enum.
+//! - [`timer`]: one heap of deadlines per core; the nearest is the reactor's wait timeout.
+//! - [`uring`]: the io_uring reactor; one `io_uring_enter` per loop pass, multishot accept and
+//!   receive into a provided-buffer ring, sends from reactor-owned buffers.
+//! - [`uring_net`]: TCP listener and stream on it.
+//! - [`epoll`]: the epoll reactor; one `epoll_wait` per loop pass, sockets registered once (EPOLLET).
+//! - [`net`]: nonblocking TCP listener and stream on it (`AsyncRead`/`AsyncWrite` for both, so
+//!   futures-rustls runs over them unchanged).
 //!
 //! Cost per operation: a syscall that succeeds costs just that; one that would block costs one
 //! EAGAIN (often none, see `net`) and a waker store; timers are armed only for waits. A wake on
@@ -17,25 +20,37 @@ pub(crate) mod epoll;
 pub(crate) mod exec;
 pub(crate) mod net;
 pub(crate) mod timer;
+pub(crate) mod uring;
+pub(crate) mod uring_net;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod uring_tests;
 
 use std::future::Future;
 use std::io;
 use std::thread::JoinHandle;
 
-/// Starts a thread running an executor of this engine, pinned to `cpu` when given, that runs
-/// `main` to completion. Returns once the thread is set up (pinned, epoll and eventfd made),
-/// with what failed if it could not be.
-pub(crate) fn start<F, Fut>(name: String, cpu: Option<usize>, main: F) -> io::Result<JoinHandle<()>>
+/// Starts a thread running an executor on the reactor `kind`, pinned to `cpu` when given, that
+/// runs `main` to completion. Returns once the thread is set up (pinned, reactor and eventfd
+/// made), with what failed if it could not be.
+pub(crate) fn start<F, Fut>(
+    name: String,
+    cpu: Option<usize>,
+    kind: exec::Kind,
+    io_memory: usize,
+    main: F,
+) -> io::Result<JoinHandle<()>>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let handle = std::thread::Builder::new().name(name).spawn(move || {
-        let ready = cpu.map_or(Ok(()), pin).and_then(|()| exec::prepare());
+        let ready = cpu
+            .map_or(Ok(()), pin)
+            .and_then(|()| exec::prepare(kind, io_memory));
         match ready {
             Ok((reactor, remote)) => {
                 let _ = tx.send(Ok(()));

@@ -39,7 +39,7 @@ pub(crate) struct TcpStream {
 
 impl TcpStream {
     fn new(sock: std::net::TcpStream) -> io::Result<TcpStream> {
-        let reg = exec::with_reactor(|r| r.register(sock.as_raw_fd(), Interest::Stream))?;
+        let reg = exec::with_epoll(|r| r.register(sock.as_raw_fd(), Interest::Stream))?;
         Ok(TcpStream {
             reg,
             sock,
@@ -219,7 +219,7 @@ impl TcpListener {
     pub(crate) fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
         l.set_nonblocking(true)?;
         let sock = Socket::from(l);
-        let reg = exec::with_reactor(|r| r.register(sock.as_raw_fd(), Interest::Listen))?;
+        let reg = exec::with_epoll(|r| r.register(sock.as_raw_fd(), Interest::Listen))?;
         Ok(TcpListener { reg, sock })
     }
 

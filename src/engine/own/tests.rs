@@ -19,9 +19,15 @@ where
     Fut: Future<Output = T> + 'static,
 {
     let (tx, rx) = mpsc::channel();
-    let h = super::start("test-core".into(), None, move || async move {
-        let _ = tx.send(main().await);
-    })
+    let h = super::start(
+        "test-core".into(),
+        None,
+        super::exec::Kind::Epoll,
+        0,
+        move || async move {
+            let _ = tx.send(main().await);
+        },
+    )
     .expect("core starts");
     assert!(h.join().is_ok(), "core panicked");
     rx.recv().expect("main sent its result")
@@ -244,16 +250,28 @@ fn tasks_left_at_exit_are_dropped_and_close_their_sockets() {
 
 #[test]
 fn a_panicking_task_ends_the_core() {
-    let h = super::start("test-panic".into(), None, || async {
-        spawn(async { panic!("task panics") }).detach();
-        exec::sleep(Duration::from_secs(5)).await;
-    })
+    let h = super::start(
+        "test-panic".into(),
+        None,
+        super::exec::Kind::Epoll,
+        0,
+        || async {
+            spawn(async { panic!("task panics") }).detach();
+            exec::sleep(Duration::from_secs(5)).await;
+        },
+    )
     .expect("core starts");
     assert!(h.join().is_err());
 }
 
 #[test]
 fn pinning_to_a_cpu_that_does_not_exist_fails_at_start() {
-    let r = super::start("test-pin".into(), Some(100_000), || async {});
+    let r = super::start(
+        "test-pin".into(),
+        Some(100_000),
+        super::exec::Kind::Epoll,
+        0,
+        || async {},
+    );
     assert!(r.is_err());
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Engines of one ringlb binary against each other and nginx, in one run (ab.py compares two
+binaries; this compares `runtime.engine` values of one).
+
+    python3 benches/ab_engines.py target/release/ringlb io_uring glommio epoll
+    BODY_PATH=/size/65536 IDLE=0 python3 benches/ab_engines.py target/release/ringlb io_uring epoll
+
+Each engine: one worker on CPU 0 in front of the same three `loadgen serve` backends (CPU 1);
+nginx as the yardstick; closed loop c50 small body, ROUNDS interleaved rounds (default 5);
+then IDLE (default 5000) idle keep-alive connections per target: VmRSS delta / connection.
+"""
+import os, resource, statistics, sys, tempfile, shutil, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare as c  # noqa: E402
+
+# Ports of our own: other benchmarks may run on this machine with compare.py's defaults.
+c.BACKENDS = [29101, 29102, 29103]
+
+def idle_one_by_one(port, n):
+    """n keep-alive connections, one request each, one at a time (at most one request in
+    flight, so the RSS growth is what idle connections hold, not a burst's peak)."""
+    import socket
+    socks = []
+    req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(req)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        socks.append(s)
+    return socks
+
+
+def main():
+    binary = os.path.abspath(sys.argv[1])
+    engines = sys.argv[2:]
+    rounds = int(os.environ.get("ROUNDS", "5"))
+    idle = int(os.environ.get("IDLE", "5000"))
+    path = os.environ.get("BODY_PATH", "/")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tmp = tempfile.mkdtemp(prefix="ringlb-eng-")
+    try:
+        for p in c.BACKENDS:
+            c.start(["taskset", "-c", "1", os.path.join(c.BIN, "loadgen"), "serve", "--no-pin",
+                     "--listen", f"127.0.0.1:{p}", "--name", f"be{p}"])
+        pids = {}
+        for i, e in enumerate(engines):
+            port, admin = 28071 + i, 29971 + i
+            cfg = os.path.join(tmp, f"{e}.toml")
+            with open(cfg, "w") as f:
+                f.write(c.ringlb_config(port, admin, f'engine = "{e}"\n'))
+            p = c.start(["taskset", "-c", "0", binary, "run", "-c", cfg],
+                        env={**os.environ, "RUST_LOG": "warn"})
+            pids[e], c.PORTS[e] = [p.pid], port
+        tls = c.make_cert(tmp)
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(c.nginx_config(tmp, tls).replace("18082", "28082").replace("18092", "28092"))
+        ng = c.start(["taskset", "-c", "0", "nginx", "-c", conf, "-p", tmp])
+        c.PORTS["nginx"] = 28082
+        for n in engines + ["nginx"]:
+            c.wait_port(c.PORTS[n])
+        pids["nginx"] = c.children(ng.pid)
+        assert pids["nginx"] and ng.poll() is None, "our nginx runs"
+        names = engines + ["nginx"]
+        runs = {n: [] for n in names}
+        for rnd in range(rounds):
+            k = rnd % len(names)
+            for n in names[k:] + names[:k]:
+                runs[n].append(c.closed_loop(n, pids[n], path=path))
+                print(f"round {rnd + 1} {n}: {runs[n][-1]}", file=sys.stderr)
+        if rounds == 0:
+            runs = None
+        med = {} if not runs else {n: (statistics.median(r[0] for r in runs[n]), statistics.median(r[1] for r in runs[n]))
+               for n in names}
+        if med:
+            print(f"path {path}, c50, {rounds} rounds, medians")
+            print("| target | req/s | CPU µs/request | CPU vs nginx |\n|---|---:|---:|---:|")
+            for n in names:
+                print(f"| {n} | {med[n][0]:,.0f} | {med[n][1]:.1f} | {med[n][1] / med['nginx'][1]:.2f} |")
+        if idle:
+            print(f"\n| target | VmRSS before (KiB) | with {idle} idle conns (KiB) | bytes/conn |\n|---|---:|---:|---:|")
+            for n in names:
+                before = c.rss_kib(pids[n])
+                socks = idle_one_by_one(c.PORTS[n], idle)
+                time.sleep(1.0)
+                after = c.rss_kib(pids[n])
+                print(f"| {n} | {before:,} | {after:,} | {(after - before) * 1024 / idle:,.0f} |")
+                for s in socks:
+                    s.close()
+                time.sleep(1.0)
+    finally:
+        c.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()
