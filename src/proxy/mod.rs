@@ -530,17 +530,7 @@ impl Conn<'_> {
         }
         let buf = self.c.buf.filled();
         let head = &self.r.head;
-        let vars = http1::Vars {
-            remote_addr: self.c.client_ip,
-            host: head
-                .host
-                .map(|s| host_without_port(s.get(buf)))
-                .unwrap_or(b""),
-            request_id: self.r.x.request_id().unwrap_or_default(),
-            https: self.c.stream.is_tls(),
-            request_uri: head.target.get(buf),
-            server_name: b"",
-        };
+        let vars = request_vars(&self.c, head, &self.r.x);
         // The upstream request is built once; retries write the same bytes again.
         let body_buffered = buf.len() - head.head_len;
         let replay_len = match req.body {
@@ -640,19 +630,8 @@ impl Conn<'_> {
         self.r.x.status(ret.status); // metrics
         self.r.acquire_resp();
         self.r.resp.clear();
-        let buf = self.c.buf.filled();
         let head = &self.r.head;
-        let vars = http1::Vars {
-            remote_addr: self.c.client_ip,
-            host: head
-                .host
-                .map(|s| host_without_port(s.get(buf)))
-                .unwrap_or(b""),
-            request_id: self.r.x.request_id().unwrap_or_default(),
-            https: self.c.stream.is_tls(),
-            request_uri: head.target.get(buf),
-            server_name: b"",
-        };
+        let vars = request_vars(&self.c, head, &self.r.x);
         http1::write_return(
             ret,
             route.traffic.response_headers.as_ref(),
@@ -694,6 +673,27 @@ impl Conn<'_> {
 
     fn client_send_timeout(&self) -> Duration {
         self.config.timeouts.client_send
+    }
+}
+
+/// The variables of the request whose head is at the start of `c.buf`, for header templates
+/// and `return` answers (`server_name` is not known before a server answers).
+fn request_vars<'a>(
+    c: &'a Client,
+    head: &'a RequestHead,
+    x: &'a crate::accesslog::Exchange,
+) -> http1::Vars<'a> {
+    let buf = c.buf.filled();
+    http1::Vars {
+        remote_addr: c.client_ip,
+        host: head
+            .host
+            .map(|s| host_without_port(s.get(buf)))
+            .unwrap_or(b""),
+        request_id: x.request_id().unwrap_or_default(),
+        https: c.stream.is_tls(),
+        request_uri: head.target.get(buf),
+        server_name: b"",
     }
 }
 
