@@ -31,7 +31,7 @@ mod queue;
 mod tunnel;
 mod upstream;
 
-use crate::config::{Config, ListenerId};
+use crate::config::{Config, ListenerId, Traffic, Upstream};
 use crate::context::Worker;
 use crate::engine::Stream;
 use crate::http1::{self, Method, RequestBody, RequestError, RequestHead, Status, Version};
@@ -506,12 +506,22 @@ impl Conn<'_> {
                 self.vars.extend_from_slice(head.target.get(buf));
             }
         }
-        let upstream = &self.config.upstreams[up.0 as usize];
+        let upstream = &config.upstreams[up.0 as usize];
+        self.balance_facts(upstream);
+        let body = self.upstream_request(&req, upstream, traffic);
+        self.attempts(up, &req, body).await
+    }
+
+    /// What the balancer needs from the request: the server its sticky cookie names (only a
+    /// value this key issued names one) and the hash key.
+    fn balance_facts(&mut self, upstream: &Upstream) {
+        let buf = self.c.buf.filled();
+        let head = &self.r.head;
         self.sticky_pref = None;
         self.set_cookie.clear();
         if let Some(st) = &upstream.sticky {
             if let Some(v) = http1::find_cookie(buf, &head.headers, st.cookie.as_bytes()) {
-                // Only a value this key issued names a server (a forged one names none).
+                // A forged value names no server.
                 self.sticky_pref = st.key.verify(v).and_then(|(id, issued)| {
                     let i = upstream.servers.iter().position(|s| *s.cookie == *id)?;
                     Some((i, issued))
@@ -522,7 +532,16 @@ impl Conn<'_> {
         if let crate::balance::Algorithm::Hash { key, .. } = &upstream.algorithm {
             hash_key(key, buf, head, self.c.client_ip, &mut self.r.key);
         }
+    }
 
+    /// Writes the request for the upstream into `r.out` once (retries send the same bytes),
+    /// with the body when all of it is buffered, and consumes that from the client buffer.
+    fn upstream_request(
+        &mut self,
+        req: &Req,
+        upstream: &Upstream,
+        traffic: &Traffic,
+    ) -> error::Body {
         if req.body != RequestBody::None || req.upgrade {
             // A body (or a tunnel) streams through the client buffer: its full size.
             let full = self.client_buf_full();
@@ -531,7 +550,6 @@ impl Conn<'_> {
         let buf = self.c.buf.filled();
         let head = &self.r.head;
         let vars = request_vars(&self.c, head, &self.r.x);
-        // The upstream request is built once; retries write the same bytes again.
         let body_buffered = buf.len() - head.head_len;
         let replay_len = match req.body {
             RequestBody::None => Some(0),
@@ -552,7 +570,7 @@ impl Conn<'_> {
             },
             default_host: upstream.name.as_bytes(),
             tunnel: req.upgrade,
-            via,
+            via: self.config.proxy.via.as_deref(),
             drop_cookie: upstream
                 .sticky
                 .as_ref()
@@ -568,14 +586,13 @@ impl Conn<'_> {
             Some(n) => {
                 self.r.out.extend_from_slice(&buf[head_len..head_len + n]);
                 self.c.buf.consume(head_len + n);
+                error::Body::Replayable
             }
-            None => self.c.buf.consume(head_len),
+            None => {
+                self.c.buf.consume(head_len);
+                error::Body::Streamed
+            }
         }
-        let body = match replay_len {
-            Some(_) => error::Body::Replayable,
-            None => error::Body::Streamed,
-        };
-        self.attempts(up, &req, body).await
     }
 
     /// Answers with the failure's status; the connection goes on when the request was
