@@ -712,7 +712,11 @@ impl Config {
         base: Option<&Path>,
     ) -> Result<Config, ConfigError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            message: e.message().trim().to_string(),
+            // Some parser errors carry no message (e.g. a control character in a comment).
+            message: match e.message().trim() {
+                "" => "invalid TOML: a character or token TOML does not allow here".to_string(),
+                m => m.to_string(),
+            },
             offset: e.span().map(|s| s.start),
         })?;
         let (file, mut problems) = locate::deserialize_all(table);

@@ -545,3 +545,10 @@ fn return_routes_have_no_upstream() {
         assert_eq!(p.first().map(String::as_str), Some(expected), "{ret}");
     }
 }
+
+#[test]
+fn a_syntax_error_always_says_something() {
+    // Found by fuzz_config: a DEL in a comment made the parser's message empty.
+    let e = Config::parse("# a comment with a \u{7f} in it\n[runtime]\n").unwrap_err();
+    assert!(e.lines().iter().all(|l| !l.trim().is_empty()), "{e:?}");
+}
