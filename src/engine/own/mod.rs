@@ -30,6 +30,7 @@ mod uring_tests;
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
 /// Starts a thread running an executor on the reactor `kind`, pinned to `cpu` when given, that
@@ -94,4 +95,21 @@ fn pin(cpu: usize) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A nonblocking, close-on-exec TCP socket whose connect to `addr` has begun; true while the
+/// connect is still in progress (EINPROGRESS: the engine waits for writability, then reads
+/// SO_ERROR). Shared by both reactors.
+pub(crate) fn begin_connect(addr: SocketAddr) -> io::Result<(socket2::Socket, bool)> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => Ok((sock, false)),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok((sock, true)),
+        Err(e) => Err(e),
+    }
 }

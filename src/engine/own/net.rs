@@ -12,7 +12,7 @@
 use super::epoll::{Dir, Interest, Registration, Source};
 use super::exec::{self, OpTimer};
 use futures_lite::{AsyncRead, AsyncWrite};
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
@@ -53,16 +53,7 @@ impl TcpStream {
     /// Connects within `timeout`: nonblocking connect, then the first writable edge and
     /// SO_ERROR say how it went.
     pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        let sock = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking().cloexec(),
-            None,
-        )?;
-        let pending = match sock.connect(&addr.into()) {
-            Ok(()) => false,
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
-            Err(e) => return Err(e),
-        };
+        let (sock, pending) = super::begin_connect(addr)?;
         let s = TcpStream::new(sock.into())?;
         if pending {
             s.reg.source().clear(Dir::Write);

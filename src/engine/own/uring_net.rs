@@ -15,7 +15,7 @@
 use super::exec::{self, OpTimer};
 use super::uring::Token;
 use futures_lite::{AsyncRead, AsyncWrite};
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::SockRef;
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
@@ -74,16 +74,7 @@ impl TcpStream {
 
     /// Connects within `timeout`: a nonblocking connect, then POLLOUT on the ring and SO_ERROR.
     pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-        let sock = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.nonblocking().cloexec(),
-            None,
-        )?;
-        let pending = match sock.connect(&addr.into()) {
-            Ok(()) => false,
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
-            Err(e) => return Err(e),
-        };
+        let (sock, pending) = super::begin_connect(addr)?;
         let s = TcpStream::from_fd(sock.into_raw_fd())?;
         if pending {
             let mut timer = OpTimer::default();
