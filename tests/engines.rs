@@ -56,23 +56,7 @@ fn epoll_serves_requests_and_says_so_at_start() {
     let lb = Ringlb::start(&with_engine(&b, "epoll"));
     let line = engine_line(&lb);
     assert!(line.ends_with("engine epoll"), "{line}");
-    for _ in 0..20 {
-        let r = lb.get("/");
-        assert_eq!(r.status, 200);
-        assert_eq!(r.header("x-backend"), Some("b"));
-    }
-    // Keep-alive on one connection, a larger body, then a graceful stop.
-    let mut c = Client::connect(lb.addr());
-    for _ in 0..5 {
-        c.send(b"GET /size/100000 HTTP/1.1\r\nHost: h\r\n\r\n");
-        let r = c.response();
-        assert_eq!((r.status, r.body.len()), (200, 100_000));
-    }
-    drop(c);
-    let mut lb = lb;
-    lb.proc.signal(libc::SIGTERM);
-    let status = lb.proc.wait_exit(Duration::from_secs(10)).expect("stops");
-    assert!(status.success());
+    serves_and_stops(lb);
 }
 
 /// Serves a few requests (keep-alive, a larger body), then stops gracefully.
