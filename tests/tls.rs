@@ -160,18 +160,7 @@ impl Resp {
 
 impl Https {
     fn connect(addr: SocketAddr, sni: &str, config: Arc<ClientConfig>) -> std::io::Result<Https> {
-        let tcp = TcpStream::connect(addr)?;
-        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let name = ServerName::try_from(sni.to_string()).unwrap();
-        let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
-        let mut tls = StreamOwned::new(conn, tcp);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock)?;
-        }
-        Ok(Https {
-            tls,
-            buf: Vec::new(),
-        })
+        Https::connect_after(addr, b"", sni, config)
     }
 
     /// Like `connect`, with `prefix` sent in clear before the handshake (a PROXY header, as
@@ -184,7 +173,9 @@ impl Https {
     ) -> std::io::Result<Https> {
         let mut tcp = TcpStream::connect(addr)?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-        tcp.write_all(prefix)?;
+        if !prefix.is_empty() {
+            tcp.write_all(prefix)?;
+        }
         let name = ServerName::try_from(sni.to_string()).unwrap();
         let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
         let mut tls = StreamOwned::new(conn, tcp);
