@@ -114,6 +114,33 @@ impl Exchange {
         }
     }
 
+    /// Reused for another connection (a per-core pool keeps these while connections are
+    /// idle): its addresses, the generation's switches, and `marks`, the connection's byte
+    /// totals at the end of its previous exchange (see [`Exchange::marks`]).
+    pub fn rebind(
+        &mut self,
+        log: &super::Log,
+        counters: &crate::metrics::Core,
+        listener: ListenerId,
+        peer: SocketAddr,
+        marks: (u64, u64),
+    ) {
+        let (logging, counting) = (log.enabled(), counters.enabled());
+        self.listener = listener;
+        self.peer = peer;
+        self.client_ip = peer.ip();
+        self.client_port = Some(peer.port());
+        self.logging = logging;
+        self.timed = logging || counting;
+        (self.received_mark, self.sent_mark) = marks;
+        self.reset();
+    }
+
+    /// The connection's byte totals (received, sent) when its last exchange ended.
+    pub fn marks(&self) -> (u64, u64) {
+        (self.received_mark, self.sent_mark)
+    }
+
     fn reset(&mut self) {
         self.upstream = None;
         self.server = None;

@@ -79,6 +79,16 @@ impl TcpStream {
         }
     }
 
+    /// Waits until a read should find bytes or the end of stream, reading nothing; no
+    /// timeout.
+    pub(super) async fn wait_readable(&self) -> io::Result<()> {
+        match self {
+            TcpStream::Glommio(s) => Ok(s.peek(&mut [0u8; 1]).await.map(drop)?),
+            TcpStream::Epoll(s) => s.wait_readable().await,
+            TcpStream::Uring(s) => s.wait_readable().await,
+        }
+    }
+
     pub(super) fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self {
             TcpStream::Glommio(s) => Ok(s.peer_addr()?),

@@ -163,6 +163,25 @@ pub enum Status {
 }
 
 /// Value of the first header named `name` (ASCII case-insensitive, RFC 9110 §5.1).
+/// Whether `buf` holds an empty line: the end of a request head, as far as a scan can tell
+/// without parsing (`\n\r\n` or `\n\n`; a bare-LF one is then refused by the parser, and
+/// empty lines before the request line make this true early). Lets a connection read a head
+/// before it takes what parsing and serving need.
+pub fn head_end_seen(buf: &[u8]) -> bool {
+    if buf.ends_with(b"\r\n\r\n") {
+        return true;
+    }
+    let mut at = 0;
+    while let Some(i) = buf[at..].iter().position(|&b| b == b'\n') {
+        let rest = &buf[at + i + 1..];
+        if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+            return true;
+        }
+        at += i + 1;
+    }
+    false
+}
+
 pub fn find_header<'b>(buf: &'b [u8], headers: &[Header], name: &[u8]) -> Option<&'b [u8]> {
     headers
         .iter()

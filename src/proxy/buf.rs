@@ -224,7 +224,8 @@ impl Buf {
         self.data.len()
     }
 
-    /// Appends `bytes` (the caller made sure they fit: they came from a smaller buffer).
+    /// Appends `bytes` (the caller made sure they fit).
+    #[cfg(test)]
     pub fn push(&mut self, bytes: &[u8]) {
         self.compact();
         let n = bytes.len().min(self.data.len() - self.end);

@@ -27,7 +27,7 @@ pub(super) struct Client {
     pub(super) buf: Buf,
     /// Requests served so far (the first waits `client_header`, later ones `keepalive`).
     pub(super) served: u64,
-    /// The first head was late (`client_header` passed while it was read).
+    /// The head being read was late (`client_header` passed before it was complete).
     pub(super) late: bool,
 }
 
@@ -131,6 +131,54 @@ impl Scratch {
             self.rhead.headers = buf::take_headers();
         }
     }
+}
+
+/// What a connection keeps of its [`Scratch`] while idle: its byte totals (received, sent)
+/// when its last exchange ended, for the next exchange's byte counts.
+pub(super) type Marks = (u64, u64);
+
+/// Scratch memory of busy connections, kept per core while their connections are idle.
+const POOLED: usize = 256;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<Scratch>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Working memory for a connection that has bytes to serve: a pooled one (its buffers and
+/// vectors kept) or a new one. `proxied`: the PROXY header's source, when there was one.
+pub(super) fn take_scratch(
+    w: &Worker,
+    listener: ListenerId,
+    peer: SocketAddr,
+    proxied: Option<SocketAddr>,
+    marks: &Marks,
+) -> Scratch {
+    let r = SCRATCH.with(|p| p.borrow_mut().pop()).map(|mut r| {
+        r.x.rebind(&w.access_log, &w.metrics, listener, peer, *marks);
+        r
+    });
+    let mut r = r.unwrap_or_else(|| {
+        let mut r = Scratch::new(w, listener, peer);
+        r.x.rebind(&w.access_log, &w.metrics, listener, peer, *marks);
+        r
+    });
+    if let Some(source) = proxied {
+        // A request refused before it parses is logged with this address too.
+        r.x.client(source, source.ip(), &w.access_log); // log
+    }
+    r
+}
+
+/// Gives `r` back to the pool as its connection goes idle; what the connection keeps.
+pub(super) fn give_scratch(r: Scratch) -> Marks {
+    let marks = r.x.marks();
+    SCRATCH.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOLED {
+            p.push(r);
+        }
+    });
+    marks
 }
 
 /// The servers of one upstream a request has tried: a bit per server index, sized to the

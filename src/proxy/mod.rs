@@ -35,7 +35,6 @@ use crate::config::{Config, ListenerId, Traffic, Upstream};
 use crate::context::Worker;
 use crate::engine::Stream;
 use crate::http1::{self, Method, RequestBody, RequestError, RequestHead, Status, Version};
-use crate::state::conns::ConnSlot;
 use client::{Client, Scratch};
 pub use error::Failure;
 pub use proxy_protocol::read_header as read_proxy_header;
@@ -73,6 +72,8 @@ enum HeadRead {
     Closed,
     /// The generation was retired: continue on the next (nothing consumed).
     Switch,
+    /// Nothing buffered and nothing known to be readable: wait as an idle connection.
+    Idle,
     Refuse(Failure),
 }
 
@@ -88,154 +89,178 @@ enum BodyLeft {
 /// connection closed, the core keeps serving.
 /// `proxied`: the client's address from the PROXY header read before (see
 /// [`read_proxy_header`]), when the listener expects one.
-pub async fn serve(
+pub fn serve(
     w: Rc<Worker>,
     client: Stream,
     peer: SocketAddr,
     listener: ListenerId,
     proxied: Option<SocketAddr>,
-) {
-    use futures_lite::FutureExt;
-    let worker = w.clone();
-    let served = std::panic::AssertUnwindSafe(async move {
-        let Some(first) = first_head(&w, client).await else {
-            return;
+) -> impl std::future::Future<Output = ()> {
+    Contained {
+        worker: w.clone(),
+        fut: serve_conn(w, client, peer, listener, proxied),
+    }
+}
+
+/// A connection's future with its panics contained: a panic while polling it is logged and
+/// counted, and the connection ends (dropped with the task). A struct, not an `async` block
+/// around `catch_unwind`, which would hold the connection's future twice.
+struct Contained<F> {
+    worker: Rc<Worker>,
+    fut: F,
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Contained<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // SAFETY: `fut` is pinned with `self` (structural pinning): it is never moved out of
+        // `self` nor handed out unpinned, and `Contained` has no Drop or Unpin of its own.
+        let (worker, fut) = unsafe {
+            let this = self.get_unchecked_mut();
+            (&this.worker, std::pin::Pin::new_unchecked(&mut this.fut))
         };
-        // The whole machinery of exchanges (kilobytes of task state), allocated once the
-        // connection has sent a request head, and kept for its keep-alive requests.
-        Box::pin(serve_conn(w, first, peer, listener, proxied)).await
-    })
-    .catch_unwind()
-    .await;
-    if served.is_err() {
-        worker.panics.set(worker.panics.get() + 1);
-        log::error!(
-            "worker {}: a connection task panicked; connection closed",
-            worker.index
-        );
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => {
+                worker.panics.set(worker.panics.get() + 1);
+                log::error!(
+                    "worker {}: a connection task panicked; connection closed",
+                    worker.index
+                );
+                std::task::Poll::Ready(())
+            }
+        }
     }
 }
 
-/// The first request head of a connection, read with only what a connection holds before
-/// it has sent one: its stream and a small buffer that grows with the head (no upstream-side
-/// buffer, no task state of the exchange phases).
-struct FirstHead {
+/// A connection's life: it waits for bytes holding only its [`Client`] (no buffer, no
+/// exchange state: a few hundred bytes of task), and serves them with the machinery of
+/// exchanges — kilobytes of task state and the [`Scratch`] memory — taken for as long as it
+/// is busy and given back when it waits again (nginx frees an idle connection's buffers the
+/// same way). A reload moves it to the newest generation between requests.
+///
+/// Not an `async fn`: its arguments would be stored twice in the task (as arguments and as
+/// the locals they move into), and this future is what an idle connection is.
+fn serve_conn(
+    mut w: Rc<Worker>,
     stream: Stream,
-    buf: buf::Buf,
-    headers: Vec<http1::Header>,
-    /// `timeouts.client_header` passed before the head was complete (answered 408).
-    late: bool,
-}
-
-/// Reads until the first request head is complete, invalid, at the size limit or late; the
-/// exchange phases then parse it again and answer. None: the client closed, or sent nothing
-/// within `client_header`.
-async fn first_head(w: &Worker, mut stream: Stream) -> Option<FirstHead> {
-    let config = &w.shared.config;
-    let wait = config.timeouts.client_header;
-    let limits = config.limits.request.limits();
-    let full = config.limits.request.max_head + BUF_SLACK;
-    // The first bytes land here, so a connection that sends nothing holds no buffer (a peek
-    // would make the engine allocate one for it).
-    let mut first = [0u8; 64];
-    let n = match stream.read(&mut first, wait).await {
-        Ok(n) if n > 0 => n,
-        _ => return None,
-    };
-    let mut buf = buf::Buf::empty();
-    buf.ensure(client::HEAD_START);
-    buf.push(&first[..n]);
-    let mut head = RequestHead {
-        headers: Vec::new(),
-        ..RequestHead::new()
-    };
-    let deadline = Instant::now() + wait;
-    let mut late = false;
-    loop {
-        if !buf.is_empty() {
-            match http1::parse_request(buf.filled(), &limits, &mut head) {
-                Ok(Status::Partial) => {}
-                // Complete or refused: the exchange phases take it from here.
-                _ => break,
-            }
-        }
-        if buf.is_full() {
-            if buf.capacity() >= full {
-                break;
-            }
-            buf.grow_to((buf.capacity() * 2).min(full));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            late = true;
-            break;
-        }
-        match buf.fill(&mut stream, left).await {
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(e) if error::is_timeout(&e) => {
-                late = true;
-                break;
-            }
-            Err(_) => return None,
-        }
-    }
-    Some(FirstHead {
-        stream,
-        buf,
-        headers: head.headers,
-        late,
-    })
-}
-
-async fn serve_conn(
-    w: Rc<Worker>,
-    first: FirstHead,
     peer: SocketAddr,
     listener: ListenerId,
     proxied: Option<SocketAddr>,
-) {
-    let mut w = w;
+) -> impl std::future::Future<Output = ()> {
     // Behind PROXY the header's source is the client, for everything that follows; the
     // access log keeps the TCP peer as `peer_addr`.
-    let source = proxied.unwrap_or(peer);
-    let mut session = Session {
-        c: Client::new(first.stream, source, listener),
-        r: Scratch::new(&w, listener, peer),
-    };
-    session.c.buf = first.buf;
-    session.c.late = first.late;
-    session.r.head.headers = first.headers;
-    if proxied.is_some() {
-        // A request refused before it parses is logged with this address too.
-        session.r.x.client(source, source.ip(), &w.access_log); // log
-    }
-    loop {
-        let config = w.shared.config.clone();
-        let slot = w.conns.register(session.c.stream.fd());
-        let mut conn = Conn::new(session, &w, &config, &slot);
-        let end = conn.run().await;
-        conn.release();
-        session = conn.into_session();
-        drop(slot);
-        // A reload published a newer generation: carry on there, between two requests.
-        let next = w.successor.borrow().clone();
-        match (end, next) {
-            (End::Switch, Some(next)) => w = next,
-            _ => {
-                // TLS: close_notify, so a client reading to the end sees a clean end.
-                session.c.stream.close(config.timeouts.client_send).await;
-                return;
+    let mut c = Client::new(stream, proxied.unwrap_or(peer), listener);
+    let mut marks = client::Marks::default();
+    async move {
+        loop {
+            let config = w.shared.config.clone();
+            let slot = w.conns.register(c.stream.fd());
+            let end = loop {
+                if c.buf.is_empty() {
+                    if w.conns.closing() {
+                        break End::Closed;
+                    }
+                    if w.retired.get() {
+                        break End::Switch;
+                    }
+                    // Idle between requests: closable at shutdown.
+                    slot.idle();
+                    let t = &config.timeouts;
+                    let wait = if c.served == 0 {
+                        t.client_header
+                    } else {
+                        t.keepalive
+                    };
+                    let woke = c.stream.wait_readable(wait).await;
+                    slot.busy();
+                    if woke.is_err() {
+                        break End::Closed;
+                    }
+                    if w.retired.get() {
+                        // The bytes wait in the socket for the next generation.
+                        break End::Switch;
+                    }
+                    if !gather_head(&mut c, &config).await {
+                        break End::Closed;
+                    }
+                }
+                let scratch = client::take_scratch(&w, listener, peer, proxied, &marks);
+                // Boxed: the exchange phases' task state exists only while the connection is busy.
+                let (end, client, scratch) = Box::pin(busy(&w, &config, c, scratch)).await;
+                c = client;
+                marks = client::give_scratch(scratch);
+                match end {
+                    End::Idle => {}
+                    end => break end,
+                }
+            };
+            drop(slot);
+            // A reload published a newer generation: carry on there, between two requests.
+            let next = w.successor.borrow().clone();
+            match (end, next) {
+                (End::Switch, Some(next)) => w = next,
+                _ => {
+                    // TLS: close_notify, so a client reading to the end sees a clean end.
+                    c.stream.close(config.timeouts.client_send).await;
+                    return;
+                }
             }
         }
     }
 }
 
-/// What a client connection owns, whatever config generation serves it: the downstream side
-/// and the working memory of its exchanges.
-struct Session {
-    c: Client,
-    r: Scratch,
+/// Reads a request head into the client buffer, holding nothing else: until the bytes hold
+/// an empty line (the head's end, as far as a scan can tell; the exchange phases parse it),
+/// the head limit, or `client_header` passes (then `late`: answered 408). A connection that
+/// trickles a head (slowloris) costs its buffer and its small task only. False: the client
+/// closed, failed, or sent nothing.
+async fn gather_head(c: &mut Client, config: &Config) -> bool {
+    let full = config.limits.request.max_head + BUF_SLACK;
+    let deadline = Instant::now() + config.timeouts.client_header;
+    c.acquire();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            c.late = true;
+            return !c.buf.is_empty();
+        }
+        match c.buf.fill(&mut c.stream, left).await {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if error::is_timeout(&e) => {
+                c.late = true;
+                // Nothing at all (woken for a stale readiness or a record without data):
+                // an idle connection's end, not a late head.
+                return !c.buf.is_empty();
+            }
+            Err(_) => return false,
+        }
+        if http1::head_end_seen(c.buf.filled()) {
+            return true;
+        }
+        if c.buf.is_full() {
+            if c.buf.capacity() >= full {
+                // At the limit: the exchange phases refuse it (431).
+                return true;
+            }
+            c.buf.grow_to((c.buf.capacity() * 2).min(full));
+        }
+    }
+}
+
+/// Serves requests until the connection has nothing more to read (idle), closes, or must
+/// move to a newer generation.
+async fn busy(w: &Worker, config: &Arc<Config>, c: Client, r: Scratch) -> (End, Client, Scratch) {
+    let mut conn = Conn::new(c, r, w, config);
+    let end = conn.run().await;
+    conn.release();
+    let (c, r) = conn.into_parts();
+    (end, c, r)
 }
 
 /// Why `Conn::run` returned.
@@ -244,17 +269,15 @@ enum End {
     Closed,
     /// Between requests on a retired generation: continue on its successor.
     Switch,
+    /// Between requests with nothing buffered: wait for bytes without the exchange state.
+    Idle,
 }
-
-/// Bytes read while a connection waits for its next request with no buffer of its own.
-const IDLE_READ: usize = 1024;
 
 /// One client connection served by one generation: the session, the worker and config of
 /// that generation, and the facts of the request in progress that borrow the config.
 struct Conn<'a> {
     w: &'a Worker,
     config: &'a Arc<Config>,
-    slot: &'a ConnSlot<'a>,
     /// The downstream side: stream, address, request bytes.
     c: Client,
     /// Working memory of the exchange in progress.
@@ -269,8 +292,6 @@ struct Conn<'a> {
     /// The response being sent: when its first write began, and its bytes so far
     /// (`limits.min_send_rate`).
     sending: Option<(Instant, u64)>,
-    /// Where an idle connection reads, having given its buffers back.
-    idle: [u8; IDLE_READ],
     /// The index of the request's route in `config.routes`.
     route: usize,
     /// The request's host (its first `vars_host` bytes) and target, kept for the route's
@@ -280,29 +301,24 @@ struct Conn<'a> {
 }
 
 impl<'a> Conn<'a> {
-    fn new(s: Session, w: &'a Worker, config: &'a Arc<Config>, slot: &'a ConnSlot<'a>) -> Conn<'a> {
+    fn new(c: Client, r: Scratch, w: &'a Worker, config: &'a Arc<Config>) -> Conn<'a> {
         Conn {
             w,
             config,
-            slot,
-            c: s.c,
-            r: s.r,
+            c,
+            r,
             sticky_pref: None,
             set_cookie: Vec::new(),
             cookie_nocache: false,
             sending: None,
-            idle: [0; IDLE_READ],
             route: 0,
             vars: Vec::new(),
             vars_host: 0,
         }
     }
 
-    fn into_session(self) -> Session {
-        Session {
-            c: self.c,
-            r: self.r,
-        }
+    fn into_parts(self) -> (Client, Scratch) {
+        (self.c, self.r)
     }
 }
 
@@ -313,6 +329,7 @@ impl Conn<'_> {
                 HeadRead::Ready => {}
                 HeadRead::Closed => return End::Closed,
                 HeadRead::Switch => return End::Switch,
+                HeadRead::Idle => return End::Idle,
                 HeadRead::Refuse(f) => {
                     self.r.x.refused(self.c.buf.filled()); // metrics
                     self.answer(f, Next::Close).await;
@@ -364,33 +381,12 @@ impl Conn<'_> {
         }
         self.c.buf.compact();
         if self.c.buf.is_empty() {
-            if self.w.conns.closing() {
-                return HeadRead::Closed;
-            }
-            // Idle between requests: no large buffer held, closable at shutdown.
-            self.release();
-            self.slot.idle();
-            let wait = if self.c.served == 0 {
-                t.client_header
-            } else {
-                t.keepalive
-            };
-            let r = self.c.stream.read(&mut self.idle, wait).await;
-            self.slot.busy();
-            let n = match r {
-                Ok(n) if n > 0 => n,
-                _ => return HeadRead::Closed,
-            };
-            self.acquire();
-            self.c.buf.push(&self.idle[..n]);
-            if self.w.retired.get() {
-                return HeadRead::Switch;
-            }
-        } else {
-            self.acquire();
-            if std::mem::take(&mut self.c.late) {
-                return HeadRead::Refuse(Failure::HeadTimeout);
-            }
+            // The wait for the next request happens outside, without the exchange state.
+            return HeadRead::Idle;
+        }
+        self.acquire();
+        if std::mem::take(&mut self.c.late) {
+            return HeadRead::Refuse(Failure::HeadTimeout);
         }
         let limits = self.config.limits.request.limits();
         let deadline = Instant::now() + t.client_header;

@@ -78,9 +78,7 @@ pub(super) async fn main(
     for (i, l) in listeners.iter().enumerate() {
         for (stream, peer) in l.accept_queued() {
             let (w, per_ip) = (w.clone(), Rc::new(PerIp::default()));
-            engine::spawn_detached(async move {
-                serve_accepted(w, stream, peer, ListenerId(i as u32), &per_ip).await
-            });
+            engine::spawn_detached(connection(w, stream, peer, ListenerId(i as u32), per_ip));
         }
     }
     drop(listeners);
@@ -124,15 +122,7 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: 
                     continue;
                 }
                 open.fetch_add(1, Ordering::Relaxed);
-                let per_ip = per_ip.clone();
-                let fut = async move {
-                    serve_accepted(w.clone(), stream, peer, id, &per_ip).await;
-                    w.shared
-                        .state
-                        .connections(id)
-                        .fetch_sub(1, Ordering::Relaxed);
-                };
-                engine::spawn_detached(fut);
+                engine::spawn_detached(connection(w, stream, peer, id, per_ip.clone()));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits. A
@@ -157,12 +147,12 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: 
 struct PerIp(RefCell<ahash::AHashMap<IpAddr, u32>>);
 
 /// One connection counted for its address; uncounted when dropped.
-struct IpCount<'a>(&'a PerIp, IpAddr);
+struct IpCount(Rc<PerIp>, IpAddr);
 
 impl PerIp {
-    fn enter(&self, ip: IpAddr, max: Option<u32>) -> Option<IpCount<'_>> {
+    fn enter(self: &Rc<Self>, ip: IpAddr, max: Option<u32>) -> Option<Option<IpCount>> {
         let Some(max) = max else {
-            return Some(IpCount(self, ip));
+            return Some(None);
         };
         let mut map = self.0.borrow_mut();
         let n = map.entry(ip).or_insert(0);
@@ -170,11 +160,11 @@ impl PerIp {
             return None;
         }
         *n += 1;
-        Some(IpCount(self, ip))
+        Some(Some(IpCount(self.clone(), ip)))
     }
 }
 
-impl Drop for IpCount<'_> {
+impl Drop for IpCount {
     fn drop(&mut self) {
         let mut map = (self.0).0.borrow_mut();
         if let Some(n) = map.get_mut(&self.1) {
@@ -186,24 +176,81 @@ impl Drop for IpCount<'_> {
     }
 }
 
-/// One connection: on a PROXY listener its header is read first (from the raw stream, before
-/// any TLS), then on a TLS listener the handshake runs, on this core. Counted as open
-/// (metrics) for as long as it is served.
-async fn serve_accepted(
+/// An accepted connection for as long as it is open: counted in the listener's open
+/// connections (`max_connections`, the metrics) and, with `max_connections_per_ip`, for its
+/// client address.
+struct Open {
     w: Rc<Worker>,
-    mut stream: engine::Stream,
+    listener: ListenerId,
+    _per_ip: Option<IpCount>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.w.metrics.conn_closed(self.listener);
+        self.w
+            .shared
+            .state
+            .connections(self.listener)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What serving an accepted connection starts from, once its setup is done.
+struct Accepted {
+    stream: engine::Stream,
+    peer: SocketAddr,
+    /// The PROXY header's source, on a `proxy_protocol` listener.
+    proxied: Option<SocketAddr>,
+    open: Open,
+}
+
+/// One accepted connection, as the task that serves it (counted in the listener's open
+/// connections by the caller; uncounted when it ends). Its setup — the PROXY header, the
+/// per-address limit, the TLS handshake — runs in a boxed future dropped once done, so the
+/// task that lives as long as the connection holds only what serving needs (an idle
+/// keep-alive connection is this task; see `proxy::serve`). Not an `async fn`, which would
+/// store its arguments twice.
+fn connection(
+    w: Rc<Worker>,
+    stream: engine::Stream,
     peer: SocketAddr,
     id: ListenerId,
-    per_ip: &PerIp,
-) {
-    struct Open(Rc<Worker>, ListenerId);
-    impl Drop for Open {
-        fn drop(&mut self) {
-            self.0.metrics.conn_closed(self.1);
-        }
-    }
+    per_ip: Rc<PerIp>,
+) -> impl std::future::Future<Output = ()> {
     w.metrics.conn_opened(id);
-    let _open = Open(w.clone(), id);
+    let open = Open {
+        w: w.clone(),
+        listener: id,
+        _per_ip: None,
+    };
+    let setup = Box::pin(setup(stream, peer, open, per_ip));
+    async move {
+        let Some(Accepted {
+            stream,
+            peer,
+            proxied,
+            open,
+        }) = setup.await
+        else {
+            return;
+        };
+        crate::proxy::serve(w, stream, peer, id, proxied).await;
+        drop(open);
+    }
+}
+
+/// On a PROXY listener its header is read first (from the raw stream, before any TLS), then
+/// the per-address limit applies, then on a TLS listener the handshake runs, on this core.
+/// None: the connection is closed (refused, or its setup failed).
+async fn setup(
+    mut stream: engine::Stream,
+    peer: SocketAddr,
+    mut open: Open,
+    per_ip: Rc<PerIp>,
+) -> Option<Accepted> {
+    let w = &open.w;
+    let id = open.listener;
     let listener = &w.shared.config.listeners[id.0 as usize];
     let t = &w.shared.config.timeouts;
     let proxied = if listener.proxy_protocol {
@@ -212,32 +259,30 @@ async fn serve_accepted(
             // and a peer that bypasses them gets nothing (see README, Security).
             log::debug!("{peer}: not in proxy_protocol_from; closed");
             w.metrics.conn_refused(id, Refusal::ProxyFrom);
-            return;
+            return None;
         }
-        match crate::proxy::read_proxy_header(&mut stream, peer, t.client_header).await {
-            Some(source) => Some(source),
-            None => return,
-        }
+        Some(crate::proxy::read_proxy_header(&mut stream, peer, t.client_header).await?)
     } else {
         None
     };
     let client_ip = proxied.map_or(peer.ip(), |s| s.ip());
     // Bound only while the connection is served; the map is this core's.
-    let Some(_count) = per_ip.enter(client_ip, listener.max_connections_per_ip) else {
+    let Some(count) = per_ip.enter(client_ip, listener.max_connections_per_ip) else {
         log::debug!("{client_ip}: max_connections_per_ip reached; closed");
         w.metrics.conn_refused(id, Refusal::PerIp);
-        return;
+        return None;
     };
     let stream = match w.shared.tls.server(id) {
         None => stream,
-        Some(tls) => {
-            match crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await {
-                Some(s) => s,
-                None => return,
-            }
-        }
+        Some(tls) => crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await?,
     };
-    crate::proxy::serve(w, stream, peer, id, proxied).await
+    open._per_ip = count;
+    Some(Accepted {
+        stream,
+        peer,
+        proxied,
+        open,
+    })
 }
 
 /// Hands this core's free allocator pages back to the system. mimalloc purges freed pages

@@ -107,6 +107,35 @@ impl TcpStream {
         .await
     }
 
+    /// Waits until a read should find bytes or the end of stream, reading nothing: an idle
+    /// connection waits here with no buffer. Readiness an edge reported while waiting is taken
+    /// as it is (no syscall); a flag carried over from earlier (a read that filled its buffer
+    /// exactly leaves it set) is checked with a peek first, so a drained socket is not
+    /// reported readable. No timeout of its own: the caller bounds it.
+    pub(crate) async fn wait_readable(&self) -> io::Result<()> {
+        let mut carried = true;
+        poll_fn(|cx| {
+            let src = self.reg.source();
+            if src.hup() {
+                return Poll::Ready(Ok(()));
+            }
+            if src.ready(Dir::Read) {
+                if !carried {
+                    return Poll::Ready(Ok(()));
+                }
+                match self.sock.peek(&mut [0u8; 1]) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.clear(Dir::Read),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    _ => return Poll::Ready(Ok(())),
+                }
+            }
+            carried = false;
+            src.wait(Dir::Read, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
     pub(crate) fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }

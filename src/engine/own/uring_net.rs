@@ -128,6 +128,12 @@ impl TcpStream {
         poll_fn(|cx| exec::with_uring(|r| r.poll_read(self.token, buf, cx.waker(), true))).await
     }
 
+    /// Waits until a read finds bytes or the end of stream, reading nothing: the multishot
+    /// receive keeps filling ring buffers meanwhile, so this only looks at what it queued.
+    pub(crate) async fn wait_readable(&self) -> io::Result<()> {
+        self.peek(&mut [0u8; 1]).await.map(drop)
+    }
+
     /// True when nothing is waiting to be read: no bytes received (by the ring or still in the
     /// socket), no end of stream, no error.
     pub(crate) fn is_quiet(&self) -> bool {

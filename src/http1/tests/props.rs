@@ -251,3 +251,36 @@ proptest! {
         checks::chunked(data.as_bytes());
     }
 }
+
+proptest! {
+    /// A head the parser calls complete is one `head_end_seen` sees the end of, at every
+    /// prefix where it completes: a connection reading a head outside the parser never waits
+    /// past a complete head.
+    #[test]
+    fn head_end_seen_whenever_the_parser_completes(pieces in prop::collection::vec(
+        prop::sample::select(&[
+            "GET /a HTTP/1.1", "POST / HTTP/1.0", "\r\n", "\n", "\r", "Host: h", "X: y",
+            " ", "\t", "Content-Length: 2", "ab",
+        ][..]),
+        0..24,
+    )) {
+        let data = pieces.concat().into_bytes();
+        for end in 0..=data.len() {
+            let prefix = &data[..end];
+            if let Ok((Status::Complete, _)) = req(prefix) {
+                prop_assert!(head_end_seen(prefix), "{:?}", String::from_utf8_lossy(prefix));
+            }
+        }
+    }
+}
+
+#[test]
+fn head_end_seen_finds_empty_lines() {
+    assert!(head_end_seen(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert!(head_end_seen(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nbody"));
+    assert!(head_end_seen(b"GET / HTTP/1.1\nHost: h\n\n"));
+    assert!(!head_end_seen(b"GET / HTTP/1.1\r\nHost: h\r\n"));
+    assert!(!head_end_seen(b"GET / HTTP/1.1\r\nHost: h\r\n\r"));
+    assert!(!head_end_seen(b""));
+    assert!(!head_end_seen(b"G"));
+}
