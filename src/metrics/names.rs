@@ -109,6 +109,13 @@ pub const TLS_HANDSHAKES: Family = counter(
     "ringlb_tls_handshakes_total",
     "TLS handshakes completed, by listener.",
 );
+pub const TLS_CERTIFICATE_EXPIRATION: Family = gauge(
+    "ringlb_tls_certificate_expiration_timestamp_seconds",
+    "When the leaf certificate stops being valid (its notAfter), since the Unix epoch, for \
+     each certificate of each TLS listener (upstream=\"\") and each upstream's client \
+     certificate (listener=\"\"), with its file and subject common name. Read at start and \
+     on each reload.",
+);
 pub const TLS_HANDSHAKE_FAILURES: Family = counter(
     "ringlb_tls_handshake_failures_total",
     "Connections to a TLS listener that did not complete a handshake, by listener and reason: \
@@ -245,6 +252,7 @@ pub const ALL: &[Family] = &[
     SENT_BYTES,
     TLS_HANDSHAKES,
     TLS_HANDSHAKE_FAILURES,
+    TLS_CERTIFICATE_EXPIRATION,
     CONNECTIONS_REFUSED,
     UPSTREAM_RESPONSE_DURATION,
     SERVER_RESPONSE_DURATION,

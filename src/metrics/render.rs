@@ -22,6 +22,8 @@ pub struct Scrape<'a> {
     pub metrics: &'a Registry,
     pub workers: usize,
     pub started: std::time::SystemTime,
+    /// The certificates of the TLS listeners and upstream client certificates.
+    pub certificates: &'a [super::CertificateExpiry],
 }
 
 /// The whole scrape.
@@ -194,6 +196,22 @@ fn downstream(w: &mut Writer, shared: &Scrape<'_>, total: &[u64]) {
                 total[lay.tls_failed(l, *reason)],
             );
         }
+    }
+
+    w.family(&names::TLS_CERTIFICATE_EXPIRATION);
+    for c in shared.certificates {
+        let labels = [
+            ("listener", c.listener.as_str()),
+            ("upstream", &c.upstream),
+            ("file", &c.file),
+            ("subject", &c.subject),
+        ];
+        w.float(
+            &names::TLS_CERTIFICATE_EXPIRATION,
+            "",
+            &labels,
+            c.not_after as f64,
+        );
     }
 
     w.family(&names::CONNECTIONS_REFUSED);

@@ -23,6 +23,7 @@ impl Parts {
             metrics: &self.metrics,
             workers: 2,
             started: std::time::SystemTime::now(),
+            certificates: &[],
         }
     }
 }
@@ -259,6 +260,7 @@ fn counters_carry_over_reloads_and_never_go_back() {
             metrics: reg,
             workers: 2,
             started: std::time::SystemTime::now(),
+            certificates: &[],
         })
     };
     let req = |u: &str, s: &str| {
