@@ -182,7 +182,7 @@ fn a_server_that_stays_keeps_its_state_and_sticky_cookies_survive() {
     assert_eq!(post(&lb, "/api/reload", "").status, 200);
     let state = lb.admin_get("/api/upstreams/app/servers/a");
     assert!(
-        state.text().contains("\"state\":\"drain\""),
+        state.text().contains("\"state\":\"draining\""),
         "{}",
         state.text()
     );

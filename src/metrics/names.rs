@@ -159,7 +159,7 @@ pub const UPSTREAM_RETRIES: Family = counter(
 pub const SERVER_STATE: Family = gauge(
     "ringlb_upstream_server_state",
     "1 for the server's current state, 0 for the others: up, down (failed health checks), \
-     draining, maint.",
+     draining, maint (the words of the admin API and the log).",
 );
 pub const SERVER_ACTIVE: Family = gauge(
     "ringlb_upstream_server_active_requests",
@@ -222,8 +222,6 @@ pub const ACCESS_LOG_WRITE_ERRORS: Family = counter(
     "Access log buffers dropped because writing them failed.",
 );
 
-/// Values of the `state` label of [`SERVER_STATE`], in render order.
-pub const STATES: [&str; 4] = ["up", "down", "draining", "maint"];
 /// Values of the `class` label of [`REQUESTS`].
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Values of the `reason` label of [`TLS_HANDSHAKE_FAILURES`], in `metrics::TlsFailure` order.

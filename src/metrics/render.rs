@@ -11,7 +11,7 @@ use super::histogram::{self, BOUNDS_LE};
 use super::names::{self, Family, Kind};
 use super::Registry;
 use crate::config::Config;
-use crate::state::{now_ms, AdminState, StateTable};
+use crate::state::{now_ms, StateTable, Status};
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -364,18 +364,12 @@ fn servers(w: &mut Writer, shared: &Scrape<'_>) {
     let now = now_ms();
     w.family(&names::SERVER_STATE);
     for (up, s) in config.servers() {
-        let st = shared.state.get(s.id);
-        let state = match st.admin() {
-            AdminState::Maint => "maint",
-            AdminState::Drain => "draining",
-            AdminState::Ready if st.up(now) => "up",
-            AdminState::Ready => "down",
-        };
-        for name in names::STATES {
+        let state = shared.state.get(s.id).status(now);
+        for name in Status::ALL {
             let labels = [
                 ("upstream", up.name.as_str()),
                 ("server", &s.name),
-                ("state", name),
+                ("state", name.as_str()),
             ];
             w.int(&names::SERVER_STATE, "", &labels, u64::from(name == state));
         }

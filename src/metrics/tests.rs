@@ -174,7 +174,7 @@ fn control_plane_counters_and_server_states() {
         ("c", "draining"),
         ("d\\\"q", "maint"),
     ] {
-        for s in names::STATES {
+        for s in crate::state::Status::ALL.map(|s| s.as_str()) {
             let v = u64::from(s == state);
             has(
                 &text,
