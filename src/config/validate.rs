@@ -87,7 +87,9 @@ pub(super) fn parse_size(text: &str) -> Option<usize> {
     // parse-size reads a bare "k" as 1000; nginx, and ringlb since its first release, as 1024.
     let nginx = t.len() > 1
         && t.ends_with(['k', 'K', 'm', 'M', 'g', 'G'])
-        && t[..t.len() - 1].trim_end().ends_with(|c: char| c.is_ascii_digit() || c == '.');
+        && t[..t.len() - 1]
+            .trim_end()
+            .ends_with(|c: char| c.is_ascii_digit() || c == '.');
     let n = if nginx {
         parse_size::parse_size(format!("{t}i"))
     } else {
