@@ -85,17 +85,7 @@ fn a_drained_server_is_draining_in_the_api_the_metrics_and_the_log() {
 
     for (command, word) in [("drain", "draining"), ("maint", "maint"), ("ready", "up")] {
         let body = format!("{{\"state\":\"{command}\"}}");
-        let path = "/api/upstreams/app/servers/b";
-        let mut c = Client::connect(rl.admin);
-        c.send(
-            format!(
-                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        );
-        let r = c.response();
+        let r = rl.admin_post("/api/upstreams/app/servers/b", &body);
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(
             r.text().contains(&format!("\"state\":\"{word}\"")),
