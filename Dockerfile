@@ -2,10 +2,12 @@
 # ringlb container image: a Rust builder stage, then a small Debian runtime with one binary,
 # run as a non-root user.
 #
-#   docker build -t ringlb .
+#   docker build -t ringlb:latest .
 #   docker run --rm -p 8080:8080 -v "$PWD/ringlb.toml:/etc/ringlb/ringlb.toml:ro" \
 #       --ulimit memlock=-1 \
-#       --security-opt seccomp=tuning/kubernetes/seccomp/ringlb.json ringlb
+#       --security-opt seccomp=tuning/kubernetes/seccomp/ringlb.json ringlb:latest
+#
+# tuning/kubernetes/deployment.yaml runs the same name and tag (validate.sh checks it).
 #
 # io_uring and seccomp: Docker's default seccomp profile blocks io_uring_setup/enter/register
 # since Docker 25.0 (and containerd's default profile does too), so ringlb's io_uring engine

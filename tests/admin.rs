@@ -126,7 +126,7 @@ fn upstreams_json_has_every_server_with_state_and_health() {
     let a_json = &s[0];
     assert_eq!(a_json["name"], "a");
     assert_eq!(a_json["addr"], a.addr.to_string());
-    assert_eq!(a_json["state"], "ready");
+    assert_eq!(a_json["state"], "up");
     assert_eq!(a_json["health"], "up");
     assert_eq!(a_json["active"], 0);
     assert_eq!(a_json["weight"], 3);
@@ -135,7 +135,7 @@ fn upstreams_json_has_every_server_with_state_and_health() {
     assert_eq!(a_json["max_conns"], 7);
     // No health_check configured: never checked.
     assert!(a_json["last_check"].is_null());
-    assert_eq!(s[1]["state"], "drain");
+    assert_eq!(s[1]["state"], "draining");
     assert_eq!(s[1]["backup"], true);
     assert!(s[1]["max_conns"].is_null());
 
@@ -224,7 +224,7 @@ fn api_errors_are_json_with_the_right_status() {
     let v = get_server(&rl, "a");
     assert_eq!(
         (v["state"].as_str(), v["weight"].as_u64()),
-        (Some("ready"), Some(1))
+        (Some("up"), Some(1))
     );
 
     let r = admin(&rl, "DELETE", path, None, None);
@@ -245,7 +245,7 @@ fn api_errors_are_json_with_the_right_status() {
         format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 70000\r\n\r\n").as_bytes(),
     );
     err(&c.response(), 413, "64 KiB");
-    assert_eq!(get_server(&rl, "a")["state"], "ready");
+    assert_eq!(get_server(&rl, "a")["state"], "up");
 
     // Unknown paths outside /api are plain 404s; /metrics is served.
     assert_eq!(admin(&rl, "GET", "/nope", None, None).status, 404);
@@ -293,7 +293,7 @@ fn bodies_by_chunks_or_after_100_continue_are_read() {
     let v = json(&r);
     assert_eq!(
         (v["state"].as_str(), v["weight"].as_u64()),
-        (Some("ready"), Some(9))
+        (Some("up"), Some(9))
     );
 }
 
@@ -357,7 +357,7 @@ fn token_guards_the_api_but_not_the_probes() {
         Some(TOKEN),
     );
     assert_eq!(r.status, 200);
-    assert_eq!(json(&r)["state"], "ready");
+    assert_eq!(json(&r)["state"], "up");
     assert_eq!(admin(&rl, "GET", "/live", None, None).status, 200);
     assert_eq!(admin(&rl, "GET", "/ready", None, None).status, 200);
     assert_eq!(spread(rl.addr(), 2, "/")["a"], 2);
@@ -383,11 +383,11 @@ fn drain_finishes_in_flight_requests_and_takes_no_new_ones() {
     }
 
     let v = set(&rl, "b", r#"{"state":"drain"}"#);
-    assert_eq!(v["state"], "drain");
+    assert_eq!(v["state"], "draining");
     assert_eq!(v["active"], 2);
     rl.proc
         .wait_line(Duration::from_secs(5), |l| {
-            l.contains("admin: server b of upstream app set to drain")
+            l.contains("server b (") && l.contains("of upstream app is draining")
         })
         .expect("the change is logged");
     assert_eq!(spread(addr, 6, "/").get("a"), Some(&6));
@@ -403,7 +403,7 @@ fn drain_finishes_in_flight_requests_and_takes_no_new_ones() {
     assert_eq!(get_server(&rl, "b")["active"], 0);
 
     let v = set(&rl, "b", r#"{"state":"ready"}"#);
-    assert_eq!(v["state"], "ready");
+    assert_eq!(v["state"], "up");
     assert!(spread(addr, 6, "/").get("b").copied().unwrap_or(0) >= 2);
 }
 

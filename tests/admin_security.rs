@@ -187,7 +187,7 @@ fn browser_requests_cannot_change_state_or_read_the_api() {
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=b",
     );
     assert_eq!(r.status, 415, "{}", r.text());
-    assert_eq!(state_of(&rl, "a"), "ready");
+    assert_eq!(state_of(&rl, "a"), "up");
 
     // A page's fetch carries its Origin: refused unless allowed.
     let r = raw(
@@ -200,7 +200,7 @@ fn browser_requests_cannot_change_state_or_read_the_api() {
         "GET /metrics HTTP/1.1\r\nHost: localhost\r\nOrigin: null\r\n\r\n",
     );
     assert_eq!(r.status, 403);
-    assert_eq!(state_of(&rl, "a"), "ready");
+    assert_eq!(state_of(&rl, "a"), "up");
 
     // DNS rebinding: the page's own name as Host.
     for host in [
@@ -390,5 +390,5 @@ fn half_sent_posts_are_capped_and_hold_little_memory() {
     drop(held);
     thread::sleep(Duration::from_millis(200));
     assert_eq!(rl.admin_get("/live").status, 200);
-    assert_eq!(state_of(&rl, "a"), "ready");
+    assert_eq!(state_of(&rl, "a"), "up");
 }

@@ -92,7 +92,7 @@ impl Load {
     }
 }
 
-/// The next log line about server `name` going `UP` or `DOWN` by active checks.
+/// The next log line about server `name` going `up` or `down` by active checks.
 fn wait_log(rl: &Ringlb, name: &str, what: &str) -> String {
     let server = format!("server {name} (");
     let what = format!(" is {what}: ");
@@ -112,10 +112,10 @@ fn failing_check_takes_a_server_out_after_fall_and_rise_brings_it_back() {
 
     let load = Load::start(rl.addr());
     assert_eq!(b.request("POST", "/control/health/503").status, 200);
-    let down = wait_log(&rl, "b", "DOWN");
+    let down = wait_log(&rl, "b", "down");
     assert!(
         down.contains(&format!(
-            "server b ({}) of upstream app is DOWN: 2 checks failed (last: status 503)",
+            "server b ({}) of upstream app is down: 2 checks failed (last: status 503)",
             b.addr
         )),
         "{down}"
@@ -126,9 +126,9 @@ fn failing_check_takes_a_server_out_after_fall_and_rise_brings_it_back() {
     assert_eq!(seen.get("a"), Some(&20), "{seen:?}");
 
     assert_eq!(b.request("POST", "/control/health/200").status, 200);
-    let up = wait_log(&rl, "b", "UP");
+    let up = wait_log(&rl, "b", "up");
     assert!(
-        up.contains("of upstream app is UP: 2 checks passed"),
+        up.contains("of upstream app is up: 2 checks passed"),
         "{up}"
     );
     let t = load.finish();
@@ -153,14 +153,14 @@ fn killed_server_costs_no_request_and_returns_after_rise_once_restarted() {
     thread::sleep(Duration::from_millis(300));
     c.proc.signal(libc::SIGKILL);
     assert!(c.proc.wait_exit(LIMIT).is_some(), "backend c did not die");
-    let down = wait_log(&rl, "c", "DOWN");
-    assert!(down.contains("of upstream app is DOWN"), "{down}");
+    let down = wait_log(&rl, "c", "down");
+    assert!(down.contains("of upstream app is down"), "{down}");
     thread::sleep(Duration::from_millis(300));
 
     let c2 = Backend::start_on(&c_addr.to_string(), "c", &[]);
-    let up = wait_log(&rl, "c", "UP");
+    let up = wait_log(&rl, "c", "up");
     assert!(
-        up.contains("of upstream app is UP: 2 checks passed"),
+        up.contains("of upstream app is up: 2 checks passed"),
         "{up}"
     );
     thread::sleep(Duration::from_millis(200));
@@ -205,7 +205,7 @@ fn ready_requires_is_503_while_every_server_of_the_upstream_is_down() {
     assert_eq!(ready_becomes(&rl, 200).status, 200);
 
     a.request("POST", "/control/health/503");
-    wait_log(&rl, "a", "DOWN");
+    wait_log(&rl, "a", "down");
     // One server left: still ready.
     assert_eq!(rl.admin_get("/ready").status, 200);
     b.request("POST", "/control/health/500");
@@ -242,9 +242,9 @@ fn check_request_and_expected_status_are_configurable() {
          Connection: close\r\n\r\n"
     );
     // 204 is not the expected 200.
-    let down = wait_log(&rl, "r", "DOWN");
+    let down = wait_log(&rl, "r", "down");
     assert!(
-        down.contains("is DOWN: 1 checks failed (last: status 204)"),
+        down.contains("is down: 1 checks failed (last: status 204)"),
         "{down}"
     );
 }
@@ -259,9 +259,9 @@ fn silent_server_fails_by_timeout() {
         format!("addr = \"{}\"\nname = \"s\"", silent.local_addr().unwrap()),
     ];
     let rl = Ringlb::start(&config(&servers, CHECK, ""));
-    let down = wait_log(&rl, "s", "DOWN");
+    let down = wait_log(&rl, "s", "down");
     assert!(
-        down.contains("is DOWN: 2 checks failed (last: timed out)"),
+        down.contains("is down: 2 checks failed (last: timed out)"),
         "{down}"
     );
     let (seen, failures) = spread(rl.addr(), 6);

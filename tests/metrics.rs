@@ -686,3 +686,85 @@ fn counters_never_go_back_across_a_reload() {
         1.0
     );
 }
+
+/// A self-signed certificate for `name` valid until `not_after` (written to temp files):
+/// (cert path, key path).
+fn certificate(name: &str, not_after: (i32, u8, u8)) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_string());
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = p.self_signed(&key).unwrap();
+    let (c, k) = (temp_path("cert.pem"), temp_path("key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// The expiry gauge shows each listener certificate's and each upstream client certificate's
+/// notAfter, and a reload that brings renewed files shows the new dates.
+#[test]
+fn certificate_expiry_gauge_shows_not_after_and_follows_reloads() {
+    let b = Backend::start("b", &["--no-pin"]);
+    let (site, site_key) = certificate("site.test", (2031, 5, 17));
+    let (client, client_key) = certificate("ringlb-client.test", (2032, 2, 29));
+    let text = format!(
+        "[runtime]\nworkers = 1\nshutdown_grace = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"https\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ certs = [{{ cert = \"{}\", key = \"{}\" }}] }}\n\
+         [[routes]]\nlistener = \"https\"\nupstream = \"app\"\n\
+         [upstreams.app]\n\
+         tls = {{ verify = false, client_cert = \"{}\", client_key = \"{}\" }}\n\
+         [[upstreams.app.servers]]\naddr = \"{}\"\n",
+        site.display(),
+        site_key.display(),
+        client.display(),
+        client_key.display(),
+        b.addr
+    );
+    let lb = Ringlb::start(&text);
+    let expiry = |s: &Scrape, listener: &str, upstream: &str, file: &str, subject: &str| {
+        value(
+            s,
+            "ringlb_tls_certificate_expiration_timestamp_seconds",
+            &[
+                ("listener", listener),
+                ("upstream", upstream),
+                ("file", file),
+                ("subject", subject),
+            ],
+        )
+    };
+    let (site_file, client_file) = (site.display().to_string(), client.display().to_string());
+    let (text1, s) = scrape(&lb);
+    // 2031-05-17T00:00:00Z and 2032-02-29T00:00:00Z.
+    assert_eq!(
+        expiry(&s, "https", "", &site_file, "site.test"),
+        1936742400.0
+    );
+    assert_eq!(
+        expiry(&s, "", "app", &client_file, "ringlb-client.test"),
+        1961625600.0
+    );
+    promtool_check(&text1);
+
+    // Renewed in place: the same files, a later date.
+    let (renewed, renewed_key) = certificate("site.test", (2033, 1, 2));
+    std::fs::copy(&renewed, &site).unwrap();
+    std::fs::copy(&renewed_key, &site_key).unwrap();
+    lb.proc.signal(libc::SIGHUP);
+    lb.proc
+        .wait_line(Duration::from_secs(5), |l| l.contains("reloaded"))
+        .expect("reload logged");
+    let (_, s) = scrape(&lb);
+    // 2033-01-02T00:00:00Z.
+    assert_eq!(
+        expiry(&s, "https", "", &site_file, "site.test"),
+        1988236800.0
+    );
+    for f in [site, site_key, client, client_key, renewed, renewed_key] {
+        let _ = std::fs::remove_file(f);
+    }
+}

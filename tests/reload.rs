@@ -21,19 +21,6 @@ fn rewrite(lb: &Ringlb, text: &str) {
     std::fs::write(&lb.config_path, support::with_test_engine(text)).unwrap();
 }
 
-fn post(lb: &Ringlb, path: &str, body: &str) -> Response {
-    let mut c = Client::connect(lb.admin);
-    c.send(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    c.response()
-}
-
 /// GETs in a loop from `clients` threads until `stop`; a keep-alive connection closed by the
 /// server before any response byte is reopened and the request resent (as HTTP clients do);
 /// anything else is a failure. Returns (responses by backend, failures).
@@ -124,7 +111,7 @@ fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
         &lb,
         &text.replace("[upstreams.app]", "[upstreams.app]\nbalance = \"fastest\""),
     );
-    let r = post(&lb, "/api/reload", "");
+    let r = lb.admin_post("/api/reload", "");
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("upstreams.app.balance"), "{}", r.text());
     assert_eq!(lb.get("/").header("x-backend"), Some("keep"));
@@ -145,12 +132,12 @@ fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
             1,
         ),
     );
-    let r = post(&lb, "/api/reload", "");
+    let r = lb.admin_post("/api/reload", "");
     assert_eq!(r.status, 422);
     assert!(r.text().contains("needs a restart"), "{}", r.text());
     // The valid file again: accepted.
     rewrite(&lb, &text);
-    let r = post(&lb, "/api/reload", "");
+    let r = lb.admin_post("/api/reload", "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("\"generation\":1"), "{}", r.text());
 }
@@ -164,7 +151,8 @@ fn a_server_that_stays_keeps_its_state_and_sticky_cookies_survive() {
     let lb = Ringlb::start(&text);
     // Drain a through the API, pin a client to b.
     assert_eq!(
-        post(&lb, "/api/upstreams/app/servers/a", "{\"state\":\"drain\"}").status,
+        lb.admin_post("/api/upstreams/app/servers/a", "{\"state\":\"drain\"}")
+            .status,
         200
     );
     let first = lb.get("/");
@@ -179,10 +167,10 @@ fn a_server_that_stays_keeps_its_state_and_sticky_cookies_survive() {
     // Reload with a third server added.
     let c = Backend::start("c", &[]);
     rewrite(&lb, &config(&servers_of(&[&a, &b, &c]), sticky, ""));
-    assert_eq!(post(&lb, "/api/reload", "").status, 200);
+    assert_eq!(lb.admin_post("/api/reload", "").status, 200);
     let state = lb.admin_get("/api/upstreams/app/servers/a");
     assert!(
-        state.text().contains("\"state\":\"drain\""),
+        state.text().contains("\"state\":\"draining\""),
         "{}",
         state.text()
     );
@@ -216,7 +204,7 @@ fn in_flight_requests_finish_and_open_connections_continue_on_the_new_config() {
     std::thread::sleep(Duration::from_millis(200));
     // Only b now.
     rewrite(&lb, &config(&servers_of(&[&b]), "", ""));
-    assert_eq!(post(&lb, "/api/reload", "").status, 200);
+    assert_eq!(lb.admin_post("/api/reload", "").status, 200);
     assert_eq!(slow.join().unwrap().as_deref(), Some("b"));
     for _ in 0..3 {
         idle.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");

@@ -6,7 +6,7 @@
 use super::Response;
 use crate::config::{Server, Upstream};
 use crate::context::Shared;
-use crate::state::{now_ms, AdminState};
+use crate::state::{log_change, now_ms, AdminState};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -26,9 +26,10 @@ struct UpstreamJson<'a> {
 struct ServerJson<'a> {
     name: &'a str,
     addr: String,
-    /// Operator-set: `ready`, `drain` or `maint`.
+    /// `up`, `down`, `draining` or `maint`: the words of the metrics and the log
+    /// (`state::Status`).
     state: &'static str,
-    /// Passive and active health together: `up` or `down`.
+    /// Passive and active health together, whatever the operator set: `up` or `down`.
     health: &'static str,
     active: u32,
     weight: u32,
@@ -53,8 +54,8 @@ fn server_json<'a>(shared: &Shared, s: &'a Server, now: u64) -> ServerJson<'a> {
     ServerJson {
         name: &s.name,
         addr: s.addr.to_string(),
-        state: st.admin().name(),
-        health: if st.up(now) { "up" } else { "down" },
+        state: st.status(now).as_str(),
+        health: st.health(now).as_str(),
         active: st.active.load(Relaxed),
         weight: st.weight.load(Relaxed),
         fails: st.fails.load(Relaxed),
@@ -156,14 +157,14 @@ fn parse_change(body: &[u8]) -> Result<Valid, String> {
     let c: Change = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
     let state = match c.state.as_deref() {
         None => None,
-        Some("ready") => Some(AdminState::Ready),
-        Some("drain") => Some(AdminState::Drain),
-        Some("maint") => Some(AdminState::Maint),
-        Some(other) => {
-            return Err(format!(
-                "state must be \"ready\", \"drain\" or \"maint\", not {other:?}"
-            ))
-        }
+        Some(word) => match AdminState::parse(word) {
+            Some(s) => Some(s),
+            None => {
+                return Err(format!(
+                    "state must be \"ready\", \"drain\" or \"maint\", not {word:?}"
+                ))
+            }
+        },
     };
     let weight = match c.weight {
         None => None,
@@ -194,19 +195,24 @@ pub fn change(shared: &Shared, upstream: &str, server: &str, body: &[u8]) -> Res
 fn apply(shared: &Shared, change: &Valid, u: &Upstream, s: &Server, now: u64) {
     let st = shared.state.get(s.id);
     if let Some(state) = change.state {
-        let old = st.admin();
+        let (old, before) = (st.admin(), st.status(now));
         if old != state {
             if state == AdminState::Ready {
                 // Back in rotation: slow start counts from now.
                 st.up_since_ms.store(now, Relaxed);
             }
             st.set_admin(state);
-            log::info!(
-                "admin: server {} of upstream {} set to {} (was {})",
-                s.name,
-                u.name,
-                state.name(),
-                old.name()
+            log_change(
+                module_path!(),
+                log::Level::Info,
+                &u.name,
+                s,
+                st,
+                now,
+                format_args!(
+                    " (was {before}): set to {} through the admin API",
+                    state.name()
+                ),
             );
         }
     }

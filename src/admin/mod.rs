@@ -166,21 +166,24 @@ impl Target {
     }
 }
 
-/// `%XX` escapes decoded; None for a bad escape or bytes that are not UTF-8.
+/// `%XX` escapes decoded (the `percent-encoding` crate); None for a `%` without two hex digits
+/// after it (the crate would keep it as it is) or bytes that are not UTF-8.
 fn percent_decode(s: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' {
-            let hex = std::str::from_utf8(s.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
+    let escapes_ok = s
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'%')
+        .all(|(i, _)| {
+            s.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        });
+    if !escapes_ok {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response {
@@ -496,6 +499,19 @@ mod tests {
         );
         assert_eq!(Target::parse(b"/api/upstreams//servers/a"), Target::BadPath);
         assert_eq!(Target::parse(b"/api/upstreams/%zz"), Target::BadPath);
+        // Where percent-encoding alone would keep a bad escape, the path is still refused.
+        for bad in [
+            &b"/api/upstreams/a%"[..],
+            b"/api/upstreams/a%4",
+            b"/api/upstreams/%4g",
+        ] {
+            assert_eq!(Target::parse(bad), Target::BadPath, "{bad:?}");
+        }
+        assert_eq!(Target::parse(b"/api/upstreams/%FF"), Target::BadPath);
+        assert_eq!(
+            Target::parse(b"/api/upstreams/%C3%A9t%c3%a9"),
+            Target::Upstream("été".into())
+        );
         assert_eq!(Target::parse(b"/api/other"), Target::ApiNotFound);
         assert_eq!(Target::parse(b"/apix"), Target::NotFound);
         assert!(!Target::parse(b"/ready").protected());

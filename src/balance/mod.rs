@@ -342,28 +342,31 @@ impl<'a, V: ServerView> TierView<'a, V> {
     }
 }
 
-/// Per-core PRNG (wyrand): 64-bit state, passes BigCrush, one multiply per draw. Not for
-/// secrets.
+/// Per-core PRNG: `fastrand`'s wyrand (one multiply per draw), seeded so that a balancer's
+/// picks are reproducible in tests. Not for secrets.
 #[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(fastrand::Rng);
 
 impl Rng {
     pub(crate) fn new(seed: u64, core: usize) -> Self {
-        Rng(seed ^ (core as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        Rng(fastrand::Rng::with_seed(
+            seed ^ (core as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ))
     }
 
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0xA076_1D64_78BD_642F);
-        let t = u128::from(self.0) * u128::from(self.0 ^ 0xE703_7ED1_A0B4_28DB);
-        (t >> 64) as u64 ^ t as u64
+        self.0.u64(..)
     }
 
-    /// Uniform in `0..n` (Lemire's multiply-shift; bias below 2^-32 for the `n` used here);
-    /// 0 when `n == 0`.
+    /// Uniform in `0..n`; 0 when `n == 0`.
     #[inline]
     pub(crate) fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+        if n == 0 {
+            0
+        } else {
+            self.0.u64(..n)
+        }
     }
 }
 

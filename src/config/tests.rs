@@ -238,6 +238,41 @@ fn sizes_and_durations_parse() {
     assert!(problems(&bad)[0].starts_with("limits.max_request_head: invalid size"));
 }
 
+/// Every spelling the config took before sizes went through parse-size still means the same,
+/// nginx's one-letter suffixes stay binary, and a bad size is a problem naming its field.
+#[test]
+fn size_spellings() {
+    use super::validate::parse_size;
+    for (text, bytes) in [
+        ("512", 512),
+        ("512b", 512),
+        ("512 B", 512),
+        ("1k", 1 << 10),
+        ("1K", 1 << 10),
+        ("16 k", 16 << 10),
+        ("1KiB", 1 << 10),
+        ("1kib", 1 << 10),
+        ("1KB", 1000),
+        ("10m", 10 << 20),
+        ("1MiB", 1 << 20),
+        ("2MB", 2_000_000),
+        ("1g", 1 << 30),
+        ("1GiB", 1 << 30),
+        ("1.5k", 1536),
+        ("0", 0),
+    ] {
+        assert_eq!(parse_size(text), Some(bytes), "{text}");
+    }
+    for bad in ["", "k", "lots", "1kk", "-1", "1 KiB B", "1 parsec"] {
+        assert_eq!(parse_size(bad), None, "{bad:?}");
+    }
+    let bad = format!("[limits]\nmax_request_line = \"4kk\"\n{MINIMAL}");
+    assert_eq!(
+        problems(&bad)[0],
+        "limits.max_request_line: invalid size \"4kk\"; write e.g. \"16KiB\""
+    );
+}
+
 /// The config fuzz target's corpus, replayed: parsing never panics, and a refused file
 /// reports at least one non-empty problem.
 #[test]

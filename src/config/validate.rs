@@ -79,22 +79,23 @@ impl Problems<'_> {
     }
 }
 
-/// "16KiB", "1MiB", "512", "4KB" (KB = 1000). Case-insensitive units.
+/// A size in bytes: "512", "16KiB", "1MiB", "4KB" (KB = 1000), and nginx's one-letter
+/// suffixes "16k", "1m", "1g" (powers of 1024). Units are case-insensitive; fractions round
+/// ("1.5k" = 1536). The `parse-size` crate reads it; None for anything it refuses.
 pub(super) fn parse_size(text: &str) -> Option<usize> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().ok()?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        _ => return None,
+    // parse-size reads a bare "k" as 1000; nginx, and ringlb since its first release, as 1024.
+    let nginx = t.len() > 1
+        && t.ends_with(['k', 'K', 'm', 'M', 'g', 'G'])
+        && t[..t.len() - 1]
+            .trim_end()
+            .ends_with(|c: char| c.is_ascii_digit() || c == '.');
+    let n = if nginx {
+        parse_size::parse_size(format!("{t}i"))
+    } else {
+        parse_size::parse_size(t)
     };
-    n.checked_mul(mult)
+    usize::try_from(n.ok()?).ok()
 }
 
 pub(super) fn validate(

@@ -83,6 +83,7 @@ impl Shared {
             metrics: &self.metrics,
             workers: self.workers,
             started: self.started,
+            certificates: self.tls.certificates(),
         }
     }
 }

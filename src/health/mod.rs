@@ -17,7 +17,7 @@ use crate::config::{HealthCheck, Server, Upstream};
 use crate::context::{Current, Shared};
 use crate::engine::{self, CoreSpec, EngineKind, Stream};
 use crate::http1::{self, Method, ResponseHead, Status};
-use crate::state::now_ms;
+use crate::state::{log_change, now_ms};
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -139,22 +139,26 @@ async fn check_loop(shared: Arc<Shared>, u: usize, s: usize, i: usize, n: usize)
                 state.down_until_ms.store(0, Relaxed);
                 state.check_up.store(true, Relaxed);
                 passive_seen = false;
-                log::info!(
-                    "server {} ({}) of upstream {} is UP: {} checks passed",
-                    server.name,
-                    server.addr,
-                    upstream.name,
-                    counter.passes
+                log_change(
+                    module_path!(),
+                    log::Level::Info,
+                    &upstream.name,
+                    server,
+                    state,
+                    now,
+                    format_args!(": {} checks passed", counter.passes),
                 );
             }
             Some(Transition::Down) if state.check_up.load(Relaxed) => {
                 state.check_up.store(false, Relaxed);
-                log::warn!(
-                    "server {} ({}) of upstream {} is DOWN: {} checks failed (last: {outcome})",
-                    server.name,
-                    server.addr,
-                    upstream.name,
-                    counter.fails
+                log_change(
+                    module_path!(),
+                    log::Level::Warn,
+                    &upstream.name,
+                    server,
+                    state,
+                    now,
+                    format_args!(": {} checks failed (last: {outcome})", counter.fails),
                 );
             }
             _ => {}

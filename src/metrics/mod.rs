@@ -37,6 +37,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// One certificate ringlb presents, with when it expires: a sample of
+/// [`names::TLS_CERTIFICATE_EXPIRATION`]. `tls` builds these when it loads a generation's
+/// certificates (a reload reads the files again, so renewed certificates show at once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// The TLS listener presenting it; empty for an upstream's client certificate.
+    pub listener: String,
+    /// The upstream presenting it as client certificate; empty for a listener's.
+    pub upstream: String,
+    /// The certificate file, as the config names it.
+    pub file: String,
+    /// The leaf's subject common name; empty when it has none.
+    pub subject: String,
+    /// The leaf's notAfter, Unix seconds.
+    pub not_after: i64,
+}
+
 /// The `Content-Type` of a scrape.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -109,6 +109,13 @@ pub const TLS_HANDSHAKES: Family = counter(
     "ringlb_tls_handshakes_total",
     "TLS handshakes completed, by listener.",
 );
+pub const TLS_CERTIFICATE_EXPIRATION: Family = gauge(
+    "ringlb_tls_certificate_expiration_timestamp_seconds",
+    "When the leaf certificate stops being valid (its notAfter), since the Unix epoch, for \
+     each certificate of each TLS listener (upstream=\"\") and each upstream's client \
+     certificate (listener=\"\"), with its file and subject common name. Read at start and \
+     on each reload.",
+);
 pub const TLS_HANDSHAKE_FAILURES: Family = counter(
     "ringlb_tls_handshake_failures_total",
     "Connections to a TLS listener that did not complete a handshake, by listener and reason: \
@@ -152,7 +159,7 @@ pub const UPSTREAM_RETRIES: Family = counter(
 pub const SERVER_STATE: Family = gauge(
     "ringlb_upstream_server_state",
     "1 for the server's current state, 0 for the others: up, down (failed health checks), \
-     draining, maint.",
+     draining, maint (the words of the admin API and the log).",
 );
 pub const SERVER_ACTIVE: Family = gauge(
     "ringlb_upstream_server_active_requests",
@@ -215,8 +222,6 @@ pub const ACCESS_LOG_WRITE_ERRORS: Family = counter(
     "Access log buffers dropped because writing them failed.",
 );
 
-/// Values of the `state` label of [`SERVER_STATE`], in render order.
-pub const STATES: [&str; 4] = ["up", "down", "draining", "maint"];
 /// Values of the `class` label of [`REQUESTS`].
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Values of the `reason` label of [`TLS_HANDSHAKE_FAILURES`], in `metrics::TlsFailure` order.
@@ -245,6 +250,7 @@ pub const ALL: &[Family] = &[
     SENT_BYTES,
     TLS_HANDSHAKES,
     TLS_HANDSHAKE_FAILURES,
+    TLS_CERTIFICATE_EXPIRATION,
     CONNECTIONS_REFUSED,
     UPSTREAM_RESPONSE_DURATION,
     SERVER_RESPONSE_DURATION,

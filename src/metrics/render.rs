@@ -11,7 +11,7 @@ use super::histogram::{self, BOUNDS_LE};
 use super::names::{self, Family, Kind};
 use super::Registry;
 use crate::config::Config;
-use crate::state::{now_ms, AdminState, StateTable};
+use crate::state::{now_ms, StateTable, Status};
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -22,6 +22,8 @@ pub struct Scrape<'a> {
     pub metrics: &'a Registry,
     pub workers: usize,
     pub started: std::time::SystemTime,
+    /// The certificates of the TLS listeners and upstream client certificates.
+    pub certificates: &'a [super::CertificateExpiry],
 }
 
 /// The whole scrape.
@@ -196,6 +198,22 @@ fn downstream(w: &mut Writer, shared: &Scrape<'_>, total: &[u64]) {
         }
     }
 
+    w.family(&names::TLS_CERTIFICATE_EXPIRATION);
+    for c in shared.certificates {
+        let labels = [
+            ("listener", c.listener.as_str()),
+            ("upstream", &c.upstream),
+            ("file", &c.file),
+            ("subject", &c.subject),
+        ];
+        w.float(
+            &names::TLS_CERTIFICATE_EXPIRATION,
+            "",
+            &labels,
+            c.not_after as f64,
+        );
+    }
+
     w.family(&names::CONNECTIONS_REFUSED);
     for (l, listener) in config.listeners.iter().enumerate() {
         for (reason, name) in core::ALL_REFUSALS.iter().zip(names::REFUSAL_REASONS) {
@@ -346,18 +364,12 @@ fn servers(w: &mut Writer, shared: &Scrape<'_>) {
     let now = now_ms();
     w.family(&names::SERVER_STATE);
     for (up, s) in config.servers() {
-        let st = shared.state.get(s.id);
-        let state = match st.admin() {
-            AdminState::Maint => "maint",
-            AdminState::Drain => "draining",
-            AdminState::Ready if st.up(now) => "up",
-            AdminState::Ready => "down",
-        };
-        for name in names::STATES {
+        let state = shared.state.get(s.id).status(now);
+        for name in Status::ALL {
             let labels = [
                 ("upstream", up.name.as_str()),
                 ("server", &s.name),
-                ("state", name),
+                ("state", name.as_str()),
             ];
             w.int(&names::SERVER_STATE, "", &labels, u64::from(name == state));
         }

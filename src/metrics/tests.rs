@@ -23,6 +23,7 @@ impl Parts {
             metrics: &self.metrics,
             workers: 2,
             started: std::time::SystemTime::now(),
+            certificates: &[],
         }
     }
 }
@@ -173,7 +174,7 @@ fn control_plane_counters_and_server_states() {
         ("c", "draining"),
         ("d\\\"q", "maint"),
     ] {
-        for s in names::STATES {
+        for s in crate::state::Status::ALL.map(|s| s.as_str()) {
             let v = u64::from(s == state);
             has(
                 &text,
@@ -259,6 +260,7 @@ fn counters_carry_over_reloads_and_never_go_back() {
             metrics: reg,
             workers: 2,
             started: std::time::SystemTime::now(),
+            certificates: &[],
         })
     };
     let req = |u: &str, s: &str| {

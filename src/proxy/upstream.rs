@@ -231,18 +231,21 @@ impl<'a> Conn<'a> {
                 );
             }
         }
+        let now = now_ms();
         if f.counts_against_server(&upstream.next_upstream)
-            && state.record_failure(now_ms(), server.max_fails, server.fail_timeout)
+            && state.record_failure(now, server.max_fails, server.fail_timeout)
         {
-            log::warn!(
-                "server {} ({}) of upstream {} marked down for {:?}: {} failures in {:?} \
-                 (max_fails, fail_timeout), the last {f:?}",
-                server.name,
-                server.addr,
-                upstream.name,
-                server.fail_timeout,
-                server.max_fails,
-                server.fail_timeout
+            crate::state::log_change(
+                module_path!(),
+                log::Level::Warn,
+                &upstream.name,
+                server,
+                state,
+                now,
+                format_args!(
+                    " for {:?}: {} failures in {:?} (max_fails, fail_timeout), the last {f:?}",
+                    server.fail_timeout, server.max_fails, server.fail_timeout
+                ),
             );
         }
     }

@@ -10,4 +10,7 @@ pub mod servers;
 
 pub use conns::Conns;
 pub use life::{Event, Life};
-pub use servers::{now_ms, unix_secs, Active, AdminState, ServerState, StateTable, UpstreamQueue};
+pub use servers::{
+    log_change, now_ms, unix_secs, Active, AdminState, ServerState, StateTable, Status,
+    UpstreamQueue,
+};

@@ -2,7 +2,7 @@
 //! atomics by whichever core learns something (a failure, a finished request), read by every
 //! core on each pick. What one core learns about a dead server protects every core at once.
 
-use crate::config::{Config, ServerId};
+use crate::config::{Config, Server, ServerId};
 use crate::engine::Signal;
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -36,6 +36,89 @@ impl AdminState {
             AdminState::Maint => "maint",
         }
     }
+
+    /// The operator's word for a state to set (admin API `{"state": ...}`): `ready`, `drain`
+    /// or `maint`; `draining`, the [`Status`] it leads to, is taken for `drain` too.
+    pub fn parse(word: &str) -> Option<AdminState> {
+        match word {
+            "ready" => Some(AdminState::Ready),
+            "drain" | "draining" => Some(AdminState::Drain),
+            "maint" => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
+}
+
+/// What a server is, in the one vocabulary every surface uses: the admin API (`state`, and
+/// `health` with `up` and `down`), the metric `ringlb_upstream_server_state{state}`, and the
+/// log lines about a server ([`log_change`]). The operator's setting ([`AdminState`]) comes
+/// first, then health (active and passive checks together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Ready and healthy: takes new requests.
+    Up,
+    /// Ready but failed its health checks (active `fall`, or passive `max_fails`).
+    Down,
+    /// Set to drain: finishes what it has, takes no new requests or sessions.
+    Draining,
+    /// Set to maintenance: out of rotation entirely.
+    Maint,
+}
+
+impl Status {
+    /// Every status, in the order the metric renders them.
+    pub const ALL: [Status; 4] = [Status::Up, Status::Down, Status::Draining, Status::Maint];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Down => "down",
+            Status::Draining => "draining",
+            Status::Maint => "maint",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Logs that `server` of `upstream` changed state or health, in the one format every cause
+/// uses: `server NAME (ADDR) of upstream U is STATUS[, health H]WHY`, with the fields
+/// `upstream`, `server`, `state` and `health`. The health is spelled out when the status does
+/// not show it (draining, maint). `why` follows the status word directly (`": 2 checks
+/// failed"`, `" for 10s: ..."`). `target` is the caller's `module_path!()`, so per-module log
+/// levels keep applying to the line.
+pub fn log_change(
+    target: &str,
+    level: log::Level,
+    upstream: &str,
+    server: &Server,
+    st: &ServerState,
+    now: u64,
+    why: std::fmt::Arguments<'_>,
+) {
+    let (state, health) = (st.status(now), st.health(now));
+    let shown = match state {
+        Status::Up | Status::Down => "",
+        Status::Draining | Status::Maint => match health {
+            Status::Up => ", health up",
+            _ => ", health down",
+        },
+    };
+    log::log!(
+        target: target,
+        level,
+        upstream = upstream,
+        server = server.name.as_str(),
+        state = state.as_str(),
+        health = health.as_str();
+        "server {} ({}) of upstream {upstream} is {state}{shown}{why}",
+        server.name,
+        server.addr,
+    );
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -120,6 +203,24 @@ impl ServerState {
     /// Up as far as health knows (passive and active), whatever the admin state.
     pub fn up(&self, now: u64) -> bool {
         self.healthy(now) && self.check_up.load(Relaxed)
+    }
+
+    /// The server's [`Status`] at `now`: the operator's setting, then health.
+    pub fn status(&self, now: u64) -> Status {
+        match self.admin() {
+            AdminState::Maint => Status::Maint,
+            AdminState::Drain => Status::Draining,
+            AdminState::Ready => self.health(now),
+        }
+    }
+
+    /// Health alone (active and passive checks), whatever the operator set: `Up` or `Down`.
+    pub fn health(&self, now: u64) -> Status {
+        if self.up(now) {
+            Status::Up
+        } else {
+            Status::Down
+        }
     }
 
     /// RAII in-flight count: incremented now, decremented when the guard drops.
@@ -380,6 +481,23 @@ mod tests {
             assert_eq!(s.active.load(Relaxed), 2);
         }
         assert_eq!(s.active.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn status_is_the_setting_then_health() {
+        let s = ServerState::default();
+        s.check_up.store(true, Relaxed);
+        assert_eq!(s.status(1), Status::Up);
+        s.check_up.store(false, Relaxed);
+        assert_eq!((s.status(1), s.health(1)), (Status::Down, Status::Down));
+        s.set_admin(AdminState::Drain);
+        assert_eq!((s.status(1), s.health(1)), (Status::Draining, Status::Down));
+        s.set_admin(AdminState::Maint);
+        assert_eq!(s.status(1), Status::Maint);
+        let words: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(words, ["up", "down", "draining", "maint"]);
+        assert_eq!(AdminState::parse("draining"), Some(AdminState::Drain));
+        assert_eq!(AdminState::parse("down"), None);
     }
 
     #[test]

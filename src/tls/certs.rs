@@ -117,6 +117,47 @@ pub fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// What the expiry gauge shows of a leaf certificate: its subject common name (empty when it
+/// has none) and its notAfter in Unix seconds.
+pub fn leaf_validity(cert: &CertificateDer<'_>) -> Result<(String, i64), String> {
+    use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, TeletexStringRef, Utf8StringRef};
+    use x509_cert::der::{Decode, Tag, Tagged};
+    let cert = x509_cert::Certificate::from_der(cert).map_err(|e| e.to_string())?;
+    let tbs = &cert.tbs_certificate;
+    let not_after = tbs.validity.not_after.to_unix_duration().as_secs();
+    let not_after = i64::try_from(not_after).map_err(|_| format!("notAfter {not_after} s"))?;
+    let cn = tbs
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == x509_cert::der::oid::db::rfc4519::CN)
+        .and_then(|atv| {
+            let v = &atv.value;
+            match v.tag() {
+                Tag::Utf8String => v
+                    .decode_as::<Utf8StringRef<'_>>()
+                    .ok()
+                    .map(|s| s.to_string()),
+                Tag::PrintableString => v
+                    .decode_as::<PrintableStringRef<'_>>()
+                    .ok()
+                    .map(|s| s.to_string()),
+                Tag::Ia5String => v
+                    .decode_as::<Ia5StringRef<'_>>()
+                    .ok()
+                    .map(|s| s.to_string()),
+                Tag::TeletexString => v
+                    .decode_as::<TeletexStringRef<'_>>()
+                    .ok()
+                    .map(|s| s.to_string()),
+                _ => None,
+            }
+        })
+        .unwrap_or_default();
+    Ok((cn, not_after))
+}
+
 /// Chooses the certificate by the client's SNI: an exact SAN first, then a wildcard SAN
 /// (`*.b.test` covers exactly one more label, as RFC 6125), else the first certificate. Where
 /// two certificates name the same host, the earlier one in the list wins.
@@ -126,6 +167,36 @@ pub struct SniResolver {
     /// Keyed by the part after `*.`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
+    /// For each certificate, in config order: its file, subject CN and notAfter.
+    validity: Vec<Validity>,
+}
+
+/// A certificate file with what [`leaf_validity`] read from its leaf.
+#[derive(Clone, Debug)]
+pub struct Validity {
+    pub file: String,
+    pub subject: String,
+    pub not_after: i64,
+}
+
+impl Validity {
+    /// Reads the leaf of `chain`, loaded from `file`; the error names the file.
+    pub fn read(file: &Path, chain: &[CertificateDer<'_>]) -> Result<Validity, String> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| format!("no certificate in {}", file.display()))?;
+        let (subject, not_after) = leaf_validity(leaf).map_err(|e| {
+            format!(
+                "cannot read the validity of the certificate in {}: {e}",
+                file.display()
+            )
+        })?;
+        Ok(Validity {
+            file: file.display().to_string(),
+            subject,
+            not_after,
+        })
+    }
 }
 
 impl SniResolver {
@@ -137,6 +208,7 @@ impl SniResolver {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
+        let mut validity = Vec::new();
         for (i, pair) in pairs.iter().enumerate() {
             let loaded = match load_pair(
                 pair,
@@ -163,6 +235,13 @@ impl SniResolver {
                     continue;
                 }
             };
+            match Validity::read(&pair.cert, &loaded.chain) {
+                Ok(v) => validity.push(v),
+                Err(e) => {
+                    errors.push(FieldError::new(format!("certs[{i}].cert"), e));
+                    continue;
+                }
+            }
             for name in names {
                 match name.strip_prefix("*.") {
                     Some(rest) => wildcard
@@ -184,9 +263,15 @@ impl SniResolver {
                 exact,
                 wildcard,
                 default,
+                validity,
             }),
             _ => Err(errors),
         }
+    }
+
+    /// Each certificate's file, subject and notAfter, in config order.
+    pub fn validity(&self) -> &[Validity] {
+        &self.validity
     }
 
     /// The certificate for `sni` (None: no SNI sent).
@@ -280,5 +365,30 @@ mod tests {
         );
         assert!(lines[1].starts_with("tls.certs[1].cert: cannot read /nonexistent/c.pem"));
         assert!(lines[2].starts_with("tls.certs[1].key: cannot read /nonexistent/k.pem"));
+    }
+
+    #[test]
+    fn leaf_validity_reads_common_name_and_not_after() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "Ä site");
+        p.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let cert = p.self_signed(&key).unwrap();
+        // 2031-05-17T00:00:00Z
+        assert_eq!(
+            leaf_validity(cert.der()),
+            Ok(("Ä site".to_string(), 1_936_742_400))
+        );
+        // No common name: an empty subject label, the date still read.
+        let mut p = rcgen::CertificateParams::new(vec!["b.test".to_string()]).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.not_after = rcgen::date_time_ymd(2060, 1, 1);
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(
+            leaf_validity(cert.der()),
+            Ok((String::new(), 2_840_140_800))
+        );
+        assert!(leaf_validity(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_err());
     }
 }

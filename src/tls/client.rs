@@ -10,8 +10,11 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::sync::Arc;
 
-/// Builds the client configuration of one upstream from its `tls` section.
-pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, Vec<FieldError>> {
+/// Builds the client configuration of one upstream from its `tls` section, with the validity
+/// of its client certificate if it has one.
+pub fn client_config(
+    tls: &UpstreamTls,
+) -> Result<(Arc<ClientConfig>, Option<certs::Validity>), Vec<FieldError>> {
     let provider = provider();
     let mut errors = Vec::new();
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -38,13 +41,21 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, Vec<FieldEr
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
+    let mut validity = None;
     let mut config = match &tls.client_cert {
         None => builder.with_no_client_auth(),
         Some(pair) => match certs::load_pair(pair, "client_cert", "client_key", &provider) {
-            Ok(loaded) => match builder.with_client_auth_cert(loaded.chain, loaded.key_der) {
+            Ok(loaded) => match certs::Validity::read(&pair.cert, &loaded.chain)
+                .map_err(|e| FieldError::new("client_cert", e))
+                .and_then(|v| {
+                    validity = Some(v);
+                    builder
+                        .with_client_auth_cert(loaded.chain, loaded.key_der)
+                        .map_err(|e| FieldError::new("client_key", e.to_string()))
+                }) {
                 Ok(c) => c,
                 Err(e) => {
-                    errors.push(FieldError::new("client_key", e.to_string()));
+                    errors.push(e);
                     return Err(errors);
                 }
             },
@@ -58,7 +69,7 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, Vec<FieldEr
         return Err(errors);
     }
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), validity))
 }
 
 fn roots(tls: &UpstreamTls) -> Result<RootCertStore, FieldError> {

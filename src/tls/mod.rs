@@ -27,6 +27,7 @@ pub mod certs;
 pub mod client;
 
 use crate::config::{Config, ListenerId, ListenerTls, ServerId, TlsVersion};
+use crate::metrics::CertificateExpiry;
 pub use certs::FieldError;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{NoServerSessionStorage, ProducesTickets};
@@ -60,6 +61,8 @@ pub struct Tls {
     upstreams: Vec<Option<Connector>>,
     /// `ServerId` → upstream index.
     server_upstream: Vec<u32>,
+    /// Every certificate presented, for the expiry gauge.
+    certificates: Vec<CertificateExpiry>,
 }
 
 /// How to open TLS connections to the servers of one upstream.
@@ -91,13 +94,14 @@ impl std::fmt::Debug for Connector {
     }
 }
 
-/// The server configuration of one TLS listener.
+/// The server configuration of one TLS listener, and the validity of its certificates.
 pub fn server_config(
     tls: &ListenerTls,
     ticketer: Arc<dyn ProducesTickets>,
-) -> Result<Arc<ServerConfig>, Vec<FieldError>> {
+) -> Result<(Arc<ServerConfig>, Vec<certs::Validity>), Vec<FieldError>> {
     let provider = provider();
     let resolver = certs::SniResolver::load(&tls.certs, &provider)?;
+    let validity = resolver.validity().to_vec();
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -110,7 +114,7 @@ pub fn server_config(
     c.ticketer = ticketer;
     c.session_storage = Arc::new(NoServerSessionStorage {});
     c.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
-    Ok(Arc::new(c))
+    Ok((Arc::new(c), validity))
 }
 
 /// What config validation uses to check TLS sections: it loads every certificate, key and CA
@@ -156,10 +160,11 @@ impl ProducesTickets for NoTickets {
     }
 }
 
-type Built = (
-    Vec<Option<Arc<ServerConfig>>>,
-    Vec<Option<Arc<ClientConfig>>>,
-);
+struct Built {
+    servers: Vec<Option<Arc<ServerConfig>>>,
+    clients: Vec<Option<Arc<ClientConfig>>>,
+    certificates: Vec<CertificateExpiry>,
+}
 
 impl Tls {
     /// Loads every certificate of `config`. Errors are one line per problem, each naming the
@@ -177,7 +182,11 @@ impl Tls {
     }
 
     fn with_ticketer(config: &Config, ticketer: Arc<dyn ProducesTickets>) -> Result<Tls, TlsError> {
-        let (servers, clients) = build(config, &ticketer)?;
+        let Built {
+            servers,
+            clients,
+            certificates,
+        } = build(config, &ticketer)?;
         let mut upstreams = Vec::new();
         for (u, client) in config.upstreams.iter().zip(clients) {
             upstreams.push(client.map(|c| {
@@ -209,7 +218,14 @@ impl Tls {
             upstreams,
             server_upstream,
             ticketer,
+            certificates,
         })
+    }
+
+    /// Every certificate of the TLS listeners and the upstreams' client certificates, with
+    /// when it expires (one per listener or upstream and file).
+    pub fn certificates(&self) -> &[CertificateExpiry] {
+        &self.certificates
     }
 
     /// The current server config of a TLS listener; None for a plain one.
@@ -244,11 +260,30 @@ impl Tls {
 fn build(config: &Config, ticketer: &Arc<dyn ProducesTickets>) -> Result<Built, TlsError> {
     let mut errors = Vec::new();
     let mut servers = Vec::new();
+    let mut certificates = Vec::new();
+    let mut expiry = |listener: &str, upstream: &str, v: certs::Validity| {
+        let c = CertificateExpiry {
+            listener: listener.to_string(),
+            upstream: upstream.to_string(),
+            file: v.file,
+            subject: v.subject,
+            not_after: v.not_after,
+        };
+        // The same file twice in one place would be a duplicate series.
+        if !certificates.contains(&c) {
+            certificates.push(c);
+        }
+    };
     for (i, l) in config.listeners.iter().enumerate() {
         servers.push(match &l.tls {
             None => None,
             Some(tls) => match server_config(tls, ticketer.clone()) {
-                Ok(c) => Some(c),
+                Ok((c, validity)) => {
+                    for v in validity {
+                        expiry(&l.name, "", v);
+                    }
+                    Some(c)
+                }
                 Err(e) => {
                     errors.extend(e.iter().map(|e| e.at(&format!("listeners[{i}].tls"))));
                     None
@@ -261,7 +296,12 @@ fn build(config: &Config, ticketer: &Arc<dyn ProducesTickets>) -> Result<Built, 
         clients.push(match &u.tls {
             None => None,
             Some(tls) => match client::client_config(tls) {
-                Ok(c) => Some(c),
+                Ok((c, validity)) => {
+                    if let Some(v) = validity {
+                        expiry("", &u.name, v);
+                    }
+                    Some(c)
+                }
                 Err(e) => {
                     errors.extend(e.iter().map(|e| e.at(&format!("upstreams.{}.tls", u.name))));
                     None
@@ -270,7 +310,11 @@ fn build(config: &Config, ticketer: &Arc<dyn ProducesTickets>) -> Result<Built, 
         });
     }
     if errors.is_empty() {
-        Ok((servers, clients))
+        Ok(Built {
+            servers,
+            clients,
+            certificates,
+        })
     } else {
         Err(TlsError::Files(errors))
     }

@@ -293,6 +293,20 @@ impl Ringlb {
         c.send(format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.admin).as_bytes());
         c.response()
     }
+
+    /// `POST path` on the admin listener with a JSON `body`.
+    pub fn admin_post(&self, path: &str, body: &str) -> Response {
+        let mut c = Client::connect(self.admin);
+        c.send(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        c.response()
+    }
 }
 
 impl Drop for Ringlb {

@@ -6,6 +6,9 @@
 #  - the ConfigMap's ringlb.toml with `ringlb check` (target/release/ringlb or $RINGLB), or as
 #    TOML when the binary is not built;
 #  - terminationGracePeriodSeconds covers the preStop sleep plus runtime.shutdown_grace;
+#  - the image is what README.md and the Dockerfile build (`docker build -t NAME .`), pulled
+#    IfNotPresent; the prometheus.io annotations, the admin container port and
+#    prometheus/podmonitor.yaml use the admin port of the ConfigMap's admin.listen;
 #  - seccomp/ringlb.json is JSON and allows the io_uring system calls.
 # Installs kubernetes-validate into a virtualenv under ~/.cache/ringlb when it is not on PATH.
 # Prints "N passed, M failed" last; exits 1 on any failure.
@@ -115,6 +118,60 @@ EOF
     ok "terminationGracePeriodSeconds covers preStop and shutdown_grace ($out)"
 else
     not_ok "terminationGracePeriodSeconds covers preStop and shutdown_grace" "$out"
+fi
+
+if out=$("$PY" - "$ROOT" "$HERE" "$TOML" <<'EOF' 2>&1
+import re, sys, tomllib, yaml
+root, here, toml_path = sys.argv[1:4]
+
+def built_image(path):
+    with open(path) as f:
+        m = re.search(r"docker build -t (\S+) \.", f.read())
+    if not m:
+        sys.exit(f"{path}: no `docker build -t NAME .`")
+    name = m[1]
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+with open(f"{here}/deployment.yaml") as f:
+    template = yaml.safe_load(f)["spec"]["template"]
+container = template["spec"]["containers"][0]
+readme, dockerfile = built_image(f"{root}/README.md"), built_image(f"{root}/Dockerfile")
+if not readme == dockerfile == container["image"]:
+    sys.exit(f"image: deployment.yaml {container['image']!r}, README.md {readme!r}, "
+             f"Dockerfile {dockerfile!r}")
+if container.get("imagePullPolicy") != "IfNotPresent":
+    sys.exit(f"imagePullPolicy {container.get('imagePullPolicy')!r}, not IfNotPresent")
+
+with open(toml_path, "rb") as f:
+    listen = tomllib.load(f)["admin"]["listen"]
+admin_port = int(listen.rsplit(":", 1)[1])
+ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+if ports.get("admin") != admin_port:
+    sys.exit(f"container port admin {ports.get('admin')} != admin.listen {listen}")
+notes = template["metadata"].get("annotations", {})
+want = {"prometheus.io/scrape": "true", "prometheus.io/port": str(admin_port),
+        "prometheus.io/path": "/metrics"}
+for k, v in want.items():
+    if notes.get(k) != v:
+        sys.exit(f"annotation {k}: {notes.get(k)!r}, expected {v!r} (admin.listen {listen})")
+
+with open(f"{here}/prometheus/podmonitor.yaml") as f:
+    pm = yaml.safe_load(f)
+if pm["kind"] != "PodMonitor":
+    sys.exit(f"prometheus/podmonitor.yaml is a {pm['kind']}")
+wanted = pm["spec"]["selector"]["matchLabels"]
+labels = template["metadata"]["labels"]
+if any(labels.get(k) != v for k, v in wanted.items()):
+    sys.exit(f"PodMonitor selects {wanted}, the pods have {labels}")
+for e in pm["spec"]["podMetricsEndpoints"]:
+    if e["port"] not in ports or e.get("path") != "/metrics":
+        sys.exit(f"PodMonitor endpoint {e['port']} {e.get('path')}: ports are {ports}")
+print(f"{container['image']}, admin port {admin_port}")
+EOF
+); then
+    ok "the image is the one README.md and the Dockerfile build; scrape annotations and PodMonitor use the admin port ($out)"
+else
+    not_ok "the image is the one README.md and the Dockerfile build; scrape annotations and PodMonitor use the admin port" "$out"
 fi
 
 if out=$(python3 - "$HERE/seccomp/ringlb.json" <<'EOF' 2>&1

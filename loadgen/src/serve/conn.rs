@@ -347,7 +347,7 @@ impl Conn {
 
         let mut delay = b.delay + normal.delay;
         if let Some((lo, hi)) = b.delay_random {
-            delay += lo + (hi - lo).mul_f64(core.random());
+            delay += lo + (hi - lo).mul_f64(fastrand::f64());
         }
         if let Some((after_n, stall)) = b.stall {
             let now = shared.epoch.elapsed().as_nanos() as u64;
@@ -364,7 +364,7 @@ impl Conn {
         }
 
         let mut status = normal.status.unwrap_or(b.status);
-        if b.fail_ratio > 0.0 && core.random() < b.fail_ratio {
+        if b.fail_ratio > 0.0 && fastrand::f64() < b.fail_ratio {
             status = 500;
         }
         let req = &self.rbuf[self.start..self.start + len];

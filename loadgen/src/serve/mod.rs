@@ -112,26 +112,15 @@ struct Shared {
     epoch: Instant,
 }
 
-/// One core's view: its index, the shared table and a private random generator.
+/// One core's view: its index and the shared table.
 struct Core {
     index: usize,
     shared: Arc<Shared>,
-    rng: std::cell::Cell<u64>,
 }
 
 impl Core {
     fn counters(&self, instance: usize) -> &Counters {
         &self.shared.instances[instance].counters[self.index]
-    }
-
-    /// xorshift64*: uniform in [0, 1).
-    fn random(&self) -> f64 {
-        let mut x = self.rng.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.set(x);
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -201,11 +190,7 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Server> {
         let shared = for_cores.clone();
         let ready = ready_tx.clone();
         async move {
-            let core = Rc::new(Core {
-                index,
-                rng: std::cell::Cell::new(seed(index)),
-                shared,
-            });
+            let core = Rc::new(Core { index, shared });
             let mut listeners = Vec::new();
             for inst in core.shared.instances.iter() {
                 match rt::bind(inst.addr) {
@@ -235,11 +220,4 @@ pub fn start(args: &ServeArgs) -> anyhow::Result<Server> {
         shared,
         _cores: handles,
     })
-}
-
-fn seed(index: usize) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    (t ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1
 }
