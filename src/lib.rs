@@ -11,7 +11,7 @@
 //! | context  | [`context`] | the configuration generation (`Shared`), per-core `Worker`, generations |
 //! | parts    | [`upstream`], [`tls`], [`accesslog`], [`metrics`] | pools; rustls configs; log lines; counters |
 //! | state    | [`state`] | server-state table (atomics), lifecycle and its events, connection registry |
-//! | engine   | [`engine`] | the only module that names the I/O crate (glommio), and our epoll engine: cores, sockets, timers, tasks, wake-ups |
+//! | engine   | [`engine`] | the only module that names the I/O crate (io-uring): our own executor on io_uring or epoll; cores, sockets, timers, tasks, wake-ups |
 //! | model    | [`config`] | TOML file → validated, typed [`config::Config`] (plain data: no files, no sockets) |
 //! | core     | [`http1`], [`balance`] | I/O-free HTTP/1.1 framing and balancing policy |
 //!

@@ -1,4 +1,4 @@
-//! Choosing the I/O engine: `runtime.engine = "auto" | "io_uring" | "epoll" | "glommio"`.
+//! Choosing the I/O engine: `runtime.engine = "auto" | "io_uring" | "epoll"`.
 //! (Every other test runs on each engine: `make test-epoll`, `make test-uring`.)
 
 mod support;
@@ -36,18 +36,6 @@ fn io_uring_here() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .map(|s| s.trim() == "0")
         .unwrap_or(true)
-}
-
-/// Whether RLIMIT_MEMLOCK lets glommio start (its minimum, server::host::GLOMMIO_MIN_MEMLOCK;
-/// the own io_uring engine needs no more than a few KiB).
-fn glommio_memlock_here() -> bool {
-    let mut memlock = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the live struct.
-    let read = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut memlock) } == 0;
-    !read || memlock.rlim_cur >= 512 * 1024
 }
 
 #[test]
@@ -92,18 +80,6 @@ fn the_own_io_uring_engine_serves_requests_and_says_so_at_start() {
 }
 
 #[test]
-fn glommio_stays_selectable() {
-    if !std::thread::spawn(io_uring_here).join().expect("probe") || !glommio_memlock_here() {
-        return;
-    }
-    let b = Backend::start("b", &[]);
-    let lb = Ringlb::start(&with_engine(&b, "glommio"));
-    let line = engine_line(&lb);
-    assert!(line.ends_with("engine glommio"), "{line}");
-    serves_and_stops(lb);
-}
-
-#[test]
 fn auto_picks_io_uring_where_the_host_allows_it() {
     let b = Backend::start("b", &[]);
     let lb = Ringlb::start(&with_engine(&b, "auto"));
@@ -133,9 +109,7 @@ fn an_unknown_engine_is_a_config_error_naming_the_field() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(
-            "runtime.engine: must be \"auto\", \"io_uring\", \"epoll\" or \"glommio\", not \"kqueue\""
-        ),
+        err.contains("runtime.engine: must be \"auto\", \"io_uring\" or \"epoll\", not \"kqueue\""),
         "{err}"
     );
 }

@@ -86,7 +86,7 @@ const LOADGEN: &[(&str, &[&str])] = &[
 ];
 
 /// Only these modules may name the I/O engine crates.
-const ENGINE_CRATES: &[&str] = &["glommio", "io_uring"];
+const ENGINE_CRATES: &[&str] = &["glommio", "io_uring", "io-uring"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read_dir") {

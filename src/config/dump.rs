@@ -194,7 +194,6 @@ fn runtime(r: &Runtime) -> Table {
                     Engine::Auto => "auto",
                     Engine::IoUring => "io_uring",
                     Engine::Epoll => "epoll",
-                    Engine::Glommio => "glommio",
                 }
                 .into(),
             ),

@@ -47,7 +47,7 @@ pub struct RuntimeFile {
     pub workers: Option<WorkersFile>,
     pub cpus: Option<Vec<i64>>,
     pub shutdown_grace: Option<String>,
-    /// glommio's registered I/O memory per worker; small by default (RLIMIT_MEMLOCK).
+    /// Receive-buffer memory of the io_uring engine per worker.
     pub io_memory: Option<String>,
     /// "auto" (default), "io_uring" or "epoll".
     pub engine: Option<String>,

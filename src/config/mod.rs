@@ -75,8 +75,6 @@ pub enum Engine {
     IoUring,
     /// epoll; io_uring is never touched.
     Epoll,
-    /// glommio on io_uring (the former engine, kept selectable for comparison).
-    Glommio,
 }
 
 #[derive(Debug, Clone)]

@@ -40,12 +40,11 @@ fn minimal_config_gets_defaults() {
 }
 
 #[test]
-fn runtime_engine_takes_three_values() {
+fn runtime_engine_takes_three_values_and_says_glommio_is_gone() {
     for (word, engine) in [
         ("auto", Engine::Auto),
         ("io_uring", Engine::IoUring),
         ("epoll", Engine::Epoll),
-        ("glommio", Engine::Glommio),
     ] {
         let text = format!("[runtime]\nengine = \"{word}\"\n{MINIMAL}");
         assert_eq!(Config::parse(&text).unwrap().runtime.engine, engine);
@@ -53,7 +52,15 @@ fn runtime_engine_takes_three_values() {
     let p = problems(&format!("[runtime]\nengine = \"kqueue\"\n{MINIMAL}"));
     assert_eq!(
         p,
-        ["runtime.engine: must be \"auto\", \"io_uring\", \"epoll\" or \"glommio\", not \"kqueue\""]
+        ["runtime.engine: must be \"auto\", \"io_uring\" or \"epoll\", not \"kqueue\""]
+    );
+    let p = problems(&format!("[runtime]\nengine = \"glommio\"\n{MINIMAL}"));
+    assert_eq!(
+        p,
+        [
+            "runtime.engine: \"glommio\" is no longer built in (ringlb's own io_uring engine \
+          replaced it); use \"auto\", \"io_uring\" or \"epoll\""
+        ]
     );
 }
 

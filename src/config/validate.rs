@@ -536,13 +536,18 @@ fn runtime(p: &mut Problems, file: &File) -> Runtime {
             None | Some("auto") => Engine::Auto,
             Some("io_uring") => Engine::IoUring,
             Some("epoll") => Engine::Epoll,
-            Some("glommio") => Engine::Glommio,
+            Some("glommio") => {
+                p.add(
+                    "runtime.engine",
+                    "\"glommio\" is no longer built in (ringlb's own io_uring engine replaced \
+                     it); use \"auto\", \"io_uring\" or \"epoll\"",
+                );
+                Engine::Auto
+            }
             Some(other) => {
                 p.add(
                     "runtime.engine",
-                    format!(
-                        "must be \"auto\", \"io_uring\", \"epoll\" or \"glommio\", not {other:?}"
-                    ),
+                    format!("must be \"auto\", \"io_uring\" or \"epoll\", not {other:?}"),
                 );
                 Engine::Auto
             }

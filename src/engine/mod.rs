@@ -1,11 +1,12 @@
-//! The I/O engine seam: the only module that names the I/O crates (io-uring, glommio).
+//! The I/O engine seam: the only module that names the I/O crate (io-uring).
 //!
-//! Three engines sit behind it, chosen per core at start ([`CoreSpec::engine`]): our own
+//! Two engines sit behind it, chosen per core at start ([`CoreSpec::engine`]): our own
 //! executor ([`own`]: executor, timers, sockets) on an io_uring reactor of our own (the
-//! default) or on an epoll reactor (for hosts that refuse io_uring), and glommio (kept
-//! selectable while the own io_uring engine proves itself). [`spawn`], [`sleep`], [`yield_now`], [`Stream::connect`] and
-//! [`Listener::from_std`] use the engine of the current thread (a thread-local flag); a socket
-//! carries its engine as an enum variant, so an operation costs one predictable branch.
+//! default) or on an epoll reactor (for hosts that refuse io_uring). glommio, the engine
+//! ringlb started on, was replaced by these (measured in benches/RESULTS.md, "Engines").
+//! [`Stream::connect`] and [`Listener::from_std`] use the reactor of the current thread (a
+//! thread-local flag); a socket carries its reactor as an enum variant, so an operation costs
+//! one predictable branch.
 //!
 //! What the rest of ringlb may use: [`Core`] (start a thread running an executor, pinned to a
 //! CPU or not), [`Listener`] and [`Stream`] (sockets owned by the current core, plain or TLS),
@@ -35,8 +36,6 @@ pub enum EngineKind {
     IoUring,
     /// ringlb's own executor on an edge-triggered epoll reactor.
     Epoll,
-    /// glommio 0.9 (io_uring without setup flags).
-    Glommio,
 }
 
 impl EngineKind {
@@ -44,7 +43,6 @@ impl EngineKind {
         match self {
             EngineKind::IoUring => "io_uring",
             EngineKind::Epoll => "epoll",
-            EngineKind::Glommio => "glommio",
         }
     }
 }
@@ -63,7 +61,7 @@ pub struct CoreSpec {
     pub name: String,
     /// Pin the thread to this CPU; None: let the kernel place it.
     pub cpu: Option<usize>,
-    /// Memory the engine may register for I/O buffers (io_uring), in bytes.
+    /// Memory the engine may use for its receive buffers (io_uring), in bytes.
     pub io_memory: usize,
     pub engine: EngineKind,
 }
@@ -79,7 +77,6 @@ pub struct Core {
 }
 
 enum CoreHandle {
-    Glommio(glommio::ExecutorJoinHandle<()>),
     Own(std::thread::JoinHandle<()>),
 }
 
@@ -91,57 +88,31 @@ impl Core {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + 'static,
     {
-        let own = match spec.engine {
-            EngineKind::Epoll => Some(own::exec::Kind::Epoll),
-            EngineKind::IoUring => Some(own::exec::Kind::Uring),
-            EngineKind::Glommio => None,
+        let kind = match spec.engine {
+            EngineKind::Epoll => own::exec::Kind::Epoll,
+            EngineKind::IoUring => own::exec::Kind::Uring,
         };
-        if let Some(kind) = own {
-            let handle = own::start(spec.name, spec.cpu, kind, spec.io_memory, main)
-                .map_err(|e| StartError(e.to_string()))?;
-            return Ok(Core {
-                handle: CoreHandle::Own(handle),
-            });
-        }
-        let placement = match spec.cpu {
-            Some(cpu) => glommio::Placement::Fixed(cpu),
-            None => glommio::Placement::Unbound,
-        };
-        let handle = glommio::LocalExecutorBuilder::new(placement)
-            .name(&spec.name)
-            .io_memory(spec.io_memory)
-            .ring_depth(256)
-            .preempt_timer(Duration::from_millis(50))
-            .spawn(main)
+        let handle = own::start(spec.name, spec.cpu, kind, spec.io_memory, main)
             .map_err(|e| StartError(e.to_string()))?;
         Ok(Core {
-            handle: CoreHandle::Glommio(handle),
+            handle: CoreHandle::Own(handle),
         })
     }
 
     /// Waits for the thread; false when its main future panicked.
     pub fn join(self) -> bool {
         match self.handle {
-            CoreHandle::Glommio(h) => h.join().is_ok(),
             CoreHandle::Own(h) => h.join().is_ok(),
         }
     }
 }
 
 /// A task on the current core. Dropping it cancels the task; `detach` lets it run on.
-pub struct Task<T>(TaskKind<T>);
-
-enum TaskKind<T> {
-    Glommio(glommio::Task<T>),
-    Own(own::exec::Task<T>),
-}
+pub struct Task<T>(own::exec::Task<T>);
 
 impl<T> Task<T> {
     pub fn detach(self) {
-        match self.0 {
-            TaskKind::Glommio(t) => drop(t.detach()),
-            TaskKind::Own(t) => t.detach(),
-        }
+        self.0.detach()
     }
 }
 
@@ -149,35 +120,22 @@ impl<T> Future for Task<T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        match &mut self.get_mut().0 {
-            TaskKind::Glommio(t) => Pin::new(t).poll(cx),
-            TaskKind::Own(t) => Pin::new(t).poll(cx),
-        }
+        Pin::new(&mut self.get_mut().0).poll(cx)
     }
 }
 
+/// Spawns `fut` on the current core (must run on an engine core).
 pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
-    Task(if own::exec::is_current() {
-        TaskKind::Own(own::exec::spawn(fut))
-    } else {
-        TaskKind::Glommio(glommio::spawn_local(fut))
-    })
+    Task(own::exec::spawn(fut))
 }
 
 pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
-    if own::exec::is_current() {
-        own::exec::spawn(fut).detach();
-    } else {
-        glommio::spawn_local(fut).detach();
-    }
+    own::exec::spawn(fut).detach();
 }
 
-pub async fn sleep(d: Duration) {
-    if own::exec::is_current() {
-        own::exec::sleep(d).await;
-    } else {
-        glommio::timer::sleep(d).await;
-    }
+/// Waits `d` on the current core's timers.
+pub fn sleep(d: Duration) -> impl Future<Output = ()> {
+    own::exec::sleep(d)
 }
 
 /// At most one event per interval, counting the ones skipped: for log lines a client can
@@ -214,13 +172,9 @@ impl Throttle {
     }
 }
 
-/// Yields to other tasks on this core (glommio: only once the task used its time slice).
+/// Yields to other tasks on this core.
 pub async fn yield_now() {
-    if own::exec::is_current() {
-        own::exec::yield_now().await;
-    } else {
-        glommio::yield_if_needed().await;
-    }
+    own::exec::yield_now().await;
 }
 
 /// A wake-up that any thread raises and one task (on any core) waits for: a counter, so a

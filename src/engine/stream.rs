@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// A TCP connection owned by the current core, plain or TLS. Timeouts are set on the TCP
-/// socket (glommio keeps them there), so they bound TLS reads and writes the same way.
+/// socket, so they bound TLS reads and writes the same way.
 pub struct Stream {
     inner: Inner,
     /// Bytes read and written so far (metrics and access log: bytes per exchange).
@@ -190,7 +190,6 @@ impl Stream {
 
     /// The first byte the peer sent, without consuming it (None: closed before sending).
     pub async fn peek_byte(&mut self, timeout: Duration) -> io::Result<Option<u8>> {
-        // glommio's peek ignores the socket's read timeout.
         let deadline = Instant::now() + timeout;
         let tcp = self.inner.tcp();
         let mut one = [0u8; 1];
@@ -245,7 +244,6 @@ impl Stream {
         if self.tls_buffered()? > 0 {
             return Ok(true);
         }
-        // glommio's peek ignores the socket's read timeout.
         let deadline = Instant::now() + timeout;
         let tcp = self.inner.tcp();
         let mut one = [0u8; 1];
@@ -346,8 +344,7 @@ impl Stream {
 /// listener's Unix socket.
 ///
 /// A Unix socket is served through each engine's TCP types: their accept, reads, writes and
-/// timeouts do not depend on the address family (and glommio's `UnixListener` cannot take
-/// over a socket bound on another thread). What is TCP's fails cleanly on it: `peer_addr` and
+/// timeouts do not depend on the address family. What is TCP's fails cleanly on it: `peer_addr` and
 /// `local_addr` return an error, `TCP_NODELAY` is not set; [`Listener::accept_local`] is the
 /// accept to use.
 pub struct Listener {

@@ -1,19 +1,17 @@
 //! TCP sockets of whichever engine runs the current core: one variant per engine, so an
 //! operation on a socket costs one predictable branch (a core runs one engine for its life).
-//! The method names are glommio's, which `stream` was written against.
 
 use super::own;
 use super::own::exec::Kind;
 use futures_lite::{AsyncRead, AsyncWrite};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub(super) enum TcpStream {
-    Glommio(glommio::net::TcpStream),
     Epoll(own::net::TcpStream),
     Uring(own::uring_net::TcpStream),
 }
@@ -27,15 +25,12 @@ impl TcpStream {
             Some(Kind::Epoll) => Ok(TcpStream::Epoll(
                 own::net::TcpStream::connect(addr, timeout).await?,
             )),
-            None => Ok(TcpStream::Glommio(
-                glommio::net::TcpStream::connect_timeout(addr, timeout).await?,
-            )),
+            None => Err(not_on_a_core()),
         }
     }
 
     pub(super) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
-            TcpStream::Glommio(s) => Ok(s.set_nodelay(on)?),
             TcpStream::Epoll(s) => s.set_nodelay(on),
             TcpStream::Uring(s) => s.set_nodelay(on),
         }
@@ -43,7 +38,6 @@ impl TcpStream {
 
     pub(super) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
-            TcpStream::Glommio(s) => Ok(s.set_read_timeout(t)?),
             TcpStream::Epoll(s) => {
                 s.set_read_timeout(t);
                 Ok(())
@@ -57,7 +51,6 @@ impl TcpStream {
 
     pub(super) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
-            TcpStream::Glommio(s) => Ok(s.set_write_timeout(t)?),
             TcpStream::Epoll(s) => {
                 s.set_write_timeout(t);
                 Ok(())
@@ -73,7 +66,6 @@ impl TcpStream {
     /// applies the read timeout to a peek).
     pub(super) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            TcpStream::Glommio(s) => Ok(s.peek(buf).await?),
             TcpStream::Epoll(s) => s.peek(buf).await,
             TcpStream::Uring(s) => s.peek(buf).await,
         }
@@ -83,7 +75,6 @@ impl TcpStream {
     /// timeout.
     pub(super) async fn wait_readable(&self) -> io::Result<()> {
         match self {
-            TcpStream::Glommio(s) => Ok(s.peek(&mut [0u8; 1]).await.map(drop)?),
             TcpStream::Epoll(s) => s.wait_readable().await,
             TcpStream::Uring(s) => s.wait_readable().await,
         }
@@ -91,7 +82,6 @@ impl TcpStream {
 
     pub(super) fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            TcpStream::Glommio(s) => Ok(s.peer_addr()?),
             TcpStream::Epoll(s) => s.peer_addr(),
             TcpStream::Uring(s) => s.peer_addr(),
         }
@@ -99,7 +89,6 @@ impl TcpStream {
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            TcpStream::Glommio(s) => Ok(s.local_addr()?),
             TcpStream::Epoll(s) => s.local_addr(),
             TcpStream::Uring(s) => s.local_addr(),
         }
@@ -134,7 +123,6 @@ fn socket_is_quiet(fd: RawFd) -> bool {
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            TcpStream::Glommio(s) => s.as_raw_fd(),
             TcpStream::Epoll(s) => s.fd(),
             TcpStream::Uring(s) => s.fd(),
         }
@@ -148,7 +136,6 @@ impl AsyncRead for TcpStream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            TcpStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
             TcpStream::Epoll(s) => Pin::new(s).poll_read(cx, buf),
             TcpStream::Uring(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -162,7 +149,6 @@ impl AsyncWrite for TcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            TcpStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
             TcpStream::Epoll(s) => Pin::new(s).poll_write(cx, buf),
             TcpStream::Uring(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -170,7 +156,6 @@ impl AsyncWrite for TcpStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            TcpStream::Glommio(s) => Pin::new(s).poll_flush(cx),
             TcpStream::Epoll(s) => Pin::new(s).poll_flush(cx),
             TcpStream::Uring(s) => Pin::new(s).poll_flush(cx),
         }
@@ -178,7 +163,6 @@ impl AsyncWrite for TcpStream {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            TcpStream::Glommio(s) => Pin::new(s).poll_close(cx),
             TcpStream::Epoll(s) => Pin::new(s).poll_close(cx),
             TcpStream::Uring(s) => Pin::new(s).poll_close(cx),
         }
@@ -186,8 +170,6 @@ impl AsyncWrite for TcpStream {
 }
 
 pub(super) enum TcpListener {
-    /// glommio's listener does not expose its descriptor: kept from `from_std`.
-    Glommio(glommio::net::TcpListener, RawFd),
     Epoll(own::net::TcpListener),
     Uring(own::uring_net::TcpListener),
 }
@@ -205,12 +187,8 @@ impl TcpListener {
             Some(Kind::Epoll) => {
                 return Ok(TcpListener::Epoll(own::net::TcpListener::from_std(l)?))
             }
-            None => {}
+            None => Err(not_on_a_core()),
         }
-        let fd = l.into_raw_fd();
-        // SAFETY: `fd` is a listening TCP socket we own (just released by `into_raw_fd`).
-        let l = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
-        Ok(TcpListener::Glommio(l, fd))
     }
 
     /// Takes over a Unix stream socket bound and listening on another thread (the admin
@@ -224,7 +202,6 @@ impl TcpListener {
     /// Accepts without asking for the peer's address (a Unix socket's peers have none).
     pub(super) async fn accept_local(&self) -> io::Result<TcpStream> {
         match self {
-            TcpListener::Glommio(l, _) => Ok(TcpStream::Glommio(l.accept().await?)),
             TcpListener::Epoll(l) => Ok(TcpStream::Epoll(l.accept_any().await?.0)),
             TcpListener::Uring(l) => Ok(TcpStream::Uring(l.accept_any().await?)),
         }
@@ -232,11 +209,6 @@ impl TcpListener {
 
     pub(super) async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         match self {
-            TcpListener::Glommio(l, _) => {
-                let s = l.accept().await?;
-                let peer = s.peer_addr()?;
-                Ok((TcpStream::Glommio(s), peer))
-            }
             TcpListener::Epoll(l) => {
                 let (s, peer) = l.accept().await?;
                 Ok((TcpStream::Epoll(s), peer))
@@ -251,7 +223,6 @@ impl TcpListener {
     /// Accepts what is already queued, without waiting.
     pub(super) fn accept_queued(&self) -> Vec<(TcpStream, SocketAddr)> {
         match self {
-            TcpListener::Glommio(_, fd) => glommio_queued(*fd),
             TcpListener::Epoll(l) => l
                 .accept_queued()
                 .into_iter()
@@ -267,43 +238,13 @@ impl TcpListener {
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            TcpListener::Glommio(l, _) => Ok(l.local_addr()?),
             TcpListener::Epoll(l) => l.local_addr(),
             TcpListener::Uring(l) => l.local_addr(),
         }
     }
 }
 
-/// glommio leaves the listening descriptor `fd` blocking (io_uring does not need O_NONBLOCK),
-/// and this drain must not wait.
-fn glommio_queued(fd: RawFd) -> Vec<(TcpStream, SocketAddr)> {
-    // Bounded: what the kernel queued before the stop, at most this many.
-    const MAX_QUEUED: usize = 65_536;
-    let mut out = Vec::new();
-    // SAFETY: fcntl on our listening descriptor.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-    }
-    for _ in 0..MAX_QUEUED {
-        // SAFETY: accept4 on our listening descriptor with null address pointers; a returned
-        // descriptor is a new socket we own.
-        let c = unsafe {
-            libc::accept4(
-                fd,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            )
-        };
-        if c < 0 {
-            break;
-        }
-        // SAFETY: `c` is a connected socket we own.
-        let s = unsafe { glommio::net::TcpStream::from_raw_fd(c) };
-        if let Ok(peer) = s.peer_addr() {
-            out.push((TcpStream::Glommio(s), peer));
-        }
-    }
-    out
+/// Sockets belong to an engine core: made anywhere else, they are refused.
+fn not_on_a_core() -> io::Error {
+    io::Error::other("no engine core runs on this thread")
 }

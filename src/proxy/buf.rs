@@ -70,7 +70,7 @@ impl Buf {
 
 // Idle keep-alive connections hold no large buffers: they return them here while waiting,
 // and take them back when the next request arrives. One free list per core (thread-local:
-// a glommio executor is one thread), bounded in bytes so that memory taken by a burst of
+// an engine core is one thread), bounded in bytes so that memory taken by a burst of
 // connections goes back to the allocator (and the allocator's to the system) once they end.
 thread_local! {
     static FREE: std::cell::RefCell<Free> = std::cell::RefCell::new(Free::default());

@@ -9,19 +9,6 @@
 
 use std::fs;
 
-/// glommio refuses to create an executor when `RLIMIT_MEMLOCK` is below this
-/// (`MIN_MEMLOCK_LIMIT` in glommio's `sys/uring.rs`).
-pub const GLOMMIO_MIN_MEMLOCK: u64 = 512 * 1024;
-
-/// Locked memory to allow per worker for glommio to register its I/O buffer. Each worker's
-/// `io_memory` buffer (512 KiB by default, `runtime.io_memory`) is registered with its three rings
-/// (main, latency, poll), and the kernel charges every registration to `RLIMIT_MEMLOCK` in whole
-/// compound pages: a buffer inside a 2 MiB transparent huge page costs 2 MiB per ring, one that
-/// spans two costs 4 MiB. Worst case 3 × 4 MiB. Measured on Linux 6.18 with one worker as an
-/// unprivileged user: 8 MiB failed 2 runs in 6, 2 MiB sufficed with THP disabled. When
-/// registration fails, glommio logs a warning and uses unregistered buffers (slower, correct).
-pub const MEMLOCK_PER_WORKER: u64 = 3 * 2 * 2 * 1024 * 1024;
-
 /// File descriptors kept aside beyond the connections: listeners, the admin listener, the
 /// `io_uring` and eventfd descriptors of every executor, logs and health checks.
 pub const NOFILE_RESERVE: u64 = 64;
@@ -65,15 +52,9 @@ pub struct HostFacts {
     pub somaxconn: Option<u32>,
     /// `kernel.io_uring_disabled` (Linux 6.6+); `None` when absent (older kernels allow `io_uring`).
     pub io_uring_disabled: Option<u8>,
-    /// `RLIMIT_MEMLOCK` soft limit, in bytes.
-    pub memlock_soft: u64,
     /// The errno of creating a one-entry `io_uring`, `None` when that worked. A seccomp filter
-    /// that denies `io_uring_setup` (Docker 25+, containerd 2.0+ defaults) shows only here, and
-    /// glommio then panics in the worker thread instead of returning an error.
+    /// that denies `io_uring_setup` (Docker 25+, containerd 2.0+ defaults) shows only here.
     pub io_uring_setup_errno: Option<i32>,
-    /// The process has `CAP_IPC_LOCK`, so the kernel does not charge registered buffers to
-    /// `RLIMIT_MEMLOCK` (glommio's own 512 KiB minimum still applies).
-    pub cap_ipc_lock: bool,
 }
 
 impl HostFacts {
@@ -97,46 +78,34 @@ impl HostFacts {
             nofile_soft: soft_limit(libc::RLIMIT_NOFILE).unwrap_or(u64::MAX),
             somaxconn: read_sysctl("/proc/sys/net/core/somaxconn"),
             io_uring_disabled: None,
-            memlock_soft: soft_limit(libc::RLIMIT_MEMLOCK).unwrap_or(u64::MAX),
             io_uring_setup_errno: None,
-            cap_ipc_lock: fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|status| has_effective_cap(&status, CAP_IPC_LOCK))
-                .unwrap_or(false),
         }
     }
 }
 
-/// Checks the running host for `workers` executors serving up to `max_connections` client
-/// connections on listeners with `listen_backlog`. Returns one warning per problem, each with
-/// its fix; empty when the host is fit.
+/// Checks the running host for serving up to `max_connections` client connections on
+/// listeners with `listen_backlog`. Returns one warning per problem, each with its fix; empty
+/// when the host is fit.
 #[must_use]
-pub fn check_host(workers: usize, max_connections: u64, listen_backlog: u32) -> Vec<String> {
-    evaluate(&HostFacts::read(), workers, max_connections, listen_backlog)
+pub fn check_host(max_connections: u64, listen_backlog: u32) -> Vec<String> {
+    evaluate(&HostFacts::read(), max_connections, listen_backlog)
 }
 
 /// The judgement of `check_host`, on given facts: [`evaluate_common`] and
 /// [`evaluate_io_uring`].
 #[must_use]
-pub fn evaluate(
-    facts: &HostFacts,
-    workers: usize,
-    max_connections: u64,
-    listen_backlog: u32,
-) -> Vec<String> {
+pub fn evaluate(facts: &HostFacts, max_connections: u64, listen_backlog: u32) -> Vec<String> {
     let mut warnings = evaluate_common(facts, max_connections, listen_backlog);
-    warnings.extend(evaluate_io_uring(facts, workers, true));
+    warnings.extend(evaluate_io_uring(facts));
     warnings
 }
 
 /// Whether an io_uring engine cannot start a core here: io_uring (with the own engine's setup
-/// flags) cannot be created, is disabled by sysctl, or, for glommio, RLIMIT_MEMLOCK is below
-/// its minimum. [`evaluate_io_uring`] says why and how to fix it.
+/// flags) cannot be created, or is disabled by sysctl. [`evaluate_io_uring`] says why and how
+/// to fix it.
 #[must_use]
-pub fn io_uring_refused(facts: &HostFacts, glommio: bool) -> bool {
-    facts.io_uring_setup_errno.is_some()
-        || facts.io_uring_disabled.is_some_and(|d| d != 0)
-        || (glommio && facts.memlock_soft < GLOMMIO_MIN_MEMLOCK)
+pub fn io_uring_refused(facts: &HostFacts) -> bool {
+    facts.io_uring_setup_errno.is_some() || facts.io_uring_disabled.is_some_and(|d| d != 0)
 }
 
 /// Warnings that hold whatever engine runs: descriptors and the accept queue.
@@ -176,10 +145,11 @@ pub fn evaluate_common(
     warnings
 }
 
-/// Warnings about io_uring for `workers` cores: can it be created, is it disabled, and (for
-/// `glommio`, which registers its I/O memory) is enough memory lockable.
+/// Warnings about io_uring: can it be created, is it disabled. (The engine registers no I/O
+/// memory but its buffer ring's entries: RLIMIT_MEMLOCK matters only as the cause of an
+/// ENOMEM from io_uring_setup on kernels before 5.12.)
 #[must_use]
-pub fn evaluate_io_uring(facts: &HostFacts, workers: usize, glommio: bool) -> Vec<String> {
+pub fn evaluate_io_uring(facts: &HostFacts) -> Vec<String> {
     let mut warnings = Vec::new();
     let disabled = matches!(facts.io_uring_disabled, Some(d) if d != 0);
     match facts.io_uring_setup_errno {
@@ -233,35 +203,6 @@ pub fn evaluate_io_uring(facts: &HostFacts, workers: usize, glommio: bool) -> Ve
         _ => {}
     }
 
-    if !glommio {
-        // The own engine registers only its buffer ring's entries (a few KiB).
-        return warnings;
-    }
-    let memlock_wanted = MEMLOCK_PER_WORKER
-        .saturating_mul(workers.max(1) as u64)
-        .max(GLOMMIO_MIN_MEMLOCK);
-    if facts.memlock_soft < GLOMMIO_MIN_MEMLOCK {
-        warnings.push(format!(
-            "locked memory limit (RLIMIT_MEMLOCK) is {} KiB; glommio refuses to start below {} \
-             KiB. Fix: `ulimit -l {}` before starting, LimitMEMLOCK=infinity in the systemd \
-             unit, or `memlock` in /etc/security/limits.conf",
-            facts.memlock_soft / 1024,
-            GLOMMIO_MIN_MEMLOCK / 1024,
-            memlock_wanted / 1024
-        ));
-    } else if facts.memlock_soft < memlock_wanted && !facts.cap_ipc_lock {
-        warnings.push(format!(
-            "locked memory limit (RLIMIT_MEMLOCK) is {} KiB, below {} KiB for {} workers; \
-             io_uring buffer registration may fail and I/O falls back to unregistered buffers. \
-             Fix: `ulimit -l {}` before starting, LimitMEMLOCK=infinity in the systemd unit, or \
-             `memlock` in /etc/security/limits.conf",
-            facts.memlock_soft / 1024,
-            memlock_wanted / 1024,
-            workers,
-            memlock_wanted / 1024
-        ));
-    }
-
     warnings
 }
 
@@ -305,43 +246,6 @@ fn probe_io_uring() -> Option<i32> {
     }
 }
 
-/// Creates and closes a one-entry `io_uring`; returns the errno when the kernel refuses.
-#[allow(dead_code)]
-fn probe_plain_io_uring() -> Option<i32> {
-    // `struct io_uring_params` is 120 bytes, all zero on input.
-    let mut params = [0u32; 30];
-    // SAFETY: io_uring_setup reads and writes at most `sizeof(struct io_uring_params)` = 120
-    // bytes at the pointer, and `params` is 120 writable, aligned bytes that outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_setup,
-            1 as libc::c_uint,
-            params.as_mut_ptr(),
-        )
-    };
-    let Ok(fd) = libc::c_int::try_from(fd) else {
-        return Some(libc::EINVAL);
-    };
-    if fd < 0 {
-        return Some(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    // SAFETY: `fd` is the descriptor io_uring_setup just returned; nothing else owns it.
-    unsafe { libc::close(fd) };
-    None
-}
-
-/// `CAP_IPC_LOCK` from linux/capability.h.
-const CAP_IPC_LOCK: u32 = 14;
-
-/// Whether capability `cap` is in the `CapEff` mask of a `/proc/PID/status` text.
-fn has_effective_cap(status: &str, cap: u32) -> Option<bool> {
-    let mask = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))?;
-    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
-    Some(mask & (1 << cap) != 0)
-}
-
 fn read_sysctl<T: std::str::FromStr>(path: &str) -> Option<T> {
     parse_sysctl(&fs::read_to_string(path).ok()?)
 }
@@ -367,22 +271,18 @@ mod tests {
 
     use super::*;
 
-    const MIB: u64 = 1024 * 1024;
-
     fn fit() -> HostFacts {
         HostFacts {
             nofile_soft: 1_048_576,
             somaxconn: Some(4096),
             io_uring_disabled: Some(0),
-            memlock_soft: 64 * MIB,
             io_uring_setup_errno: None,
-            cap_ipc_lock: false,
         }
     }
 
     #[test]
     fn fit_host_has_no_warning() {
-        assert!(evaluate(&fit(), 2, 10_000, 4096).is_empty());
+        assert!(evaluate(&fit(), 10_000, 4096).is_empty());
     }
 
     #[test]
@@ -391,21 +291,19 @@ mod tests {
             nofile_soft: u64::MAX,
             somaxconn: None,
             io_uring_disabled: None,
-            memlock_soft: u64::MAX,
             io_uring_setup_errno: None,
-            cap_ipc_lock: false,
         };
-        assert!(evaluate(&facts, 64, u64::MAX, u32::MAX).is_empty());
+        assert!(evaluate(&facts, u64::MAX, u32::MAX).is_empty());
     }
 
     #[test]
     fn nofile_needs_two_per_connection_plus_reserve() {
         let mut facts = fit();
         facts.nofile_soft = 2 * 1000 + NOFILE_RESERVE;
-        assert!(evaluate(&facts, 2, 1000, 128).is_empty());
+        assert!(evaluate(&facts, 1000, 128).is_empty());
 
         facts.nofile_soft -= 1;
-        let warnings = evaluate(&facts, 2, 1000, 128);
+        let warnings = evaluate(&facts, 1000, 128);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("RLIMIT_NOFILE"), "{}", warnings[0]);
         assert!(warnings[0].contains("2064"), "{}", warnings[0]);
@@ -416,7 +314,7 @@ mod tests {
     fn default_shell_limit_of_1024_warns() {
         let mut facts = fit();
         facts.nofile_soft = 1024;
-        let warnings = evaluate(&facts, 2, 10_000, 128);
+        let warnings = evaluate(&facts, 10_000, 128);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("ulimit -n"), "{}", warnings[0]);
     }
@@ -425,9 +323,9 @@ mod tests {
     fn somaxconn_below_backlog_warns_with_the_value_to_set() {
         let mut facts = fit();
         facts.somaxconn = Some(128);
-        assert!(evaluate(&facts, 2, 100, 128).is_empty());
+        assert!(evaluate(&facts, 100, 128).is_empty());
 
-        let warnings = evaluate(&facts, 2, 100, 4096);
+        let warnings = evaluate(&facts, 100, 4096);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].contains("sysctl -w net.core.somaxconn=4096"),
@@ -447,7 +345,7 @@ mod tests {
             (Some(7), 1),
         ] {
             facts.io_uring_disabled = value;
-            let warnings = evaluate(&facts, 2, 100, 128);
+            let warnings = evaluate(&facts, 100, 128);
             assert_eq!(warnings.len(), expected, "{value:?}: {warnings:?}");
             if expected == 1 {
                 assert!(
@@ -458,66 +356,7 @@ mod tests {
             }
         }
         facts.io_uring_disabled = Some(1);
-        assert!(evaluate(&facts, 2, 100, 128)[0].contains("io_uring_group"));
-    }
-
-    #[test]
-    fn memlock_below_glommio_minimum_says_it_will_not_start() {
-        let mut facts = fit();
-        facts.memlock_soft = 64 * 1024;
-        let warnings = evaluate(&facts, 1, 100, 128);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("refuses to start"), "{}", warnings[0]);
-        assert!(warnings[0].contains("LimitMEMLOCK"), "{}", warnings[0]);
-    }
-
-    #[test]
-    fn memlock_scales_with_workers() {
-        let mut facts = fit();
-        facts.memlock_soft = 4 * MEMLOCK_PER_WORKER;
-        assert!(evaluate(&facts, 4, 100, 128).is_empty());
-
-        let warnings = evaluate(&facts, 5, 100, 128);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("5 workers"), "{}", warnings[0]);
-        assert!(!warnings[0].contains("refuses to start"), "{}", warnings[0]);
-    }
-
-    #[test]
-    fn cap_ipc_lock_lifts_the_per_worker_memlock_need_but_not_glommios_minimum() {
-        let mut facts = fit();
-        facts.cap_ipc_lock = true;
-        facts.memlock_soft = GLOMMIO_MIN_MEMLOCK;
-        assert!(evaluate(&facts, 8, 100, 128).is_empty());
-
-        facts.memlock_soft = GLOMMIO_MIN_MEMLOCK - 1;
-        let warnings = evaluate(&facts, 8, 100, 128);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("refuses to start"), "{}", warnings[0]);
-    }
-
-    #[test]
-    fn reads_the_effective_capability_mask() {
-        let status = "Name:\tringlb\nCapPrm:\t0000000000004000\nCapEff:\t0000000000004000\n";
-        assert_eq!(has_effective_cap(status, CAP_IPC_LOCK), Some(true));
-        assert_eq!(has_effective_cap(status, 13), Some(false));
-        let root = "CapEff:\t000001fffeffffff\n";
-        assert_eq!(has_effective_cap(root, CAP_IPC_LOCK), Some(true));
-        assert_eq!(
-            has_effective_cap("CapEff:\t0000000000000000\n", CAP_IPC_LOCK),
-            Some(false)
-        );
-        assert_eq!(has_effective_cap("Name:\tx\n", CAP_IPC_LOCK), None);
-        assert_eq!(has_effective_cap("CapEff:\tzz\n", CAP_IPC_LOCK), None);
-    }
-
-    #[test]
-    fn zero_workers_is_judged_as_one() {
-        let mut facts = fit();
-        facts.memlock_soft = MEMLOCK_PER_WORKER;
-        assert!(evaluate(&facts, 0, 100, 128).is_empty());
-        facts.memlock_soft -= 1;
-        assert_eq!(evaluate(&facts, 0, 100, 128).len(), 1);
+        assert!(evaluate(&facts, 100, 128)[0].contains("io_uring_group"));
     }
 
     #[test]
@@ -526,30 +365,28 @@ mod tests {
             nofile_soft: 1024,
             somaxconn: Some(128),
             io_uring_disabled: Some(2),
-            memlock_soft: 64 * 1024,
             io_uring_setup_errno: Some(libc::EPERM),
-            cap_ipc_lock: false,
         };
         // EPERM from io_uring_disabled = 2 is reported once, by the sysctl's warning.
-        assert_eq!(evaluate(&facts, 2, 10_000, 4096).len(), 4);
+        assert_eq!(evaluate(&facts, 10_000, 4096).len(), 3);
     }
 
     #[test]
     fn io_uring_setup_refusals_name_their_cause() {
         let mut facts = fit();
         facts.io_uring_setup_errno = Some(libc::EPERM);
-        let warnings = evaluate(&facts, 1, 100, 128);
+        let warnings = evaluate(&facts, 100, 128);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("seccomp"), "{}", warnings[0]);
         assert!(warnings[0].contains("io_uring_register"), "{}", warnings[0]);
 
         facts.io_uring_setup_errno = Some(libc::ENOSYS);
-        let warnings = evaluate(&facts, 1, 100, 128);
+        let warnings = evaluate(&facts, 100, 128);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("5.8"), "{}", warnings[0]);
 
         facts.io_uring_setup_errno = Some(libc::ENOMEM);
-        let warnings = evaluate(&facts, 1, 100, 128);
+        let warnings = evaluate(&facts, 100, 128);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("RLIMIT_MEMLOCK"), "{}", warnings[0]);
     }
@@ -559,7 +396,7 @@ mod tests {
         let mut facts = fit();
         facts.io_uring_disabled = Some(1);
         facts.io_uring_setup_errno = Some(libc::EPERM);
-        let warnings = evaluate(&facts, 1, 100, 128);
+        let warnings = evaluate(&facts, 100, 128);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("io_uring_group"), "{}", warnings[0]);
     }
@@ -577,8 +414,7 @@ mod tests {
     fn reads_this_host() {
         let facts = HostFacts::read();
         assert!(facts.nofile_soft > 0);
-        assert!(facts.memlock_soft > 0);
         // The real check never panics, whatever it finds.
-        let _ = check_host(1, 1, 1);
+        let _ = check_host(1, 1);
     }
 }

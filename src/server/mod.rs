@@ -197,7 +197,7 @@ fn serve(
     })?;
     let listeners = bind_listeners(&config, cpus.len())?;
     let admin = admin::bind(&config.admin.listen)?;
-    let engine = choose_engine(&config, cpus.len())?;
+    let engine = choose_engine(&config)?;
 
     let life = Arc::new(Life::new(cpus.len(), events));
     let shared = Arc::new(Shared::new(config, cpus.len(), life.clone()).map_err(RunError::Tls)?);
@@ -336,7 +336,7 @@ fn control_loop(
 /// warnings for that engine. `auto` takes io_uring when the host allows it, else epoll, saying
 /// why in one line; `io_uring` on a host that refuses it is an error naming cause and fix;
 /// `epoll` never creates an io_uring.
-fn choose_engine(config: &Config, workers: usize) -> Result<EngineKind, RunError> {
+fn choose_engine(config: &Config) -> Result<EngineKind, RunError> {
     let max_connections = config
         .listeners
         .iter()
@@ -351,20 +351,15 @@ fn choose_engine(config: &Config, workers: usize) -> Result<EngineKind, RunError
     let wanted = config.runtime.engine;
     let facts = match wanted {
         Engine::Epoll => host::HostFacts::read_without_io_uring(),
-        Engine::Auto | Engine::IoUring | Engine::Glommio => host::HostFacts::read(),
+        Engine::Auto | Engine::IoUring => host::HostFacts::read(),
     };
-    let glommio = wanted == Engine::Glommio;
     let mut warnings = host::evaluate_common(&facts, max_connections, backlog);
-    let io_uring = host::evaluate_io_uring(&facts, workers, glommio);
+    let io_uring = host::evaluate_io_uring(&facts);
     let engine = match wanted {
         Engine::Epoll => EngineKind::Epoll,
-        _ if !host::io_uring_refused(&facts, glommio) => {
+        _ if !host::io_uring_refused(&facts) => {
             warnings.extend(io_uring);
-            if glommio {
-                EngineKind::Glommio
-            } else {
-                EngineKind::IoUring
-            }
+            EngineKind::IoUring
         }
         Engine::Auto => {
             let reasons = if io_uring.is_empty() {
@@ -378,7 +373,7 @@ fn choose_engine(config: &Config, workers: usize) -> Result<EngineKind, RunError
             );
             EngineKind::Epoll
         }
-        Engine::IoUring | Engine::Glommio => {
+        Engine::IoUring => {
             return Err(RunError::IoUring(if io_uring.is_empty() {
                 io_uring_hint("io_uring is unavailable")
             } else {

@@ -149,11 +149,6 @@ thread_local! {
 
 const NOT_HERE: &str = "no ringlb core of this engine runs on this thread";
 
-/// Whether this thread runs an executor of this engine (either reactor).
-pub(crate) fn is_current() -> bool {
-    CTX.try_with(|c| c.id.get() != 0).unwrap_or(false)
-}
-
 /// The reactor this thread's executor runs, if it runs one.
 pub(crate) fn current() -> Option<Kind> {
     CTX.try_with(|c| (c.id.get() != 0).then(|| c.kind.get()))
@@ -242,7 +237,7 @@ pub(crate) fn prepare(kind: Kind, io_memory: usize) -> io::Result<(Reactor, Arc<
 }
 
 /// Runs `main` and every task it spawns on this thread until `main` ends; then drops what is
-/// left (see the module docs). Panics of tasks propagate (the core ends, as with glommio).
+/// left (see the module docs). Panics of tasks propagate (the core ends).
 pub(crate) fn run(reactor: Reactor, remote: Arc<Remote>, main: impl Future<Output = ()> + 'static) {
     CTX.with(|c| {
         assert_eq!(c.id.get(), 0, "one executor per thread");

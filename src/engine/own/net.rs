@@ -6,7 +6,7 @@
 //! the peer's end of stream was seen (it would produce no further edge); nginx does the same
 //! on epoll. Likewise a short send means the send buffer is full.
 //!
-//! Timeouts are kept on the stream (as glommio keeps them on the socket) and bound each wait
+//! Timeouts are kept on the stream and bound each wait
 //! of an operation, so they bound TLS reads and writes over the stream the same way.
 
 use super::epoll::{Dir, Interest, Registration, Source};
