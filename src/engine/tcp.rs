@@ -179,14 +179,10 @@ impl TcpListener {
     /// engine. Must run on the owning core.
     pub(super) fn from_std(l: std::net::TcpListener) -> io::Result<TcpListener> {
         match own::exec::current() {
-            Some(Kind::Uring) => {
-                return Ok(TcpListener::Uring(own::uring_net::TcpListener::from_std(
-                    l,
-                )?))
-            }
-            Some(Kind::Epoll) => {
-                return Ok(TcpListener::Epoll(own::net::TcpListener::from_std(l)?))
-            }
+            Some(Kind::Uring) => Ok(TcpListener::Uring(own::uring_net::TcpListener::from_std(
+                l,
+            )?)),
+            Some(Kind::Epoll) => Ok(TcpListener::Epoll(own::net::TcpListener::from_std(l)?)),
             None => Err(not_on_a_core()),
         }
     }
