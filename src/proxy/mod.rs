@@ -212,16 +212,26 @@ async fn serve_conn(
     }
     loop {
         let config = w.shared.config.clone();
-        let slot = w.conns.register(session.c.stream.fd());
+        let slot = w
+            .conns
+            .register(session.c.stream.fd(), session.c.listener.0);
         let mut conn = Conn::new(session, &w, &config, &slot);
         let end = conn.run().await;
         conn.release();
         session = conn.into_session();
         drop(slot);
-        // A reload published a newer generation: carry on there, between two requests.
+        // A reload published a newer generation: carry on there, between two requests, as
+        // that generation's listener on the same socket (`End::Switch` is only returned when
+        // there is one).
         let next = w.successor.borrow().clone();
-        match (end, next) {
-            (End::Switch, Some(next)) => w = next,
+        let moved =
+            next.and_then(|n| Some((w.shared.listener_in(session.c.listener, &n.shared)?, n)));
+        match (end, moved) {
+            (End::Switch, Some((listener, next))) => {
+                session.c.listener = listener;
+                session.r.x.moved(listener);
+                w = next;
+            }
             _ => {
                 // TLS: close_notify, so a client reading to the end sees a clean end.
                 session.c.stream.close(config.timeouts.client_send).await;
@@ -357,14 +367,31 @@ impl Conn<'_> {
             .acquire_upstream(UPSTREAM_BUF.max(limits.max_response_head + BUF_SLACK));
     }
 
+    /// This connection ends after the request in flight: the process stops, or a reload
+    /// removed its listener (its socket is not served by the next generation).
+    fn closing(&self) -> bool {
+        self.w.conns.closing() || (self.w.retired.get() && !self.moves_on())
+    }
+
+    /// Whether the generation that replaced this retired one serves this connection's
+    /// socket, so that the connection can continue there.
+    fn moves_on(&self) -> bool {
+        self.w.successor.borrow().as_ref().is_some_and(|next| {
+            self.w
+                .shared
+                .listener_in(self.c.listener, &next.shared)
+                .is_some()
+        })
+    }
+
     async fn read_head(&mut self) -> HeadRead {
         let t = &self.config.timeouts;
-        if self.w.retired.get() {
+        if self.w.retired.get() && self.moves_on() {
             return HeadRead::Switch;
         }
         self.c.buf.compact();
         if self.c.buf.is_empty() {
-            if self.w.conns.closing() {
+            if self.closing() {
                 return HeadRead::Closed;
             }
             // Idle between requests: no large buffer held, closable at shutdown.
@@ -383,7 +410,9 @@ impl Conn<'_> {
             };
             self.acquire();
             self.c.buf.push(&self.idle[..n]);
-            if self.w.retired.get() {
+            // Retired while idle: the request goes to the next generation, or, when its
+            // listener was removed, is served here and the connection closes after it.
+            if self.w.retired.get() && self.moves_on() {
                 return HeadRead::Switch;
             }
         } else {
@@ -599,7 +628,7 @@ impl Conn<'_> {
     /// read completely (and the client and ringlb both keep it alive).
     async fn refuse(&mut self, f: Failure, req: &Req, body: BodyLeft) -> Next {
         let close = !req.keep_alive
-            || self.w.conns.closing()
+            || self.closing()
             || (body == BodyLeft::Unread && req.body != RequestBody::None);
         let next = if close { Next::Close } else { Next::KeepAlive };
         self.answer(f, next).await;
@@ -614,7 +643,7 @@ impl Conn<'_> {
             self.answer(Failure::NoHost, Next::Close).await;
             return Next::Close;
         }
-        let close = !req.keep_alive || self.w.conns.closing() || req.body != RequestBody::None;
+        let close = !req.keep_alive || self.closing() || req.body != RequestBody::None;
         let mut location = Vec::with_capacity(8 + host.len() + target.len());
         location.extend_from_slice(b"https://");
         location.extend_from_slice(&host);
@@ -643,7 +672,7 @@ impl Conn<'_> {
         let Some(ret) = &route.traffic.answer else {
             return self.refuse(Failure::NoRoute, req, BodyLeft::Unread).await;
         };
-        let close = !req.keep_alive || self.w.conns.closing() || req.body != RequestBody::None;
+        let close = !req.keep_alive || self.closing() || req.body != RequestBody::None;
         self.r.x.status(ret.status); // metrics
         self.r.acquire_resp();
         self.r.resp.clear();
