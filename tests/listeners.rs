@@ -29,27 +29,6 @@ fn with_listeners(b: &Backend, listeners: &[(&str, &str)]) -> String {
     s
 }
 
-/// SIGHUP, then the reload's log up to "reloaded": the address of the listener `name` if
-/// the reload bound one.
-fn reload(lb: &Ringlb, name: &str) -> Option<SocketAddr> {
-    lb.proc.signal(libc::SIGHUP);
-    let marker = format!("listening on {name} ");
-    let mut bound = None;
-    loop {
-        let line = lb
-            .proc
-            .next_line(Duration::from_secs(5))
-            .expect("reload logged");
-        assert!(!line.contains("refused"), "{line}");
-        if line.contains(&marker) {
-            bound = line.split_whitespace().last().and_then(|a| a.parse().ok());
-        }
-        if line.contains("reloaded") {
-            return bound;
-        }
-    }
-}
-
 /// Whether connecting to `addr` is refused within `limit` (the cores stop accepting on a
 /// removed listener as they move to the new generation).
 fn refused_within(addr: SocketAddr, limit: Duration) -> bool {
@@ -95,7 +74,7 @@ fn a_reload_adds_and_removes_listeners_while_the_others_serve() {
         &lb,
         &with_listeners(&b, &[("kept", "127.0.0.1:0"), ("added", "127.0.0.1:0")]),
     );
-    let added = reload(&lb, "added").expect("the new listener");
+    let added = sighup_reload(&lb, "added").expect("the new listener");
     assert_eq!(get(added).status, 200);
     // The removed listener: the request in flight is answered, with `Connection: close`, and
     // the connection ends; the idle one is closed; new connections are refused.
@@ -136,7 +115,7 @@ fn a_renamed_listener_keeps_its_socket_and_a_moved_one_gets_a_new_one() {
             .replace("name = \"web\"\n", "name = \"web\"\nbacklog = 77\n")
     };
     rewrite(&lb, &renamed(&first));
-    assert_eq!(reload(&lb, "web"), None);
+    assert_eq!(sighup_reload(&lb, "web"), None);
     c.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     let r = c.response();
     assert_eq!((r.status, r.header("connection")), (200, None));
@@ -145,7 +124,7 @@ fn a_renamed_listener_keeps_its_socket_and_a_moved_one_gets_a_new_one() {
     // Another address: a new socket; the old one closes, and its idle connection with it.
     let second = free_addr();
     rewrite(&lb, &renamed(&second));
-    let moved = reload(&lb, "web").expect("the moved listener");
+    let moved = sighup_reload(&lb, "web").expect("the moved listener");
     assert_eq!(moved.to_string(), second);
     assert_eq!(get(moved).status, 200);
     assert!(c.closed_within(Duration::from_secs(2)));

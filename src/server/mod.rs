@@ -1,12 +1,13 @@
 //! The process: SO_REUSEPORT listeners, one pinned engine core per worker, the health checker,
-//! and the control thread that turns signals and admin requests into reloads and the graceful
-//! stop.
+//! and the control thread that turns signals and admin requests into reloads, binary upgrades
+//! and the graceful stop.
 //!
 //! Every worker owns one listening socket per configured listener, all bound to the same
 //! address with SO_REUSEPORT, so the kernel spreads connections over the cores and nothing is
 //! handed between them. Sockets are created and bound on the main thread before any worker
-//! starts, so a bind error is reported once, naming the address, and the process exits before
-//! serving anything.
+//! starts (or inherited from the process a binary upgrade replaces), so a bind error is
+//! reported once, naming the address, and the process exits before serving anything; a
+//! reload binds its new listeners the same way before it applies anything (`listeners.rs`).
 //!
 //! The control thread (the caller of [`run`]) blocks on one channel of [`Event`]s: signals
 //! (forwarded by signal-hook's thread), admin reload requests, workers starting and exiting.

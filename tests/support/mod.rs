@@ -320,6 +320,27 @@ pub fn post(lb: &Ringlb, path: &str, body: &str) -> Response {
     c.response()
 }
 
+/// SIGHUP, then the reload's log up to "reloaded": the address of the listener `name` if
+/// the reload bound one.
+pub fn sighup_reload(lb: &Ringlb, name: &str) -> Option<SocketAddr> {
+    lb.proc.signal(libc::SIGHUP);
+    let marker = format!("listening on {name} ");
+    let mut bound = None;
+    loop {
+        let line = lb
+            .proc
+            .next_line(Duration::from_secs(5))
+            .expect("reload logged");
+        assert!(!line.contains("refused"), "{line}");
+        if line.contains(&marker) {
+            bound = line.split_whitespace().last().and_then(|a| a.parse().ok());
+        }
+        if line.contains("reloaded") {
+            return bound;
+        }
+    }
+}
+
 /// GETs in a loop from `clients` threads (the first `short` of them with `Connection: close`,
 /// the others keep-alive) until `stop` (20 s at most); a keep-alive connection closed by the
 /// server before any response byte is reopened and the request resent (as HTTP clients do);
