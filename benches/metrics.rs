@@ -57,7 +57,13 @@ fn counter(c: &mut Criterion) {
 fn worker(extra: &str) -> Worker {
     let config = Config::parse(&format!("{BASE}{extra}")).expect("config");
     let life = Arc::new(Life::new(1, std::sync::mpsc::channel().0));
-    let shared = Arc::new(Shared::new(config, 1, life).expect("shared"));
+    // No sockets: nothing accepts here.
+    let listening = config
+        .listeners
+        .iter()
+        .map(|_| Arc::new(ringlb::context::Sockets::new(Vec::new())))
+        .collect();
+    let shared = Arc::new(Shared::new(config, 1, life, listening).expect("shared"));
     let current = Arc::new(Current::new(shared.clone()));
     Worker::new(0, shared, current)
 }

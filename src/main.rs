@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the load balancer (SIGTERM/SIGINT: graceful stop; SIGHUP: reload the config).
+    /// Run the load balancer (SIGTERM/SIGINT: graceful stop; SIGHUP: reload the config;
+    /// SIGUSR1: reopen the access logs; SIGUSR2: binary upgrade).
     Run {
         /// Configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]

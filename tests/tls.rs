@@ -803,6 +803,35 @@ fn sighup_reloads_certificates_without_dropping_connections() {
     assert_eq!(old.get("/", "a.test").status, 200);
 }
 
+#[test]
+fn a_tls_listener_added_by_reload_serves_its_certificate() {
+    let ca = Ca::new("added");
+    let leaf = ca.issue(&["a.test"]);
+    let backend = Backend::start("app1", &[]);
+    let text = tls_config(
+        HEAD,
+        &format!("{{ certs = [{}] }}", leaf.toml()),
+        backend.addr,
+    );
+    // Only the plain listener at first.
+    let plain = format!(
+        "{HEAD}[[listeners]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nlistener = \"http\"\nupstream = \"app\"\n\
+         [upstreams.app]\n[[upstreams.app.servers]]\naddr = \"{}\"\n",
+        backend.addr
+    );
+    let lb = Ringlb::start(&plain);
+    let http = lb.addr();
+    support::rewrite(&lb, &text);
+    let https = support::sighup_reload(&lb, "https").expect("the TLS listener");
+    let mut c = Https::connect(https, "a.test", Arc::new(client_config(ca.roots()))).unwrap();
+    assert_eq!(c.peer_cert(), leaf.der);
+    assert_eq!(c.get("/", "a.test").status, 200);
+    // The plain listener kept its socket (port 0, same name) and serves on.
+    assert_eq!(lb.get("/").status, 200);
+    assert_eq!(lb.addr(), http);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Upstream TLS
 

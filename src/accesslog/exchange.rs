@@ -309,6 +309,11 @@ impl Exchange {
         r
     }
 
+    /// The connection moved to another generation, where its listener is `listener`.
+    pub fn moved(&mut self, listener: ListenerId) {
+        self.listener = listener;
+    }
+
     // Read access for the access log.
     pub fn listener(&self) -> ListenerId {
         self.listener

@@ -47,7 +47,8 @@ use std::time::Duration;
 /// Reading a whole request, and writing the answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(w: Rc<Worker>, listener: Listener) {
+/// Serves the admin listener (shared with the caller, which may stop its accepts).
+pub async fn serve(w: Rc<Worker>, listener: Rc<Listener>) {
     /// One open admin connection, counted until it ends.
     struct Open(Rc<Cell<usize>>);
     impl Drop for Open {
@@ -385,7 +386,9 @@ fn port(s: &[u8]) -> bool {
 /// `admin.ready_min_servers` (drained, in maintenance, or down by passive or active checks).
 /// No upstream counts by default: one empty upstream must not take every node out at once.
 fn ready(shared: &Shared) -> (u16, String) {
-    if shared.stopping() {
+    // Handed over: the new process serves the same sockets (this one answers only the admin
+    // connections it had accepted).
+    if shared.stopping() && !shared.life.handed_over() {
         return (503, "stopping\n".into());
     }
     if !shared.life.serving() {

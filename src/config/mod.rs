@@ -278,6 +278,13 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Whether this listener is the one that was on `addr` as `name` (in an earlier config):
+    /// the same `listen` address, and for port 0 (a port of the kernel's choice, so not an
+    /// identity) the same name as well. Such a listener keeps its sockets across a reload.
+    pub fn same_socket(&self, addr: SocketAddr, name: &str) -> bool {
+        self.addr == addr && (addr.port() != 0 || self.name == name)
+    }
+
     /// Whether `ip` may open a connection that carries a PROXY header on this listener.
     pub fn proxy_peer_allowed(&self, ip: std::net::IpAddr) -> bool {
         self.proxy_protocol_from.is_empty()

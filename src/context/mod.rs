@@ -8,12 +8,14 @@
 //! `balance`, `metrics`, `accesslog`, `tls`, `upstream`.
 
 mod generations;
+mod sockets;
 mod worker;
 
 pub use generations::Generations;
+pub use sockets::Sockets;
 pub use worker::Worker;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerId};
 use crate::state::{Life, StateTable};
 use std::sync::Arc;
 
@@ -30,15 +32,18 @@ pub struct Shared {
     pub started: std::time::SystemTime,
     pub workers: usize,
     pub metrics: crate::metrics::Registry,
+    /// The sockets of each listener, by `ListenerId` (see [`Sockets`] for identity).
+    pub listening: Box<[Arc<Sockets>]>,
 }
 
 impl Shared {
-    /// The first generation of a process: `workers` cores serving `config`. Fails when a
-    /// TLS file cannot be loaded.
+    /// The first generation of a process: `workers` cores serving `config` on `listening`
+    /// (one entry per listener). Fails when a TLS file cannot be loaded.
     pub fn new(
         config: Config,
         workers: usize,
         life: Arc<Life>,
+        listening: Box<[Arc<Sockets>]>,
     ) -> Result<Shared, crate::tls::TlsError> {
         Ok(Shared {
             tls: crate::tls::Tls::new(&config)?,
@@ -49,12 +54,18 @@ impl Shared {
             life,
             started: std::time::SystemTime::now(),
             workers,
+            listening,
         })
     }
 
-    /// The generation after this one, for `config` (already validated): servers that stay
-    /// keep their state, TLS keeps its session-ticket keys, counters carry over.
-    pub fn next(&self, config: Config) -> Result<Shared, crate::tls::TlsError> {
+    /// The generation after this one, for `config` (already validated) on `listening`:
+    /// servers that stay keep their state, TLS keeps its session-ticket keys, counters carry
+    /// over.
+    pub fn next(
+        &self,
+        config: Config,
+        listening: Box<[Arc<Sockets>]>,
+    ) -> Result<Shared, crate::tls::TlsError> {
         let state = StateTable::carry(&config, &self.config, &self.state);
         let tls = self.tls.rebuild(&config)?;
         let metrics =
@@ -68,7 +79,23 @@ impl Shared {
             life: self.life.clone(),
             started: self.started,
             workers: self.workers,
+            listening,
         })
+    }
+
+    /// The listener served on `sockets` in this generation, if it still is.
+    pub fn listener_of(&self, sockets: &Arc<Sockets>) -> Option<ListenerId> {
+        self.listening
+            .iter()
+            .position(|s| Arc::ptr_eq(s, sockets))
+            .map(|i| ListenerId(i as u32))
+    }
+
+    /// Listener `id` of this generation in `next`: the listener on the same sockets (its name
+    /// may have changed), or None when `next` no longer serves them (removed, or moved to
+    /// another address).
+    pub fn listener_in(&self, id: ListenerId, next: &Shared) -> Option<ListenerId> {
+        next.listener_of(self.listening.get(id.0 as usize)?)
     }
 
     pub fn stopping(&self) -> bool {

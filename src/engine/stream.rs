@@ -381,6 +381,14 @@ impl Listener {
         Ok(Stream::new(s))
     }
 
+    /// Stops accepting from the kernel: once this returns, no accept of this core is in
+    /// flight on the socket, so a wake-up for a new connection goes to another process that
+    /// shares it (a binary upgrade), not to an accept being cancelled here. What was accepted
+    /// meanwhile is queued: [`Listener::accept`] and [`Listener::accept_queued`] return it.
+    pub async fn stop_accepting(&self) {
+        self.inner.stop_accepting().await
+    }
+
     /// Accepts what is already queued, without waiting, so that connections the kernel
     /// completed before shutdown are served rather than reset when the socket closes.
     pub fn accept_queued(&self) -> Vec<(Stream, SocketAddr)> {

@@ -216,6 +216,14 @@ impl TcpListener {
         }
     }
 
+    /// Stops accepting (see `uring_net::TcpListener::stop_accepting`). epoll and glommio
+    /// accept only when asked, so they have nothing in flight to stop.
+    pub(super) async fn stop_accepting(&self) {
+        if let TcpListener::Uring(l) = self {
+            l.stop_accepting().await;
+        }
+    }
+
     /// Accepts what is already queued, without waiting.
     pub(super) fn accept_queued(&self) -> Vec<(TcpStream, SocketAddr)> {
         match self {

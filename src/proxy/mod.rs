@@ -159,17 +159,21 @@ fn serve_conn(
     async move {
         loop {
             let config = w.shared.config.clone();
-            let slot = w.conns.register(c.stream.fd());
+            let slot = w.conns.register(c.stream.fd(), c.listener.0);
             let end = loop {
                 if c.buf.is_empty() {
-                    if w.conns.closing() {
+                    if closing(&w, c.listener) {
                         break End::Closed;
                     }
                     if w.retired.get() {
                         break End::Switch;
                     }
-                    // Idle between requests: closable at shutdown.
-                    slot.idle();
+                    // Idle between requests: closable at shutdown. Not before the first: it
+                    // was accepted here, so it is answered here (a graceful stop or a binary
+                    // upgrade waits for it).
+                    if c.served > 0 {
+                        slot.idle();
+                    }
                     let t = &config.timeouts;
                     let wait = if c.served == 0 {
                         t.client_header
@@ -181,7 +185,7 @@ fn serve_conn(
                     if woke.is_err() {
                         break End::Closed;
                     }
-                    if w.retired.get() {
+                    if w.retired.get() && moves_on(&w, c.listener) {
                         // The bytes wait in the socket for the next generation.
                         break End::Switch;
                     }
@@ -189,7 +193,7 @@ fn serve_conn(
                         break End::Closed;
                     }
                 }
-                let scratch = client::take_scratch(&w, listener, peer, proxied, &marks);
+                let scratch = client::take_scratch(&w, c.listener, peer, proxied, &marks);
                 // Boxed: the exchange phases' task state exists only while the connection is busy.
                 let (end, client, scratch) = Box::pin(busy(&w, &config, c, scratch)).await;
                 c = client;
@@ -200,10 +204,17 @@ fn serve_conn(
                 }
             };
             drop(slot);
-            // A reload published a newer generation: carry on there, between two requests.
+            // A reload published a newer generation: carry on there, between two requests, as
+            // that generation's listener on the same socket (`End::Switch` is only returned
+            // when there is one).
             let next = w.successor.borrow().clone();
-            match (end, next) {
-                (End::Switch, Some(next)) => w = next,
+            let moved =
+                next.and_then(|n| Some((w.shared.listener_in(c.listener, &n.shared)?, n)));
+            match (end, moved) {
+                (End::Switch, Some((listener, next))) => {
+                    c.listener = listener;
+                    w = next;
+                }
                 _ => {
                     // TLS: close_notify, so a client reading to the end sees a clean end.
                     c.stream.close(config.timeouts.client_send).await;
@@ -212,6 +223,21 @@ fn serve_conn(
             }
         }
     }
+}
+
+/// This connection ends after the request in flight (or now, when idle): the process stops,
+/// or a reload removed its listener (its socket is not served by the next generation).
+fn closing(w: &Worker, listener: ListenerId) -> bool {
+    w.conns.closing() || (w.retired.get() && !moves_on(w, listener))
+}
+
+/// Whether the generation that replaced this retired one serves the connection's socket
+/// (its `listener` here), so that the connection can continue there.
+fn moves_on(w: &Worker, listener: ListenerId) -> bool {
+    w.successor
+        .borrow()
+        .as_ref()
+        .is_some_and(|next| w.shared.listener_in(listener, &next.shared).is_some())
 }
 
 /// Reads a request head into the client buffer, holding nothing else: until the bytes hold
@@ -376,7 +402,7 @@ impl Conn<'_> {
 
     async fn read_head(&mut self) -> HeadRead {
         let t = &self.config.timeouts;
-        if self.w.retired.get() {
+        if self.w.retired.get() && moves_on(self.w, self.c.listener) {
             return HeadRead::Switch;
         }
         self.c.buf.compact();
@@ -595,7 +621,7 @@ impl Conn<'_> {
     /// read completely (and the client and ringlb both keep it alive).
     async fn refuse(&mut self, f: Failure, req: &Req, body: BodyLeft) -> Next {
         let close = !req.keep_alive
-            || self.w.conns.closing()
+            || closing(self.w, self.c.listener)
             || (body == BodyLeft::Unread && req.body != RequestBody::None);
         let next = if close { Next::Close } else { Next::KeepAlive };
         self.answer(f, next).await;
@@ -610,7 +636,7 @@ impl Conn<'_> {
             self.answer(Failure::NoHost, Next::Close).await;
             return Next::Close;
         }
-        let close = !req.keep_alive || self.w.conns.closing() || req.body != RequestBody::None;
+        let close = !req.keep_alive || closing(self.w, self.c.listener) || req.body != RequestBody::None;
         let mut location = Vec::with_capacity(8 + host.len() + target.len());
         location.extend_from_slice(b"https://");
         location.extend_from_slice(&host);
@@ -639,7 +665,7 @@ impl Conn<'_> {
         let Some(ret) = &route.traffic.answer else {
             return self.refuse(Failure::NoRoute, req, BodyLeft::Unread).await;
         };
-        let close = !req.keep_alive || self.w.conns.closing() || req.body != RequestBody::None;
+        let close = !req.keep_alive || closing(self.w, self.c.listener) || req.body != RequestBody::None;
         self.r.x.status(ret.status); // metrics
         self.r.acquire_resp();
         self.r.resp.clear();

@@ -1,9 +1,11 @@
 //! Binding the admin listener, on the main thread before any worker starts: a TCP socket, or a
 //! Unix socket with its mode and owner set before it listens (HAProxy's stats socket). A stale
 //! socket file (left by a process that is gone) is replaced; a live one, or a file that is not
-//! a socket, is a startup error naming the path.
+//! a socket, is a startup error naming the path. After a binary upgrade the socket is the one
+//! the previous process passed on, when `admin.listen` is the same.
 
-use super::{bind_one, Port, RunError};
+use super::listeners::{bind_one, Inherited, Port};
+use super::RunError;
 use crate::config::AdminListen;
 use socket2::{Domain, SockAddr, Type};
 use std::ffi::CString;
@@ -26,11 +28,33 @@ impl Socket {
     }
 }
 
-pub(super) fn bind(listen: &AdminListen) -> Result<Socket, RunError> {
+impl std::os::fd::AsFd for Socket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(l) => l.as_fd(),
+            Socket::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+pub(super) fn bind(listen: &AdminListen, inherited: &mut Inherited) -> Result<Socket, RunError> {
     let err = |reason: String| RunError::Admin {
         listen: listen.to_string(),
         reason,
     };
+    if let Some(fd) = inherited.take_admin(&listen.to_string()) {
+        return Ok(match listen {
+            AdminListen::Tcp(addr) => {
+                let l = std::net::TcpListener::from(fd);
+                log::info!("admin listening on {}", l.local_addr().unwrap_or(*addr));
+                Socket::Tcp(l)
+            }
+            AdminListen::Unix { path, .. } => {
+                log::info!("admin listening on unix:{}", path.display());
+                Socket::Unix(fd.into())
+            }
+        });
+    }
     match listen {
         AdminListen::Tcp(addr) => {
             let s = bind_one(*addr, 128, Port::Exclusive).map_err(|e| err(e.to_string()))?;

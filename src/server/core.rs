@@ -1,13 +1,17 @@
 //! One core's life: its listeners, its admin listener (core 0), the switch to a new config
 //! generation, and the graceful stop.
 //!
+//! The listeners a core serves are those of the generation it serves: on each switch it
+//! starts accepting on sockets new to it and stops on those the generation dropped (see
+//! `context::Sockets`), leaving the others untouched.
+//!
 //! A generation is served by its own per-core [`Worker`] (balancers, pools, connection
 //! registry). New connections go to the newest; a retired worker's connections finish the
 //! request in flight and close (idle ones at once), as nginx's old workers do after a reload.
 //! Runs on the owning core; takes no lock.
 
 use crate::config::ListenerId;
-use crate::context::{Current, Generations, Worker};
+use crate::context::{Current, Generations, Sockets, Worker};
 use crate::engine;
 use crate::metrics::Refusal;
 use crate::state::{Event, Life};
@@ -18,28 +22,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub(super) async fn main(
-    index: usize,
-    current: Arc<Current>,
-    sockets: Vec<std::net::TcpListener>,
-    admin: Option<super::admin::Socket>,
-) {
+pub(super) async fn main(index: usize, current: Arc<Current>, admin: Option<super::admin::Socket>) {
     let life = current.load().life.clone();
     let _exit = ExitGuard(life.clone(), index);
     life.send(Event::Started(index));
     let grace = current.load().config.runtime.shutdown_grace;
     let gens = Rc::new(Generations::new(index, current.clone()));
-    let listeners: Vec<Rc<engine::Listener>> = sockets
-        .into_iter()
-        .map(|s| Rc::new(engine::Listener::from_std(s)))
-        .collect();
-    let accepts: Vec<engine::Task<()>> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| engine::spawn(accept_loop(gens.clone(), l.clone(), ListenerId(i as u32))))
-        .collect();
-    let admin =
-        admin.map(|a| engine::spawn(crate::admin::serve(gens.current(), a.into_listener())));
+    let mut serving = Vec::new();
+    reconcile(index, &gens, &mut serving);
+    let admin = admin.map(|a| {
+        let listener = Rc::new(a.into_listener());
+        let task = engine::spawn(crate::admin::serve(gens.current(), listener.clone()));
+        (listener, task)
+    });
     let sweeper = engine::spawn({
         let gens = gens.clone();
         async move {
@@ -70,18 +65,27 @@ pub(super) async fn main(
     while !life.stopping() {
         wake.wait(&mut seen).await;
         gens.follow(current.load_full());
+        reconcile(index, &gens, &mut serving);
     }
 
-    // Stop accepting: serve what the kernel already queued, then close the sockets.
-    drop(accepts);
-    let w = gens.current();
-    for (i, l) in listeners.iter().enumerate() {
-        for (stream, peer) in l.accept_queued() {
-            let (w, per_ip) = (w.clone(), Rc::new(PerIp::default()));
-            engine::spawn_detached(connection(w, stream, peer, ListenerId(i as u32), per_ip));
+    // Handed over to a new process: the admin listener is its from now on. What this one
+    // accepted until then is served (the accept loop takes it from the queue).
+    let admin = match admin {
+        Some((listener, task)) if life.handed_over() => {
+            listener.stop_accepting().await;
+            engine::yield_now().await;
+            drop(task);
+            None
         }
+        admin => admin,
+    };
+    // Stop accepting: serve what the kernel already queued, then close the sockets.
+    for s in serving {
+        s.stop().await;
     }
-    drop(listeners);
+    // The connections just taken from the queues register when their tasks first run: let
+    // them, so that the wait below counts them.
+    engine::yield_now().await;
     let live = gens.live();
     for w in &live {
         w.conns.close_idle();
@@ -104,14 +108,116 @@ pub(super) async fn main(
     }
 }
 
-async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: ListenerId) {
+/// One listener served on this core: its sockets, and where its new connections go.
+struct Listener {
+    sockets: Arc<Sockets>,
+    /// The newest worker whose generation serves these sockets, and the listener's id there.
+    target: RefCell<(Rc<Worker>, ListenerId)>,
+    /// Outlives generations, so a reload does not reset what each address holds.
+    per_ip: Rc<PerIp>,
+}
+
+impl Listener {
+    /// The worker and listener id for a connection accepted now: the newest generation's, or,
+    /// in the moment between a reload that removed this listener and this core's stopping it,
+    /// the last generation that had it.
+    fn target(&self, gens: &Generations) -> (Rc<Worker>, ListenerId) {
+        let w = gens.for_new_connection();
+        let mut t = self.target.borrow_mut();
+        if !Rc::ptr_eq(&w, &t.0) {
+            if let Some(id) = w.shared.listener_of(&self.sockets) {
+                *t = (w, id);
+            }
+        }
+        t.clone()
+    }
+}
+
+/// A listener being served: its accept loops, one per socket of this core.
+struct Serving {
+    listener: Rc<Listener>,
+    sockets: Vec<Rc<engine::Listener>>,
+    accepts: Vec<engine::Task<()>>,
+}
+
+impl Serving {
+    /// Stops accepting: what the kernel already queued is served, then the sockets close.
+    async fn stop(self) {
+        drop(self.accepts);
+        let l = self.listener;
+        for socket in &self.sockets {
+            socket.stop_accepting().await;
+            for (stream, peer) in socket.accept_queued() {
+                let (w, id) = l.target.borrow().clone();
+                w.shared
+                    .state
+                    .connections(id)
+                    .fetch_add(1, Ordering::Relaxed);
+                engine::spawn_detached(connection(w, stream, peer, id, l.per_ip.clone()));
+            }
+        }
+    }
+}
+
+/// Serves the listeners of the current generation and only those: starts accepting on
+/// sockets new to this core, stops on those the generation no longer has. The idle
+/// connections of a listener that is gone close now; busy ones finish their request first.
+fn reconcile(index: usize, gens: &Rc<Generations>, serving: &mut Vec<Serving>) {
+    let current = gens.current();
+    let listening = &current.shared.listening;
+    let (keep, gone): (Vec<Serving>, Vec<Serving>) = std::mem::take(serving)
+        .into_iter()
+        .partition(|s| current.shared.listener_of(&s.listener.sockets).is_some());
+    *serving = keep;
+    for s in gone {
+        let sockets = s.listener.sockets.clone();
+        engine::spawn_detached(s.stop());
+        for w in gens.live() {
+            if let Some(id) = w.shared.listener_of(&sockets) {
+                w.conns.close_idle_on(id.0);
+            }
+        }
+    }
+    for s in serving.iter() {
+        if let Some(id) = current.shared.listener_of(&s.listener.sockets) {
+            *s.listener.target.borrow_mut() = (current.clone(), id);
+        }
+    }
+    for (i, sockets) in listening.iter().enumerate() {
+        if serving
+            .iter()
+            .any(|s| Arc::ptr_eq(&s.listener.sockets, sockets))
+        {
+            continue;
+        }
+        let listener = Rc::new(Listener {
+            sockets: sockets.clone(),
+            target: RefCell::new((current.clone(), ListenerId(i as u32))),
+            per_ip: Rc::default(),
+        });
+        let socks: Vec<Rc<engine::Listener>> = sockets
+            .take(index)
+            .into_iter()
+            .map(|s| Rc::new(engine::Listener::from_std(s)))
+            .collect();
+        let accepts = socks
+            .iter()
+            .map(|s| engine::spawn(accept_loop(gens.clone(), listener.clone(), s.clone())))
+            .collect();
+        serving.push(Serving {
+            listener,
+            sockets: socks,
+            accepts,
+        });
+    }
+}
+
+async fn accept_loop(gens: Rc<Generations>, l: Rc<Listener>, socket: Rc<engine::Listener>) {
     let throttle = engine::Throttle::new(Duration::from_secs(10));
-    // Outlives generations, so a reload does not reset what each address holds.
-    let per_ip = Rc::new(PerIp::default());
     loop {
-        match listener.accept().await {
+        match socket.accept().await {
             Ok((stream, peer)) => {
-                let w = gens.for_new_connection();
+                let (w, id) = l.target(&gens);
                 let max = w.shared.config.listeners[id.0 as usize].max_connections;
                 let open = w.shared.state.connections(id);
                 if max.is_some_and(|max| open.load(Ordering::Relaxed) >= max) {
@@ -122,7 +228,7 @@ async fn accept_loop(gens: Rc<Generations>, listener: Rc<engine::Listener>, id: 
                     continue;
                 }
                 open.fetch_add(1, Ordering::Relaxed);
-                engine::spawn_detached(connection(w, stream, peer, id, per_ip.clone()));
+                engine::spawn_detached(connection(w, stream, peer, id, l.per_ip.clone()));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the queue waits. A
@@ -150,6 +256,7 @@ struct PerIp(RefCell<ahash::AHashMap<IpAddr, u32>>);
 struct IpCount(Rc<PerIp>, IpAddr);
 
 impl PerIp {
+    /// None: the address is at its limit. Some(None): no limit, nothing counted.
     fn enter(self: &Rc<Self>, ip: IpAddr, max: Option<u32>) -> Option<Option<IpCount>> {
         let Some(max) = max else {
             return Some(None);
@@ -249,8 +356,12 @@ async fn setup(
     mut open: Open,
     per_ip: Rc<PerIp>,
 ) -> Option<Accepted> {
-    let w = &open.w;
+    let w = open.w.clone();
     let id = open.listener;
+    // Registered from the accept on (never idle), so a graceful stop or a hand-over waits for
+    // a connection in its setup: it was accepted here, so it is answered here. Serving
+    // registers it again (see `proxy::serve`), from the same poll this one ends in.
+    let _accepted = w.conns.register(stream.fd(), id.0);
     let listener = &w.shared.config.listeners[id.0 as usize];
     let t = &w.shared.config.timeouts;
     let proxied = if listener.proxy_protocol {
@@ -274,7 +385,9 @@ async fn setup(
     };
     let stream = match w.shared.tls.server(id) {
         None => stream,
-        Some(tls) => crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await?,
+        Some(tls) => {
+            crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await?
+        }
     };
     open._per_ip = count;
     Some(Accepted {

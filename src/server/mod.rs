@@ -1,12 +1,13 @@
 //! The process: SO_REUSEPORT listeners, one pinned engine core per worker, the health checker,
-//! and the control thread that turns signals and admin requests into reloads and the graceful
-//! stop.
+//! and the control thread that turns signals and admin requests into reloads, binary upgrades
+//! and the graceful stop.
 //!
 //! Every worker owns one listening socket per configured listener, all bound to the same
 //! address with SO_REUSEPORT, so the kernel spreads connections over the cores and nothing is
 //! handed between them. Sockets are created and bound on the main thread before any worker
-//! starts, so a bind error is reported once, naming the address, and the process exits before
-//! serving anything.
+//! starts (or inherited from the process a binary upgrade replaces), so a bind error is
+//! reported once, naming the address, and the process exits before serving anything; a
+//! reload binds its new listeners the same way before it applies anything (`listeners.rs`).
 //!
 //! The control thread (the caller of [`run`]) blocks on one channel of [`Event`]s: signals
 //! (forwarded by signal-hook's thread), admin reload requests, workers starting and exiting.
@@ -17,15 +18,17 @@
 mod admin;
 mod core;
 pub mod host;
+mod listeners;
 pub mod logging;
 mod notify;
 mod reload;
+mod upgrade;
 
 use crate::config::{Config, Engine, Workers};
 use crate::context::{Current, Shared};
 use crate::engine::{self, CoreSpec, EngineKind};
 use crate::state::{Event, Life};
-use socket2::{Domain, Protocol, Socket, Type};
+use listeners::{Inherited, Listening};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -64,6 +67,8 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
+    #[error("binary upgrade: {0}")]
+    Upgrade(String),
 }
 
 /// The CPUs workers are pinned to, in worker order.
@@ -85,64 +90,11 @@ fn worker_cpus(config: &Config) -> Result<Vec<usize>, RunError> {
     })
 }
 
-/// Whether other sockets may bind the same address (one listening socket per core).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Port {
-    Exclusive,
-    Shared,
-}
-
-fn bind_one(addr: SocketAddr, backlog: u32, port: Port) -> std::io::Result<Socket> {
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    if port == Port::Shared {
-        s.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.bind(&addr.into())?;
-    s.listen(backlog as i32)?;
-    Ok(s)
-}
-
-/// Binds `count` SO_REUSEPORT sockets per listener. A first bind without SO_REUSEPORT proves
-/// nobody else (another ringlb included) holds the address, which SO_REUSEPORT would hide.
-fn bind_listeners(
-    config: &Config,
-    count: usize,
-) -> Result<Vec<Vec<std::net::TcpListener>>, RunError> {
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..count).map(|_| Vec::new()).collect();
-    for l in &config.listeners {
-        let err = |source| RunError::Bind {
-            name: l.name.clone(),
-            addr: l.addr,
-            source,
-        };
-        let probe = bind_one(l.addr, 1, Port::Exclusive).map_err(err)?;
-        let addr = probe
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .unwrap_or(l.addr);
-        drop(probe);
-        for sockets in per_worker.iter_mut() {
-            let s = bind_one(addr, l.backlog, Port::Shared).map_err(err)?;
-            sockets.push(s.into());
-        }
-        log::info!("listening on {} {}", l.name, addr);
-    }
-    Ok(per_worker)
-}
-
 /// Runs until SIGTERM or SIGINT, then stops gracefully within `runtime.shutdown_grace`.
-/// SIGHUP (and the admin API) reload `path`; SIGUSR1 reopens the access logs.
+/// SIGHUP (and the admin API) reload `path`; SIGUSR1 reopens the access logs; SIGUSR2 starts
+/// a binary upgrade (see `upgrade.rs`).
 pub fn run(config: Config, path: &std::path::Path) -> Result<(), RunError> {
+    upgrade::remember_binary();
     let (events, inbox) = mpsc::channel();
     // Registered before anything is logged as listening, so a signal never meets its default
     // action (terminate) once ringlb says it serves.
@@ -154,9 +106,10 @@ pub fn run(config: Config, path: &std::path::Path) -> Result<(), RunError> {
 
 /// Signals become events on the control thread's channel.
 fn forward_signals(events: mpsc::Sender<Event>) -> Result<signal_hook::iterator::Handle, RunError> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
-        .map_err(|e| RunError::Signals(e.to_string()))?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
+            .map_err(|e| RunError::Signals(e.to_string()))?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("ringlb-signals".into())
@@ -165,6 +118,7 @@ fn forward_signals(events: mpsc::Sender<Event>) -> Result<signal_hook::iterator:
                 let e = match sig {
                     SIGHUP => Event::Reload(None),
                     SIGUSR1 => Event::ReopenLogs,
+                    SIGUSR2 => Event::Upgrade,
                     _ => Event::Stop,
                 };
                 if events.send(e).is_err() {
@@ -195,19 +149,28 @@ fn serve(
         path: crate::accesslog::describe(&config.access_log.target),
         source,
     })?;
-    let listeners = bind_listeners(&config, cpus.len())?;
-    let admin = admin::bind(&config.admin.listen)?;
+    // After a binary upgrade: the sockets the previous process passed on, and its pipe.
+    let parent = upgrade::Parent::from_env();
+    let mut inherited = Inherited::from_env();
+    let mut listening = Listening::bind(&config, cpus.len(), &mut inherited)?;
+    let admin = admin::bind(&config.admin.listen, &mut inherited)?;
+    inherited.close_rest();
+    listening.set_admin(config.admin.listen.to_string(), &admin);
     let engine = choose_engine(&config)?;
+    if let Some(p) = &parent {
+        p.check_engine(engine)?;
+    }
 
-    let life = Arc::new(Life::new(cpus.len(), events));
-    let shared = Arc::new(Shared::new(config, cpus.len(), life.clone()).map_err(RunError::Tls)?);
+    let life = Arc::new(Life::new(cpus.len(), events.clone()));
+    let shared = Shared::new(config, cpus.len(), life.clone(), listening.sockets());
+    let shared = Arc::new(shared.map_err(RunError::Tls)?);
     let current = Arc::new(Current::new(shared.clone()));
     // Before the workers, so a failure to start it leaves nothing to stop.
     let checker =
         crate::health::start(current.clone(), cpus.len(), engine).map_err(RunError::Health)?;
     let io_memory = shared.config.runtime.io_memory;
     drop(shared);
-    let cores = start_cores(&cpus, &current, listeners, admin, io_memory, engine)?;
+    let cores = start_cores(&cpus, &current, admin, io_memory, engine)?;
     let early = wait_started(&life, inbox, cpus.len())?;
     life.workers_running();
     log::info!(
@@ -216,13 +179,32 @@ fn serve(
         cpus,
         engine.name()
     );
-    notify::ready(cpus.len(), life.generation());
+    notify::ready(cpus.len(), life.generation(), parent.is_some());
+    if let Some(p) = parent {
+        p.ready();
+    }
 
-    control_loop(&life, early.into_iter().chain(inbox.iter()), path, &current);
+    let mut control = Control {
+        life: &life,
+        path,
+        current: &current,
+        listening,
+        engine,
+        events,
+        upgrade: None,
+    };
+    control.run(early.into_iter().chain(inbox.iter()));
+    if let Some(pending) = control.upgrade.take() {
+        pending.cancel();
+    }
 
-    notify::stopping();
-    log::info!("stopping: no new connections, finishing in-flight requests");
-    life.stop();
+    if life.handed_over() {
+        log::info!("handed over: no new connections, finishing in-flight requests");
+    } else {
+        notify::stopping();
+        log::info!("stopping: no new connections, finishing in-flight requests");
+        life.stop();
+    }
     let mut failed = None;
     for (index, c) in cores.into_iter().enumerate() {
         if !c.join() {
@@ -248,7 +230,6 @@ fn serve(
 fn start_cores(
     cpus: &[usize],
     current: &Arc<Current>,
-    mut listeners: Vec<Vec<std::net::TcpListener>>,
     admin: admin::Socket,
     io_memory: usize,
     engine: EngineKind,
@@ -256,7 +237,6 @@ fn start_cores(
     let mut admin = Some(admin);
     let mut cores = Vec::new();
     for (index, &cpu) in cpus.iter().enumerate() {
-        let sockets = std::mem::take(&mut listeners[index]);
         let admin = if index == 0 { admin.take() } else { None };
         let current = current.clone();
         let spec = CoreSpec {
@@ -266,7 +246,7 @@ fn start_cores(
             engine,
         };
         let core = engine::Core::start(spec, move || async move {
-            core::main(index, current, sockets, admin).await
+            core::main(index, current, admin).await
         })
         .map_err(|e| RunError::Worker {
             index,
@@ -303,31 +283,70 @@ fn wait_started(
     Ok(early)
 }
 
-/// The control thread: acts on events until the stop (a signal, or a worker that died).
-fn control_loop(
-    life: &Life,
-    events: impl Iterator<Item = Event>,
-    path: &std::path::Path,
-    current: &Current,
-) {
-    for event in events {
-        match event {
-            Event::Stop => return,
-            Event::Reload(done) => {
-                reload::reload(path, current);
-                if let Some(done) = done {
-                    done.raise();
+/// The control thread's state: what it acts on events with.
+struct Control<'a> {
+    life: &'a Life,
+    path: &'a std::path::Path,
+    current: &'a Current,
+    listening: Listening,
+    engine: EngineKind,
+    events: mpsc::Sender<Event>,
+    /// A binary upgrade under way: its new process is starting.
+    upgrade: Option<upgrade::Pending>,
+}
+
+impl Control<'_> {
+    /// Acts on events until the stop (a signal, a worker that died, or a binary upgrade's
+    /// new process ready to serve).
+    fn run(&mut self, events: impl Iterator<Item = Event>) {
+        for event in events {
+            match event {
+                Event::Stop => return,
+                Event::Reload(done) => {
+                    if self.upgrade.is_some() {
+                        reload::refuse(self.current, "a binary upgrade is under way");
+                    } else {
+                        reload::reload(self.path, self.current, &mut self.listening);
+                    }
+                    if let Some(done) = done {
+                        done.raise();
+                    }
                 }
+                Event::ReopenLogs => {
+                    log::info!("SIGUSR1: reopening access logs");
+                    self.life.reopen_logs();
+                }
+                Event::Upgrade if self.upgrade.is_some() => {
+                    log::warn!("SIGUSR2: a binary upgrade is already under way");
+                }
+                Event::Upgrade => {
+                    match upgrade::start(&self.listening, self.engine, self.events.clone()) {
+                        Ok(p) => self.upgrade = Some(p),
+                        Err(e) => {
+                            log::error!("binary upgrade failed: {e}; this process keeps serving")
+                        }
+                    }
+                }
+                Event::Upgraded(Ok(pid)) => {
+                    self.upgrade = None;
+                    log::info!(
+                        "binary upgrade: process {pid} serves; this process ({}) stops \
+                         accepting and finishes its requests",
+                        std::process::id()
+                    );
+                    self.life.hand_over();
+                    return;
+                }
+                Event::Upgraded(Err(e)) => {
+                    self.upgrade = None;
+                    log::error!("binary upgrade failed: {e}; this process keeps serving");
+                }
+                Event::Exited(index) => {
+                    log::error!("worker {index} stopped unexpectedly; stopping all");
+                    return;
+                }
+                Event::Started(_) => {}
             }
-            Event::ReopenLogs => {
-                log::info!("SIGUSR1: reopening access logs");
-                life.reopen_logs();
-            }
-            Event::Exited(index) => {
-                log::error!("worker {index} stopped unexpectedly; stopping all");
-                return;
-            }
-            Event::Started(_) => {}
         }
     }
 }

@@ -61,10 +61,18 @@ fn status(generation: u64, note: &str) -> String {
     )
 }
 
-/// Every worker runs: `READY=1`, and the watchdog starts if the unit asked for one.
-pub fn ready(workers: usize, generation: u64) {
+/// Every worker runs: `READY=1`, and the watchdog starts if the unit asked for one. The new
+/// process of a binary upgrade (`upgraded`) says `MAINPID=` first: systemd follows it from
+/// then on (the unit needs `NotifyAccess=all` for that), and the old process's exit is no
+/// longer the service's.
+pub fn ready(workers: usize, generation: u64, upgraded: bool) {
     WORKERS.store(workers, Relaxed);
-    send(&format!("READY=1\n{}", status(generation, "")));
+    let main_pid = if upgraded {
+        format!("MAINPID={}\n", std::process::id())
+    } else {
+        String::new()
+    };
+    send(&format!("{main_pid}READY=1\n{}", status(generation, "")));
     start_watchdog();
 }
 

@@ -22,11 +22,18 @@ pub struct Conns {
 struct Slot {
     fd: RawFd,
     idle: bool,
+    /// The connection's listener (a `ListenerId` of this registry's generation).
+    listener: u32,
 }
 
 impl Conns {
-    pub fn register(&self, fd: RawFd) -> ConnSlot<'_> {
-        let slot = Slot { fd, idle: false };
+    /// A connection on `listener` (its `ListenerId` in this registry's generation).
+    pub fn register(&self, fd: RawFd, listener: u32) -> ConnSlot<'_> {
+        let slot = Slot {
+            fd,
+            idle: false,
+            listener,
+        };
         let index = match self.free.borrow_mut().pop() {
             Some(i) => {
                 self.slots.borrow_mut()[i] = slot;
@@ -51,8 +58,18 @@ impl Conns {
     /// are woken now (their pending read returns end of stream).
     pub fn close_idle(&self) {
         self.closing.set(true);
+        self.wake_idle(|_| true);
+    }
+
+    /// The idle connections of `listener` (removed by a reload) are woken now, their
+    /// pending read returning end of stream; the others carry on.
+    pub fn close_idle_on(&self, listener: u32) {
+        self.wake_idle(|s| s.listener == listener);
+    }
+
+    fn wake_idle(&self, which: impl Fn(&Slot) -> bool) {
         for s in self.slots.borrow().iter() {
-            if s.idle && s.fd >= 0 {
+            if s.idle && s.fd >= 0 && which(s) {
                 Stream::shutdown_read_fd(s.fd);
             }
         }
@@ -100,6 +117,7 @@ impl Drop for ConnSlot<'_> {
         self.conns.slots.borrow_mut()[self.index] = Slot {
             fd: -1,
             idle: false,
+            listener: 0,
         };
         self.conns.free.borrow_mut().push(self.index);
         self.conns.live.set(self.conns.live.get() - 1);

@@ -18,6 +18,10 @@ pub enum Event {
     Reload(Option<Arc<Signal>>),
     /// SIGUSR1: reopen the access logs.
     ReopenLogs,
+    /// SIGUSR2: start the binary upgrade (a new process that inherits the listening sockets).
+    Upgrade,
+    /// The new process of a binary upgrade serves (its pid), or why it does not.
+    Upgraded(Result<u32, String>),
     /// Worker `index` runs its executor.
     Started(usize),
     /// Worker `index` returned or unwound.
@@ -26,6 +30,8 @@ pub enum Event {
 
 pub struct Life {
     stopping: AtomicBool,
+    /// The stop is a binary upgrade's hand-over: the new process serves the same sockets.
+    handed_over: AtomicBool,
     /// Every worker checked in: the listeners are bound and served.
     serving: AtomicBool,
     /// Reloads attempted, and those that failed (the old generation kept serving).
@@ -50,6 +56,7 @@ impl Life {
     pub fn new(cores: usize, events: Sender<Event>) -> Life {
         Life {
             stopping: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             serving: AtomicBool::new(false),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
@@ -104,6 +111,16 @@ impl Life {
     pub fn stop(&self) {
         self.stopping.store(true, Relaxed);
         self.wake_all();
+    }
+
+    /// Control thread: the new process of a binary upgrade serves; this one stops.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Relaxed);
+        self.stop();
+    }
+
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Relaxed)
     }
 
     /// Control thread: `generation` is published.

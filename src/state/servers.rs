@@ -296,9 +296,9 @@ pub struct StateTable {
     servers: Box<[Arc<CachePadded<ServerState>>]>,
     /// Each upstream's queue, across all cores (by `UpstreamId`).
     queues: Box<[CachePadded<UpstreamQueue>]>,
-    /// Client connections open on each listener, across all cores (by `ListenerId`); carried
-    /// across reloads, which keep the listeners.
-    connections: Arc<[CachePadded<AtomicU64>]>,
+    /// Client connections open on each listener, across all cores (by `ListenerId`); a
+    /// listener that keeps its sockets across a reload keeps its count.
+    connections: Box<[Arc<CachePadded<AtomicU64>>]>,
     /// Moves when per-core balancers built from weights (hash rings, `ip_hash`) must be
     /// rebuilt: a weight set through the admin API. Algorithms that read the weight on each
     /// pick see the change without it.
@@ -397,7 +397,12 @@ impl StateTable {
             }
             fresh.servers[s.id.0 as usize] = kept;
         }
-        fresh.connections = old.connections.clone();
+        for (l, count) in config.listeners.iter().zip(fresh.connections.iter_mut()) {
+            let same = |o: &crate::config::Listener| l.same_socket(o.addr, &o.name);
+            if let Some(o) = old_config.listeners.iter().position(same) {
+                *count = old.connections[o].clone();
+            }
+        }
         fresh
     }
 

@@ -315,6 +315,114 @@ impl Drop for Ringlb {
     }
 }
 
+/// Rewrites ringlb's config file, keeping its listener and admin addresses (port 0 in the
+/// file, as at start).
+pub fn rewrite(lb: &Ringlb, text: &str) {
+    std::fs::write(&lb.config_path, with_test_engine(text)).unwrap();
+}
+
+pub fn post(lb: &Ringlb, path: &str, body: &str) -> Response {
+    let mut c = Client::connect(lb.admin);
+    c.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.response()
+}
+
+/// SIGHUP, then the reload's log up to "reloaded": the address of the listener `name` if
+/// the reload bound one.
+pub fn sighup_reload(lb: &Ringlb, name: &str) -> Option<SocketAddr> {
+    lb.proc.signal(libc::SIGHUP);
+    let marker = format!("listening on {name} ");
+    let mut bound = None;
+    loop {
+        let line = lb
+            .proc
+            .next_line(Duration::from_secs(5))
+            .expect("reload logged");
+        assert!(!line.contains("refused"), "{line}");
+        if line.contains(&marker) {
+            bound = line.split_whitespace().last().and_then(|a| a.parse().ok());
+        }
+        if line.contains("reloaded") {
+            return bound;
+        }
+    }
+}
+
+/// GETs in a loop from `clients` threads (the first `short` of them with `Connection: close`,
+/// the others keep-alive) until `stop` (20 s at most); a keep-alive connection closed by the
+/// server before any response byte is reopened and the request resent (as HTTP clients do);
+/// anything else is a failure. Each thread returns (responses by backend, failures).
+pub fn load(
+    addr: SocketAddr,
+    clients: usize,
+    short: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<thread::JoinHandle<(std::collections::HashMap<String, u32>, u32)>> {
+    (0..clients)
+        .map(|i| {
+            let stop = stop.clone();
+            let request: &[u8] = if i < short {
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            } else {
+                b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+            };
+            thread::spawn(move || {
+                let mut seen = std::collections::HashMap::new();
+                let mut failures = 0;
+                let mut c = Client::connect(addr);
+                let mut fresh = true;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    c.send(request);
+                    match c.try_response(false) {
+                        Some(r) if r.status == 200 => {
+                            let backend = r.header("x-backend").unwrap_or("?").to_string();
+                            *seen.entry(backend).or_default() += 1;
+                            fresh = r.header("connection") == Some("close");
+                            if fresh {
+                                c = Client::connect(addr);
+                            }
+                        }
+                        Some(_) => failures += 1,
+                        None if !fresh => {
+                            c = Client::connect(addr);
+                            fresh = true;
+                        }
+                        None => {
+                            failures += 1;
+                            c = Client::connect(addr);
+                        }
+                    }
+                }
+                (seen, failures)
+            })
+        })
+        .collect()
+}
+
+/// Joins [`load`]'s threads: (responses by backend, failures).
+pub fn load_results(
+    threads: Vec<thread::JoinHandle<(std::collections::HashMap<String, u32>, u32)>>,
+) -> (std::collections::HashMap<String, u32>, u32) {
+    let mut total = std::collections::HashMap::new();
+    let mut failures = 0;
+    for t in threads {
+        let (seen, f) = t.join().expect("load thread");
+        failures += f;
+        for (k, v) in seen {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    (total, failures)
+}
+
 /// A config with one listener on an ephemeral port, admin on an ephemeral port, one upstream
 /// `app` over `servers` (TOML lines for each server table), `upstream_extra` lines in the
 /// upstream table, and `extra` top-level tables appended.

@@ -300,9 +300,13 @@ struct ListenState {
     fd: RawFd,
     open: bool,
     armed: bool,
+    /// No accept is armed again (`stop_accept`).
+    stopped: bool,
     queue: VecDeque<RawFd>,
     err: i32,
     waker: Option<Waker>,
+    /// The task waiting in `stop_accept` for the last accept completion.
+    stopper: Option<Waker>,
 }
 
 enum Slot {
@@ -757,6 +761,7 @@ impl Reactor {
             Slot::Listen(l) => {
                 l.open = false;
                 l.waker = None;
+                l.stopper = None;
                 for fd in l.queue.drain(..) {
                     close_fd(fd);
                 }
@@ -793,7 +798,7 @@ impl Reactor {
             return Poll::Ready(Err(io::Error::from_raw_os_error(e)));
         }
         store(&mut l.waker, waker);
-        if !l.armed {
+        if !l.armed && !l.stopped {
             l.armed = true;
             let sqe = opcode::AcceptMulti::new(types::Fd(l.fd))
                 .flags(libc::SOCK_CLOEXEC)
@@ -802,6 +807,38 @@ impl Reactor {
             self.push(sqe, true);
         }
         Poll::Pending
+    }
+
+    /// Stops accepting on `t`: cancels its multishot accept and is Ready once the kernel
+    /// posted its last completion, so that nothing is accepted for this listener any more
+    /// (what was is in its queue). Until then a wake-up of the socket may have gone to this
+    /// accept (io_uring waits exclusively on a listening socket, so one wake-up wakes one
+    /// waiter): what it left queued in the kernel is for the caller to accept then.
+    pub(crate) fn stop_accept(&mut self, t: Token, waker: &Waker) -> Poll<()> {
+        let Some(l) = self.listener(t) else {
+            return Poll::Ready(());
+        };
+        if !l.armed {
+            l.stopped = true;
+            return Poll::Ready(());
+        }
+        store(&mut l.stopper, waker);
+        if !l.stopped {
+            l.stopped = true;
+            self.cancel(ud(t, OP_ACCEPT));
+        }
+        Poll::Pending
+    }
+
+    /// `fd`, accepted by the caller on listener `t`, joins its queue.
+    pub(crate) fn push_accepted(&mut self, t: Token, fd: RawFd) {
+        match self.listener(t) {
+            Some(l) if l.open => {
+                l.queue.push_back(fd);
+                wake(&mut l.waker);
+            }
+            _ => close_fd(fd),
+        }
     }
 
     /// Descriptors accepted but not taken yet.
@@ -1047,6 +1084,7 @@ impl Reactor {
         wake(&mut l.waker);
         if !more {
             l.armed = false;
+            wake(&mut l.stopper);
             if !l.open {
                 close_fd(l.fd);
                 self.release(t);
@@ -1064,7 +1102,10 @@ impl Reactor {
                     out.extend(s.reader.take());
                     out.extend(s.writer.take());
                 }
-                Slot::Listen(l) => out.extend(l.waker.take()),
+                Slot::Listen(l) => {
+                    out.extend(l.waker.take());
+                    out.extend(l.stopper.take());
+                }
                 Slot::Free => {}
             }
         }

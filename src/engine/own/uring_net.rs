@@ -299,16 +299,34 @@ impl TcpListener {
 
     /// Accepts what is already queued (at most `MAX_QUEUED`), without waiting.
     pub(crate) fn accept_queued(&self) -> Vec<(TcpStream, SocketAddr)> {
+        let mut ready = exec::with_uring(|r| r.take_accepted(self.token));
+        ready.extend(self.drain());
+        ready
+            .into_iter()
+            .filter_map(|fd| {
+                let s = TcpStream::from_fd(fd).ok()?;
+                let peer = s.peer_addr().ok()?;
+                Some((s, peer))
+            })
+            .collect()
+    }
+
+    /// Stops accepting: once the multishot accept has posted its last completion, what the
+    /// kernel still queues for this socket is accepted into the listener's queue, where
+    /// [`TcpListener::accept_any`] and [`TcpListener::accept_queued`] find it. After this,
+    /// the socket's new connections wake the other processes' accepts only (a binary upgrade
+    /// shares the socket): none waits behind a wake-up this one consumed.
+    pub(crate) async fn stop_accepting(&self) {
+        poll_fn(|cx| exec::with_uring(|r| r.stop_accept(self.token, cx.waker()))).await;
+        for fd in self.drain() {
+            exec::with_uring(|r| r.push_accepted(self.token, fd));
+        }
+    }
+
+    /// Accepts (nonblocking, at most `MAX_QUEUED`) what the kernel queued for this socket.
+    fn drain(&self) -> Vec<RawFd> {
         const MAX_QUEUED: usize = 65_536;
         let mut out = Vec::new();
-        let ready = exec::with_uring(|r| r.take_accepted(self.token));
-        for fd in ready {
-            if let Ok(s) = TcpStream::from_fd(fd) {
-                if let Ok(peer) = s.peer_addr() {
-                    out.push((s, peer));
-                }
-            }
-        }
         // This drain must not wait; the listener is about to close.
         if set_blocking(self.fd, false).is_err() {
             return out;
@@ -334,11 +352,7 @@ impl TcpListener {
                 }
                 break;
             }
-            if let Ok(s) = TcpStream::from_fd(c) {
-                if let Ok(peer) = s.peer_addr() {
-                    out.push((s, peer));
-                }
-            }
+            out.push(c);
         }
         out
     }
