@@ -424,6 +424,17 @@ impl Upstream {
         out
     }
 
+    /// Why `e` cannot join this upstream: its name or source is already listed, or its name
+    /// is a server's.
+    pub fn clash(&self, e: &Entry) -> Option<String> {
+        clash(&self.entries, e).or_else(|| {
+            self.servers
+                .iter()
+                .any(|s| s.name == e.name)
+                .then(|| format!("name {:?} is used by a server", e.name))
+        })
+    }
+
     /// The entry named `name`.
     pub fn entry(&self, name: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.name == name)
@@ -461,10 +472,8 @@ impl Config {
         let Some(e) = entry(&mut p, "body", &file, &upstream.defaults, Origin::Api) else {
             return Err(p.list);
         };
-        let taken = upstream.servers.iter().any(|s| s.name == e.name);
-        match clash(&upstream.entries, &e) {
+        match upstream.clash(&e) {
             Some(why) => p.add("body", why),
-            None if taken => p.add("body", format!("name {:?} is used by a server", e.name)),
             None => return Ok(e),
         }
         Err(p.list)

@@ -20,6 +20,7 @@ pub mod host;
 pub mod logging;
 mod notify;
 mod reload;
+mod servers;
 
 use crate::config::{Config, Engine, Workers};
 use crate::context::{Current, Shared};
@@ -59,6 +60,12 @@ pub enum RunError {
     Health(engine::StartError),
     #[error("{0}")]
     Tls(crate::tls::TlsError),
+    #[error(
+        "upstream {0} has no server: its names did not resolve (see the warnings above); \
+         list an address, fix the name, or set resolve = true to start without servers and \
+         wait for the name"
+    )]
+    NoServers(String),
     #[error("cannot open the access log {path}: {source}")]
     AccessLog {
         path: String,
@@ -191,6 +198,13 @@ fn serve(
         );
     }
     let cpus = worker_cpus(&config)?;
+    let life = Arc::new(Life::new(cpus.len(), events));
+    for w in crate::discovery::resolve_all(&mut config, None, Some(&life)) {
+        log::warn!("{}: {}", w.path, w.message);
+    }
+    if let Some(u) = crate::discovery::empty_upstreams(&config).into_iter().next() {
+        return Err(RunError::NoServers(u));
+    }
     crate::accesslog::check(&config.access_log).map_err(|source| RunError::AccessLog {
         path: crate::accesslog::describe(&config.access_log.target),
         source,
@@ -199,7 +213,6 @@ fn serve(
     let admin = admin::bind(&config.admin.listen)?;
     let engine = choose_engine(&config, cpus.len())?;
 
-    let life = Arc::new(Life::new(cpus.len(), events));
     let shared = Arc::new(Shared::new(config, cpus.len(), life.clone()).map_err(RunError::Tls)?);
     let current = Arc::new(Current::new(shared.clone()));
     // Before the workers, so a failure to start it leaves nothing to stop.
@@ -218,7 +231,9 @@ fn serve(
     );
     notify::ready(cpus.len(), life.generation());
 
-    control_loop(&life, early.into_iter().chain(inbox.iter()), path, &current);
+    let mut servers = servers::Servers::start(&current);
+    control_loop(&life, early, inbox, path, &current, &mut servers);
+    drop(servers);
 
     notify::stopping();
     log::info!("stopping: no new connections, finishing in-flight requests");
@@ -306,19 +321,42 @@ fn wait_started(
 /// The control thread: acts on events until the stop (a signal, or a worker that died).
 fn control_loop(
     life: &Life,
-    events: impl Iterator<Item = Event>,
+    early: Vec<Event>,
+    inbox: &mpsc::Receiver<Event>,
     path: &std::path::Path,
     current: &Current,
+    servers: &mut servers::Servers,
 ) {
-    for event in events {
+    let mut early = early.into_iter();
+    loop {
+        let event = match (early.next(), servers.wait()) {
+            (Some(e), _) => e,
+            (None, None) => match inbox.recv() {
+                Ok(e) => e,
+                Err(_) => return,
+            },
+            // A removal drains: look at its servers again soon.
+            (None, Some(wait)) => match inbox.recv_timeout(wait) {
+                Ok(e) => e,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    servers.tick(current);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+        };
         match event {
             Event::Stop => return,
             Event::Reload(done) => {
+                let before = current.load_full();
                 reload::reload(path, current);
+                servers.reloaded(&before, current);
                 if let Some(done) = done {
                     done.raise();
                 }
             }
+            Event::Resolved(r) => servers.resolved(current, r),
+            Event::Servers(change, reply) => servers.change(current, change, &reply),
             Event::ReopenLogs => {
                 log::info!("SIGUSR1: reopening access logs");
                 life.reopen_logs();

@@ -57,12 +57,21 @@ enum Refused {
     Restart(String),
     #[error("{0}")]
     Tls(crate::tls::TlsError),
+    #[error("upstream {0} would have no server: its names did not resolve")]
+    NoServers(String),
 }
 
 fn next_generation(path: &Path, old: &Shared) -> Result<Shared, Refused> {
     let mut config = Config::load(path, &crate::tls::Files).map_err(Refused::Config)?;
     super::host::apply_default_max_connections(&mut config, super::host::nofile_soft());
     compatible(&old.config, &config)?;
+    // Names resolve again; one that fails keeps its addresses of the running generation.
+    for w in crate::discovery::resolve_all(&mut config, Some(&old.config), Some(&old.life)) {
+        log::warn!("reload: {}: {}", w.path, w.message);
+    }
+    if let Some(u) = crate::discovery::empty_upstreams(&config).into_iter().next() {
+        return Err(Refused::NoServers(u));
+    }
     old.next(config).map_err(Refused::Tls)
 }
 

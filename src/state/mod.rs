@@ -5,9 +5,11 @@
 //! Uses `config` and `engine` (for wake-ups) only.
 
 pub mod conns;
+pub mod discovery;
 pub mod life;
 pub mod servers;
 
 pub use conns::Conns;
+pub use discovery::{Reply, Resolution, Resolutions, Resolved, ServerChange};
 pub use life::{Event, Life};
 pub use servers::{now_ms, unix_secs, Active, AdminState, ServerState, StateTable, UpstreamQueue};
