@@ -111,6 +111,7 @@ impl Shared {
             metrics: &self.metrics,
             workers: self.workers,
             started: self.started,
+            resolutions: &self.life.resolutions,
         }
     }
 }

@@ -13,6 +13,7 @@ struct Parts {
     config: Config,
     state: StateTable,
     metrics: Registry,
+    resolutions: crate::state::Resolutions,
 }
 
 impl Parts {
@@ -23,6 +24,7 @@ impl Parts {
             metrics: &self.metrics,
             workers: 2,
             started: std::time::SystemTime::now(),
+            resolutions: &self.resolutions,
         }
     }
 }
@@ -57,6 +59,7 @@ name = "d\"q"
         state: StateTable::new(&config, 2),
         metrics: Registry::new(&config, 2),
         config,
+        resolutions: Default::default(),
     }
 }
 
@@ -259,6 +262,7 @@ fn counters_carry_over_reloads_and_never_go_back() {
             metrics: reg,
             workers: 2,
             started: std::time::SystemTime::now(),
+            resolutions: &Default::default(),
         })
     };
     let req = |u: &str, s: &str| {
