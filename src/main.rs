@@ -47,7 +47,19 @@ fn main() -> ExitCode {
                 print!("{}", c.dump());
                 ExitCode::SUCCESS
             }
-            Ok(c) => {
+            Ok(mut c) => {
+                // Names are looked up as `run` would; one that does not resolve here may on
+                // the host that runs it, so it is a warning.
+                for w in ringlb::discovery::resolve_all(&mut c, None, None) {
+                    eprintln!("{}: warning: {}: {}", config.display(), w.path, w.message);
+                }
+                for u in ringlb::discovery::empty_upstreams(&c) {
+                    eprintln!(
+                        "{}: warning: upstreams.{u}: no server now: `ringlb run` would refuse \
+                         to start",
+                        config.display()
+                    );
+                }
                 println!(
                     "{}: ok ({} listeners, {} upstreams, {} servers)",
                     config.display(),

@@ -6,8 +6,8 @@
 
 use super::Response;
 use crate::config::{Entry, Server, Upstream};
-use crate::state::Resolution;
 use crate::context::Shared;
+use crate::state::Resolution;
 use crate::state::{now_ms, AdminState, ServerChange};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
@@ -141,7 +141,10 @@ pub fn add(shared: &Shared, upstream: &str, body: &[u8]) -> Result<ServerChange,
         }),
         Err(problems) => {
             // Not JSON (or not a server table): 400; JSON with invalid values: 422.
-            let status = if problems.iter().any(|p| p.message.starts_with("invalid JSON")) {
+            let status = if problems
+                .iter()
+                .any(|p| p.message.starts_with("invalid JSON"))
+            {
                 400
             } else {
                 422

@@ -276,7 +276,14 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
             Err(r) => r,
         },
         Target::Server(u, srv) if req.method == Method::Delete => {
-            ask(shared, ServerChange::Remove { upstream: u, name: srv }).await
+            ask(
+                shared,
+                ServerChange::Remove {
+                    upstream: u,
+                    name: srv,
+                },
+            )
+            .await
         }
         Target::Server(u, srv) => api::server(shared, &u, &srv),
         Target::ApiNotFound => Response::error(404, "no such API route"),

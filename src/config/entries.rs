@@ -144,7 +144,9 @@ pub fn host_port(text: &str) -> Result<Source, String> {
     }
     let example = "(e.g. \"10.0.0.1:8080\" or \"app.internal:8080\")";
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("{text:?} has no port: write IP:port or host:port {example}"));
+        return Err(format!(
+            "{text:?} has no port: write IP:port or host:port {example}"
+        ));
     };
     if host.contains(':') || host.starts_with('[') {
         return Err(format!("{text:?} is not IP:port or host:port {example}"));
@@ -347,10 +349,11 @@ pub(super) fn resolver(p: &mut Problems, r: &ResolverFile) -> Resolver {
     let d = Resolver::default();
     let mut nameservers = Vec::new();
     for (i, ns) in r.nameservers.iter().enumerate() {
-        let parsed = ns
-            .parse::<SocketAddr>()
-            .ok()
-            .or_else(|| ns.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()));
+        let parsed = ns.parse::<SocketAddr>().ok().or_else(|| {
+            ns.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| (ip, 53).into())
+        });
         match parsed {
             Some(a) if a.port() != 0 => nameservers.push(a),
             _ => p.add(
@@ -598,7 +601,10 @@ mod tests {
         c.expand();
         let u = &c.upstreams[0];
         assert_eq!(u.servers[0].name, "app@10.0.0.5:8080");
-        assert_eq!(u.servers[0].cookie, cookie, "the cookie id follows the name");
+        assert_eq!(
+            u.servers[0].cookie, cookie,
+            "the cookie id follows the name"
+        );
         let again = Config::parse(&c.dump()).unwrap();
         assert_eq!(again.upstreams[0].entries.len(), 3);
         assert!(again.upstreams[0].entries[1].resolve);
@@ -606,8 +612,8 @@ mod tests {
 
     #[test]
     fn api_entries_are_validated_like_the_file() {
-        let c = parse("[upstreams.app]\n[[upstreams.app.servers]]\naddr = \"10.0.0.1:80\"\n")
-            .unwrap();
+        let c =
+            parse("[upstreams.app]\n[[upstreams.app.servers]]\naddr = \"10.0.0.1:80\"\n").unwrap();
         let u = &c.upstreams[0];
         let e = c
             .api_entry(u, br#"{"addr":"10.0.0.2:80","weight":3,"name":"b"}"#)

@@ -43,7 +43,12 @@ impl<'a> Problems<'a> {
         });
     }
 
-    pub(super) fn duration(&mut self, path: &str, value: Option<&String>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Duration {
         let Some(text) = value else { return default };
         match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
@@ -61,7 +66,13 @@ impl<'a> Problems<'a> {
         }
     }
 
-    pub(super) fn size(&mut self, path: &str, value: Option<&String>, default: usize, max: usize) -> usize {
+    pub(super) fn size(
+        &mut self,
+        path: &str,
+        value: Option<&String>,
+        default: usize,
+        max: usize,
+    ) -> usize {
         let Some(text) = value else { return default };
         match parse_size(text) {
             Some(n) if (1..=max).contains(&n) => n,
@@ -76,7 +87,13 @@ impl<'a> Problems<'a> {
         }
     }
 
-    pub(super) fn int(&mut self, path: &str, value: Option<i64>, default: u64, range: (u64, u64)) -> u64 {
+    pub(super) fn int(
+        &mut self,
+        path: &str,
+        value: Option<i64>,
+        default: u64,
+        range: (u64, u64),
+    ) -> u64 {
         let Some(v) = value else { return default };
         match u64::try_from(v) {
             Ok(v) if (range.0..=range.1).contains(&v) => v,
@@ -445,12 +462,12 @@ fn ready_requires(
                     && upstreams[u].servers.len() < min_servers =>
             {
                 p.add(
-                path,
-                format!(
-                    "upstream {name:?} has {} servers, fewer than admin.ready_min_servers = \
+                    path,
+                    format!(
+                        "upstream {name:?} has {} servers, fewer than admin.ready_min_servers = \
                      {min_servers}: it could never be ready",
-                    upstreams[u].servers.len()
-                ),
+                        upstreams[u].servers.len()
+                    ),
                 )
             }
             Some(u) => ready_requires.push(ReadyRequire {

@@ -91,9 +91,11 @@ impl Worker {
                 .servers()
                 .map(|(u, s)| (u.name.as_str(), s.name.as_str()))
                 .collect();
-            self.pool.borrow_mut().hand_over(&mut next.pool.borrow_mut(), |id| {
-                names.get(id.0 as usize).and_then(|k| ids.get(k).copied())
-            });
+            self.pool
+                .borrow_mut()
+                .hand_over(&mut next.pool.borrow_mut(), |id| {
+                    names.get(id.0 as usize).and_then(|k| ids.get(k).copied())
+                });
         }
         *self.successor.borrow_mut() = Some(next);
         self.retired.set(true);

@@ -66,7 +66,9 @@ impl Client {
         let mut edns = Edns::new();
         edns.set_max_payload(UDP_PAYLOAD);
         q.set_edns(edns);
-        let bytes = q.to_vec().map_err(|e| format!("cannot encode the query: {e}"))?;
+        let bytes = q
+            .to_vec()
+            .map_err(|e| format!("cannot encode the query: {e}"))?;
         let answer = udp(ns, &bytes, self.timeout, |m| matches(m, id, name, rtype))?;
         if !answer.truncated() {
             return Ok(answer);
@@ -92,8 +94,7 @@ fn query_id() -> u16 {
 fn matches(m: &Message, id: u16, name: &Name, rtype: RecordType) -> bool {
     m.id() == id
         && m.message_type() == MessageType::Response
-        && m
-            .queries()
+        && m.queries()
             .first()
             .is_some_and(|q| q.query_type() == rtype && q.name().eq_ignore_case(name))
 }

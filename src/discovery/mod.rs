@@ -140,7 +140,11 @@ fn host_dns(c: &dns::Client, host: &str, port: u16, s: &Settings) -> Outcome {
 /// The addresses of `name` (A, then AAAA) and their smallest TTL; None for NXDOMAIN. Any
 /// query that gets no answer fails the whole lookup, so that a lost AAAA answer does not
 /// remove the IPv6 servers.
-fn ips(c: &dns::Client, name: &Name, ipv6: bool) -> Result<Option<(Vec<IpAddr>, Option<u32>)>, String> {
+fn ips(
+    c: &dns::Client,
+    name: &Name,
+    ipv6: bool,
+) -> Result<Option<(Vec<IpAddr>, Option<u32>)>, String> {
     let mut all = Vec::new();
     let mut ttl: Option<u32> = None;
     let mut exists = false;
@@ -232,15 +236,15 @@ fn srv(c: &dns::Client, name: &str, s: &Settings) -> Outcome {
 /// failure, `valid_min` doubled per failure in a row, up to 30 s (and `valid_max`).
 pub fn next_after(outcome: &Outcome, failures: u32, s: &Settings) -> Duration {
     match outcome {
-        Outcome::Found(_, ttl) => ttl
-            .unwrap_or(s.valid_max)
-            .clamp(s.valid_min, s.valid_max),
+        Outcome::Found(_, ttl) => ttl.unwrap_or(s.valid_max).clamp(s.valid_min, s.valid_max),
         _ => {
             let backoff = s
                 .valid_min
                 .max(Duration::from_millis(500))
                 .saturating_mul(1 << failures.saturating_sub(1).min(6));
-            backoff.min(Duration::from_secs(30)).min(s.valid_max.max(s.valid_min))
+            backoff
+                .min(Duration::from_secs(30))
+                .min(s.valid_max.max(s.valid_min))
         }
     }
 }
@@ -255,7 +259,11 @@ pub struct Unresolved {
 /// Looks up every named entry of `config` (in parallel, one thread per entry) and expands
 /// its servers. An entry that does not resolve keeps the addresses it had in `previous` (the
 /// generation being replaced), if any. Counts each lookup in `life`.
-pub fn resolve_all(config: &mut Config, previous: Option<&Config>, life: Option<&Life>) -> Vec<Unresolved> {
+pub fn resolve_all(
+    config: &mut Config,
+    previous: Option<&Config>,
+    life: Option<&Life>,
+) -> Vec<Unresolved> {
     let settings = config.resolver.clone();
     let mut jobs = Vec::new();
     for (u, up) in config.upstreams.iter().enumerate() {

@@ -179,7 +179,8 @@ impl Registry {
         }
         self.last_reload_ok
             .store(old.last_reload_ok.load(Relaxed), Relaxed);
-        self.last_load_ms.store(old.last_load_ms.load(Relaxed), Relaxed);
+        self.last_load_ms
+            .store(old.last_load_ms.load(Relaxed), Relaxed);
         self.log_errors.store(old.log_errors.load(Relaxed), Relaxed);
     }
 

@@ -430,7 +430,12 @@ fn discovery(w: &mut Writer, shared: &Scrape<'_>) {
         } else {
             now.saturating_sub(last) as f64 / 1e3
         };
-        w.float(&names::RESOLUTION_AGE, "", &[("upstream", u), ("name", e)], age);
+        w.float(
+            &names::RESOLUTION_AGE,
+            "",
+            &[("upstream", u), ("name", e)],
+            age,
+        );
     }
 }
 

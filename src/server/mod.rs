@@ -202,7 +202,10 @@ fn serve(
     for w in crate::discovery::resolve_all(&mut config, None, Some(&life)) {
         log::warn!("{}: {}", w.path, w.message);
     }
-    if let Some(u) = crate::discovery::empty_upstreams(&config).into_iter().next() {
+    if let Some(u) = crate::discovery::empty_upstreams(&config)
+        .into_iter()
+        .next()
+    {
         return Err(RunError::NoServers(u));
     }
     crate::accesslog::check(&config.access_log).map_err(|source| RunError::AccessLog {

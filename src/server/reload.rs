@@ -69,7 +69,10 @@ fn next_generation(path: &Path, old: &Shared) -> Result<Shared, Refused> {
     for w in crate::discovery::resolve_all(&mut config, Some(&old.config), Some(&old.life)) {
         log::warn!("reload: {}: {}", w.path, w.message);
     }
-    if let Some(u) = crate::discovery::empty_upstreams(&config).into_iter().next() {
+    if let Some(u) = crate::discovery::empty_upstreams(&config)
+        .into_iter()
+        .next()
+    {
         return Err(Refused::NoServers(u));
     }
     old.next(config).map_err(Refused::Tls)

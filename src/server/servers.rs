@@ -109,11 +109,7 @@ impl Servers {
         if e.targets == r.targets {
             return;
         }
-        let why = format!(
-            "{} resolved to {} addresses",
-            e.source,
-            r.targets.len()
-        );
+        let why = format!("{} resolved to {} addresses", e.source, r.targets.len());
         e.targets = r.targets;
         self.publish(current, &shared, config, &why);
     }
@@ -127,7 +123,12 @@ impl Servers {
         reply.answer(status, body.to_string());
     }
 
-    fn add(&mut self, current: &Current, upstream: &str, mut entry: Entry) -> (u16, serde_json::Value) {
+    fn add(
+        &mut self,
+        current: &Current,
+        upstream: &str,
+        mut entry: Entry,
+    ) -> (u16, serde_json::Value) {
         let shared = current.load_full();
         let mut config = (*shared.config).clone();
         let Some(u) = config.upstreams.iter_mut().find(|u| u.name == upstream) else {
@@ -160,7 +161,6 @@ impl Servers {
             return error(404, format!("no upstream named {upstream:?}"));
         };
         u.entries.push(entry);
-        config.expand();
         let why = format!("server {name} added through the admin API");
         let published = self.publish(current, &shared, config, &why);
         let servers = published
@@ -182,7 +182,12 @@ impl Servers {
         )
     }
 
-    fn remove(&mut self, current: &Current, upstream: &str, name: &str) -> (u16, serde_json::Value) {
+    fn remove(
+        &mut self,
+        current: &Current,
+        upstream: &str,
+        name: &str,
+    ) -> (u16, serde_json::Value) {
         let shared = current.load_full();
         let Some(u) = shared.config.upstreams.iter().find(|u| u.name == upstream) else {
             return error(404, format!("no upstream named {upstream:?}"));
@@ -275,12 +280,19 @@ impl Servers {
             }
             why.push(format!("{} removed through the admin API", r.name));
         }
-        config.expand();
         self.publish(current, &shared, config, &why.join(", "));
     }
 
-    /// Publishes `config` (`old`'s with other servers), logging what changed and why.
-    fn publish(&self, current: &Current, old: &Shared, config: Config, why: &str) -> Arc<Shared> {
+    /// Publishes `config` (`old`'s with other entries or targets) with its servers expanded,
+    /// logging what changed and why.
+    fn publish(
+        &self,
+        current: &Current,
+        old: &Shared,
+        mut config: Config,
+        why: &str,
+    ) -> Arc<Shared> {
+        config.expand();
         let shared = Arc::new(old.with_servers(config));
         for (u, before) in shared.config.upstreams.iter().zip(&old.config.upstreams) {
             log_change(before, u, why, shared.generation);
@@ -294,7 +306,12 @@ impl Servers {
 
 /// Whether nothing is in flight to the servers of `r`.
 fn idle(shared: &Shared, r: &Removal) -> bool {
-    let Some(u) = shared.config.upstreams.iter().find(|u| u.name == r.upstream) else {
+    let Some(u) = shared
+        .config
+        .upstreams
+        .iter()
+        .find(|u| u.name == r.upstream)
+    else {
         return true;
     };
     u.servers
@@ -314,7 +331,8 @@ fn entry_servers(u: &Upstream, name: &str) -> Vec<String> {
 
 /// One line per upstream whose servers changed.
 fn log_change(before: &Upstream, after: &Upstream, why: &str, generation: u64) {
-    let names = |u: &Upstream| -> Vec<String> { u.servers.iter().map(|s| s.name.clone()).collect() };
+    let names =
+        |u: &Upstream| -> Vec<String> { u.servers.iter().map(|s| s.name.clone()).collect() };
     let (old, new) = (names(before), names(after));
     let added: Vec<&String> = new.iter().filter(|n| !old.contains(n)).collect();
     let removed: Vec<&String> = old.iter().filter(|n| !new.contains(n)).collect();
