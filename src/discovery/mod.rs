@@ -137,6 +137,9 @@ fn host_dns(c: &dns::Client, host: &str, port: u16, s: &Settings) -> Outcome {
     }
 }
 
+/// Addresses and the smallest TTL of the records that gave them.
+type Addresses = (Vec<IpAddr>, Option<u32>);
+
 /// The addresses of `name` (A, then AAAA) and their smallest TTL; None for NXDOMAIN. Any
 /// query that gets no answer fails the whole lookup, so that a lost AAAA answer does not
 /// remove the IPv6 servers.
@@ -144,7 +147,7 @@ fn ips(
     c: &dns::Client,
     name: &Name,
     ipv6: bool,
-) -> Result<Option<(Vec<IpAddr>, Option<u32>)>, String> {
+) -> Result<Option<Addresses>, String> {
     let mut all = Vec::new();
     let mut ttl: Option<u32> = None;
     let mut exists = false;
