@@ -143,11 +143,7 @@ type Addresses = (Vec<IpAddr>, Option<u32>);
 /// The addresses of `name` (A, then AAAA) and their smallest TTL; None for NXDOMAIN. Any
 /// query that gets no answer fails the whole lookup, so that a lost AAAA answer does not
 /// remove the IPv6 servers.
-fn ips(
-    c: &dns::Client,
-    name: &Name,
-    ipv6: bool,
-) -> Result<Option<Addresses>, String> {
+fn ips(c: &dns::Client, name: &Name, ipv6: bool) -> Result<Option<Addresses>, String> {
     let mut all = Vec::new();
     let mut ttl: Option<u32> = None;
     let mut exists = false;
