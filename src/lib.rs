@@ -8,6 +8,7 @@
 //! |----------|---------|------|
 //! | bin      | `main.rs`, [`server`] | CLI; the process: bind, start cores, signals, reload, stop |
 //! | serve    | [`proxy`], [`admin`], [`health`] | client connections; the admin listener; active checks |
+//! | (control)| [`discovery`] | the addresses of named servers: system resolver, DNS (A/AAAA/SRV) as TTLs run out |
 //! | context  | [`context`] | the configuration generation (`Shared`), per-core `Worker`, generations |
 //! | parts    | [`upstream`], [`tls`], [`accesslog`], [`metrics`] | pools; rustls configs; log lines; counters |
 //! | state    | [`state`] | server-state table (atomics), lifecycle and its events, connection registry |
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod context;
+pub mod discovery;
 pub mod engine;
 pub mod health;
 pub mod http1;

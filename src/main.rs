@@ -35,6 +35,10 @@ enum Command {
         /// Print the effective configuration (TOML, every default written out) when valid.
         #[arg(long)]
         dump: bool,
+        /// Do not look up the servers' host and SRV names (by default a name that does not
+        /// resolve is a warning).
+        #[arg(long)]
+        no_resolve: bool,
     },
 }
 
@@ -43,12 +47,38 @@ fn main() -> ExitCode {
     server::logging::init(&ringlb::config::Log::default());
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, dump } => match Config::load(&config, &tls::Files) {
+        Command::Check {
+            config,
+            dump,
+            no_resolve,
+        } => match Config::load(&config, &tls::Files) {
             Ok(c) if dump => {
                 print!("{}", c.dump());
                 ExitCode::SUCCESS
             }
-            Ok(c) => {
+            Ok(c) if no_resolve => {
+                println!(
+                    "{}: ok ({} listeners, {} upstreams, {} server entries; names not looked up)",
+                    config.display(),
+                    c.listeners.len(),
+                    c.upstreams.len(),
+                    c.upstreams.iter().map(|u| u.entries.len()).sum::<usize>()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(mut c) => {
+                // Names are looked up as `run` would; one that does not resolve here may on
+                // the host that runs it, so it is a warning.
+                for w in ringlb::discovery::resolve_all(&mut c, None, None) {
+                    eprintln!("{}: warning: {}: {}", config.display(), w.path, w.message);
+                }
+                for u in ringlb::discovery::empty_upstreams(&c) {
+                    eprintln!(
+                        "{}: warning: upstreams.{u}: no server now: `ringlb run` would refuse \
+                         to start",
+                        config.display()
+                    );
+                }
                 println!(
                     "{}: ok ({} listeners, {} upstreams, {} servers)",
                     config.display(),

@@ -227,9 +227,15 @@ fn api_errors_are_json_with_the_right_status() {
         (Some("up"), Some(1))
     );
 
-    let r = admin(&rl, "DELETE", path, None, None);
+    let r = admin(&rl, "OPTIONS", path, None, None);
     err(&r, 405, "method");
-    assert_eq!(r.header("allow"), Some("GET, HEAD, POST, PUT, PATCH"));
+    assert_eq!(
+        r.header("allow"),
+        Some("GET, HEAD, POST, PUT, PATCH, DELETE")
+    );
+    let r = admin(&rl, "GET", "/api/upstreams/app/servers", None, None);
+    err(&r, 405, "method");
+    assert_eq!(r.header("allow"), Some("POST"));
     let r = admin(&rl, "POST", "/api/upstreams", Some("{}"), None);
     err(&r, 405, "method");
     assert_eq!(r.header("allow"), Some("GET, HEAD"));

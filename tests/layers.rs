@@ -19,6 +19,7 @@ const RINGLB: &[(&str, &[&str])] = &[
     ("accesslog", &["config", "http1", "metrics", "state"]),
     ("tls", &["config", "engine", "metrics"]),
     ("upstream", &["config", "engine", "state"]),
+    ("discovery", &["config", "state"]),
     (
         "context",
         &[
@@ -72,6 +73,7 @@ const RINGLB: &[(&str, &[&str])] = &[
             "proxy",
             "health",
             "admin",
+            "discovery",
         ],
     ),
 ];

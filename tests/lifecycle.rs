@@ -14,7 +14,7 @@ fn check_reports_every_problem_with_its_path() {
         "[[listeners]]\nname = \"http\"\nlisten = \"127.0.0.1:8080\"\n\
          [[routes]]\nlistener = \"http\"\nupstream = \"api\"\n\
          [upstreams.api]\n[[upstreams.api.servers]]\naddr = \"127.0.0.1:1\"\n\
-         [[upstreams.api.servers]]\naddr = \"nowhere:80\"\nweight = 5000\n",
+         [[upstreams.api.servers]]\naddr = \"nowhere\"\nweight = 5000\n",
     )
     .unwrap();
     let out = Command::new(RINGLB)
@@ -24,7 +24,10 @@ fn check_reports_every_problem_with_its_path() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("upstreams.api.servers[1].addr: "), "{err}");
+    assert!(
+        err.contains("upstreams.api.servers[1].addr: \"nowhere\" has no port"),
+        "{err}"
+    );
     assert!(
         err.contains("upstreams.api.servers[1].weight: must be 1..=1000"),
         "{err}"

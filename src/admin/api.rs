@@ -1,12 +1,14 @@
-//! The JSON runtime API: read upstreams and servers, change a server's state and weight.
+//! The JSON runtime API: read upstreams and servers, change a server's state and weight, add
+//! and remove servers (the control thread applies those: `server/servers.rs`).
 //!
 //! Writes go to the shared state table, which every core reads on its next pick; worker 0
 //! serves every admin request, so two changes never race each other.
 
 use super::Response;
-use crate::config::{Server, Upstream};
+use crate::config::{Entry, Server, Upstream};
 use crate::context::Shared;
-use crate::state::{log_change, now_ms, AdminState};
+use crate::state::Resolution;
+use crate::state::{log_change, now_ms, AdminState, ServerChange};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -20,12 +22,32 @@ struct UpstreamJson<'a> {
     name: &'a str,
     balance: &'static str,
     servers: Vec<ServerJson<'a>>,
+    /// What the file and the API list: addresses, and names with what they resolved to.
+    entries: Vec<EntryJson<'a>>,
+    /// Server and entry names removed through the API (until the next reload).
+    removed: &'a [String],
+}
+
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    name: &'a str,
+    /// `IP:port`, `host:port` or `srv NAME`.
+    source: String,
+    resolve: bool,
+    /// `config` or `api`: a reload discards what the API added or removed.
+    origin: &'static str,
+    /// The addresses in force.
+    addresses: Vec<String>,
+    /// Lookups by result (names only), and how long ago the last one succeeded.
+    resolutions: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
 struct ServerJson<'a> {
     name: &'a str,
     addr: String,
+    /// The entry it comes from.
+    entry: &'a str,
     /// `up`, `down`, `draining` or `maint`: the words of the metrics and the log
     /// (`state::Status`).
     state: &'static str,
@@ -48,12 +70,13 @@ struct LastCheck {
     duration_us: u32,
 }
 
-fn server_json<'a>(shared: &Shared, s: &'a Server, now: u64) -> ServerJson<'a> {
+fn server_json<'a>(shared: &Shared, u: &'a Upstream, s: &'a Server, now: u64) -> ServerJson<'a> {
     let st = shared.state.get(s.id);
     let checked_at = st.last_check_ms.load(Relaxed);
     ServerJson {
         name: &s.name,
         addr: s.addr.to_string(),
+        entry: u.entries.get(s.entry).map_or("", |e| e.name.as_str()),
         state: st.status(now).as_str(),
         health: st.health(now).as_str(),
         active: st.active.load(Relaxed),
@@ -77,8 +100,62 @@ fn upstream_json<'a>(shared: &Shared, u: &'a Upstream, now: u64) -> UpstreamJson
         servers: u
             .servers
             .iter()
-            .map(|s| server_json(shared, s, now))
+            .map(|s| server_json(shared, u, s, now))
             .collect(),
+        entries: u.entries.iter().map(|e| entry_json(shared, u, e)).collect(),
+        removed: &u.removed,
+    }
+}
+
+fn entry_json<'a>(shared: &Shared, u: &Upstream, e: &'a Entry) -> EntryJson<'a> {
+    let resolutions = shared.life.resolutions.find(&u.name, &e.name).map(|c| {
+        let mut m = serde_json::Map::new();
+        for (name, n) in Resolution::NAMES.iter().zip(&c.results) {
+            m.insert((*name).into(), n.load(Relaxed).into());
+        }
+        let last = c.last_success_ms.load(Relaxed);
+        let now = crate::metrics::unix_ms(std::time::SystemTime::now());
+        m.insert(
+            "last_success_ms_ago".into(),
+            (last != 0).then(|| now.saturating_sub(last)).into(),
+        );
+        serde_json::Value::Object(m)
+    });
+    EntryJson {
+        name: &e.name,
+        source: e.source.to_string(),
+        resolve: e.resolve,
+        origin: e.origin.name(),
+        addresses: e.targets.iter().map(|t| t.addr.to_string()).collect(),
+        resolutions,
+    }
+}
+
+/// `POST /api/upstreams/{u}/servers` with a server table as JSON: validated here (as the
+/// file is), applied by the control thread.
+pub fn add(shared: &Shared, upstream: &str, body: &[u8]) -> Result<ServerChange, Response> {
+    let u = find_upstream(shared, upstream)?;
+    match shared.config.api_entry(u, body) {
+        Ok(entry) => Ok(ServerChange::Add {
+            upstream: upstream.to_string(),
+            entry: Box::new(entry),
+        }),
+        Err(problems) => {
+            // Not JSON (or not a server table): 400; JSON with invalid values: 422.
+            let status = if problems
+                .iter()
+                .any(|p| p.message.starts_with("invalid JSON"))
+            {
+                400
+            } else {
+                422
+            };
+            let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            Err(Response::json(
+                status,
+                &serde_json::json!({ "error": lines.join("; "), "problems": lines }),
+            ))
+        }
     }
 }
 
@@ -133,7 +210,7 @@ pub fn upstream(shared: &Shared, name: &str) -> Response {
 /// `GET /api/upstreams/{u}/servers/{s}`
 pub fn server(shared: &Shared, upstream: &str, server: &str) -> Response {
     match find_server(shared, upstream, server) {
-        Ok((_, s)) => Response::json(200, &server_json(shared, s, now_ms())),
+        Ok((u, s)) => Response::json(200, &server_json(shared, u, s, now_ms())),
         Err(r) => r,
     }
 }
@@ -188,7 +265,7 @@ pub fn change(shared: &Shared, upstream: &str, server: &str, body: &[u8]) -> Res
         Err(why) => return Response::error(400, &why),
     };
     apply(shared, &change, u, s, now_ms());
-    Response::json(200, &server_json(shared, s, now_ms()))
+    Response::json(200, &server_json(shared, u, s, now_ms()))
 }
 
 /// Applies `change`, logging what it changed, once.

@@ -8,7 +8,8 @@
 //! | `/metrics`                              | GET, HEAD                  | yes   |
 //! | `/api/upstreams`                        | GET, HEAD                  | yes   |
 //! | `/api/upstreams/{u}`                    | GET, HEAD                  | yes   |
-//! | `/api/upstreams/{u}/servers/{s}`        | GET, HEAD, POST, PUT, PATCH| yes   |
+//! | `/api/upstreams/{u}/servers`            | POST (add a server)        | yes   |
+//! | `/api/upstreams/{u}/servers/{s}`        | GET, HEAD, POST, PUT, PATCH, DELETE | yes |
 //!
 //! With `admin.token` set, `/api/*` and `/metrics` require `Authorization: Bearer <token>`
 //! (401 otherwise); `/live` and `/ready` stay open for probes. The JSON shapes are in `api.rs`.
@@ -37,7 +38,7 @@ use crate::config::{Admin, AdminListen};
 use crate::context::{Shared, Worker};
 use crate::engine::{self, Listener, Stream};
 use crate::http1::{self, Method};
-use crate::state::{now_ms, Event};
+use crate::state::{now_ms, Event, Reply, ServerChange};
 use request::{ReadError, Request};
 use std::cell::Cell;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -115,6 +116,8 @@ enum Target {
     Upstreams,
     Reload,
     Upstream(String),
+    /// `/api/upstreams/{u}/servers`: where servers are added.
+    Servers(String),
     Server(String, String),
     /// Under `/api/` but no such route.
     ApiNotFound,
@@ -144,6 +147,10 @@ impl Target {
                 Some(u) => Target::Upstream(u),
                 None => Target::BadPath,
             },
+            [b"upstreams", u, b"servers"] => match decode(u) {
+                Some(u) => Target::Servers(u),
+                None => Target::BadPath,
+            },
             [b"upstreams", u, b"servers", s] => match (decode(u), decode(s)) {
                 (Some(u), Some(s)) => Target::Server(u, s),
                 _ => Target::BadPath,
@@ -159,8 +166,8 @@ impl Target {
     /// The `Allow` value, or None when any method gets the same answer (404).
     fn allow(&self) -> Option<&'static str> {
         match self {
-            Target::Server(..) => Some("GET, HEAD, POST, PUT, PATCH"),
-            Target::Reload => Some("POST"),
+            Target::Server(..) => Some("GET, HEAD, POST, PUT, PATCH, DELETE"),
+            Target::Reload | Target::Servers(_) => Some("POST"),
             Target::ApiNotFound | Target::BadPath | Target::NotFound => None,
             _ => Some("GET, HEAD"),
         }
@@ -229,8 +236,8 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
     let write = matches!(req.method, Method::Post | Method::Put | Method::Patch);
     let read = matches!(req.method, Method::Get | Method::Head);
     let allowed = match target {
-        Target::Server(..) => read || write,
-        Target::Reload => req.method == Method::Post,
+        Target::Server(..) => read || write || req.method == Method::Delete,
+        Target::Reload | Target::Servers(_) => req.method == Method::Post,
         _ => read,
     };
     if let Some(allow) = target.allow().filter(|_| !allowed) {
@@ -261,25 +268,57 @@ async fn respond(shared: &Shared, req: &mut Request, s: &mut Stream) -> Response
         Target::Upstreams => api::upstreams(shared),
         Target::Reload => reload(shared).await,
         Target::Upstream(u) => api::upstream(shared, &u),
-        Target::Server(u, srv) if write => {
-            if req.body_too_large() {
-                return Response::error(413, "the body is larger than 64 KiB");
-            }
-            match req.body(s).await {
-                Ok(body) => api::change(shared, &u, &srv, &body),
-                Err(ReadError::Status(413)) => {
-                    Response::error(413, "the body is larger than 64 KiB")
-                }
-                Err(ReadError::Status(status)) => {
-                    Response::error(status, "the request body could not be read")
-                }
-                Err(ReadError::Closed) => Response::error(400, "the request body was cut short"),
-            }
+        Target::Server(u, srv) if write => match body(req, s).await {
+            Ok(body) => api::change(shared, &u, &srv, &body),
+            Err(r) => r,
+        },
+        Target::Servers(u) => match body(req, s).await {
+            Ok(body) => match api::add(shared, &u, &body) {
+                Ok(change) => ask(shared, change).await,
+                Err(r) => r,
+            },
+            Err(r) => r,
+        },
+        Target::Server(u, srv) if req.method == Method::Delete => {
+            ask(
+                shared,
+                ServerChange::Remove {
+                    upstream: u,
+                    name: srv,
+                },
+            )
+            .await
         }
         Target::Server(u, srv) => api::server(shared, &u, &srv),
         Target::ApiNotFound => Response::error(404, "no such API route"),
         Target::BadPath => Response::error(400, "invalid percent-encoding in the path"),
         Target::NotFound => Response::text(404, "not found\n".into()),
+    }
+}
+
+/// The request body, or the answer that says why there is none.
+async fn body(req: &mut Request, s: &mut Stream) -> Result<Vec<u8>, Response> {
+    if req.body_too_large() {
+        return Err(Response::error(413, "the body is larger than 64 KiB"));
+    }
+    req.body(s).await.map_err(|e| match e {
+        ReadError::Status(413) => Response::error(413, "the body is larger than 64 KiB"),
+        ReadError::Status(status) => Response::error(status, "the request body could not be read"),
+        ReadError::Closed => Response::error(400, "the request body was cut short"),
+    })
+}
+
+/// Asks the control thread to change the servers (it publishes generations) and waits for
+/// its answer.
+async fn ask(shared: &Shared, change: ServerChange) -> Response {
+    let reply = std::sync::Arc::new(Reply::default());
+    shared.life.send(Event::Servers(change, reply.clone()));
+    if !reply.done.wait_for(&mut 0, TIMEOUT).await {
+        return Response::error(504, "the change did not finish in time");
+    }
+    match reply.get() {
+        Some((status, json)) => Response::raw_json(*status, json.clone()),
+        None => Response::error(500, "the change was not answered"),
     }
 }
 
@@ -447,6 +486,17 @@ impl Response {
         }
     }
 
+    /// JSON already encoded.
+    fn raw_json(status: u16, mut body: String) -> Response {
+        body.push('\n');
+        Response {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            body,
+        }
+    }
+
     fn error(status: u16, message: &str) -> Response {
         Response::json(status, &serde_json::json!({ "error": message }))
     }
@@ -498,6 +548,10 @@ mod tests {
         );
         assert_eq!(
             Target::parse(b"/api/upstreams/app/servers"),
+            Target::Servers("app".into())
+        );
+        assert_eq!(
+            Target::parse(b"/api/upstreams/app/servers/x/y"),
             Target::ApiNotFound
         );
         assert_eq!(Target::parse(b"/api/upstreams//servers/a"), Target::BadPath);

@@ -418,3 +418,37 @@ fn names() {
         ]
     );
 }
+
+/// An upstream whose names have not resolved yet has no member: every algorithm says so
+/// instead of panicking.
+#[test]
+fn an_empty_upstream_picks_nothing() {
+    let algorithms = [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConn,
+        Algorithm::IpHash,
+        Algorithm::Hash {
+            key: HashKey::RequestUri,
+            consistent: true,
+            bounded_load: Some(1.25),
+        },
+        Algorithm::Hash {
+            key: HashKey::RequestUri,
+            consistent: false,
+            bounded_load: None,
+        },
+        Algorithm::P2cEwma,
+        Algorithm::Random,
+    ];
+    let view = TestView::with_weights(&[]);
+    for a in &algorithms {
+        for core in 0..3 {
+            let mut b = Balancer::new(a, &[], core, 7);
+            let ctx = PickCtx {
+                key: Some(b"/x"),
+                ..TestView::ctx()
+            };
+            assert_eq!(b.pick(&view, &ctx), None, "{a:?}");
+        }
+    }
+}

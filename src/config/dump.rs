@@ -150,6 +150,7 @@ pub(super) fn dump(c: &Config) -> String {
             },
         )])),
     );
+    root.insert("resolver".into(), Value::Table(resolver(&c.resolver)));
     root.insert(
         "listeners".into(),
         Value::Array(
@@ -471,7 +472,10 @@ fn upstream(u: &Upstream) -> Table {
         t.insert("slow_start".into(), dur(s));
     }
     // 0 means "every server" in the file.
-    t.insert("tries".into(), int(u.tries.min(100)));
+    t.insert(
+        "tries".into(),
+        int(if u.tries_all { 0 } else { u.tries.min(100) }),
+    );
     if let Some(r) = u.retry_timeout {
         t.insert("retry_timeout".into(), dur(r));
     }
@@ -542,28 +546,55 @@ fn upstream(u: &Upstream) -> Table {
     t.insert(
         "servers".into(),
         Value::Array(
-            u.servers
+            u.entries
                 .iter()
-                .map(|s| {
-                    let mut st = table([
-                        ("addr", Value::String(s.addr.to_string())),
-                        ("name", Value::String(s.name.clone())),
-                        ("weight", int(s.weight)),
-                        ("backup", Value::Boolean(s.backup)),
-                        ("drain", Value::Boolean(s.drain)),
-                        ("keepalive", int(s.keepalive)),
-                        ("max_fails", int(s.max_fails)),
-                        ("fail_timeout", dur(s.fail_timeout)),
-                    ]);
-                    if let Some(m) = s.max_conns {
-                        st.insert("max_conns".into(), int(m));
-                    }
-                    Value::Table(st)
-                })
+                .filter(|e| e.origin == Origin::File)
+                .map(|e| Value::Table(entry(e)))
                 .collect(),
         ),
     );
     t
+}
+
+/// A server entry as the file writes it.
+fn entry(e: &Entry) -> Table {
+    let s = &e.options;
+    let mut st = table([
+        ("name", Value::String(e.name.clone())),
+        ("weight", int(s.weight)),
+        ("backup", Value::Boolean(s.backup)),
+        ("drain", Value::Boolean(s.drain)),
+        ("keepalive", int(s.keepalive)),
+        ("max_fails", int(s.max_fails)),
+        ("fail_timeout", dur(s.fail_timeout)),
+    ]);
+    match &e.source {
+        Source::Srv(name) => {
+            st.insert("srv".into(), Value::String(name.clone()));
+        }
+        source => {
+            st.insert("addr".into(), Value::String(source.to_string()));
+            if e.is_name() {
+                st.insert("resolve".into(), Value::Boolean(e.resolve));
+            }
+        }
+    }
+    if let Some(m) = s.max_conns {
+        st.insert("max_conns".into(), int(m));
+    }
+    st
+}
+
+fn resolver(r: &Resolver) -> Table {
+    let ns = r.nameservers.iter().map(|a| Value::String(a.to_string()));
+    table([
+        ("nameservers", Value::Array(ns.collect())),
+        ("timeout", dur(r.timeout)),
+        ("attempts", int(r.attempts)),
+        ("valid_min", dur(r.valid_min)),
+        ("valid_max", dur(r.valid_max)),
+        ("ipv6", Value::Boolean(r.ipv6)),
+    ])
 }
 
 #[cfg(test)]

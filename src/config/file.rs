@@ -26,6 +26,8 @@ pub struct File {
     #[serde(default)]
     pub proxy: ProxyFile,
     #[serde(default)]
+    pub resolver: ResolverFile,
+    #[serde(default)]
     pub listeners: Vec<ListenerFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
@@ -332,10 +334,35 @@ pub struct HealthCheckFile {
     pub host: Option<String>,
 }
 
+/// How names with `resolve = true` and `srv` names are re-resolved.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverFile {
+    /// "IP" or "IP:port"; default: the `nameserver` lines of /etc/resolv.conf.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// One query to one nameserver (default "2s").
+    pub timeout: Option<String>,
+    /// Rounds over the nameservers (default 2).
+    pub attempts: Option<i64>,
+    /// Re-query every `valid`, whatever the TTL (nginx `valid=`); exclusive with the bounds.
+    pub valid: Option<String>,
+    /// Bounds of the TTL (default "1s" and "5m").
+    pub valid_min: Option<String>,
+    pub valid_max: Option<String>,
+    /// Query AAAA records too (default true).
+    pub ipv6: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
-    pub addr: String,
+    /// "IP:port" or "host:port" (every address of the name is a server).
+    pub addr: Option<String>,
+    /// An SRV name: every target and port of the answer is a server.
+    pub srv: Option<String>,
+    /// Re-resolve the host name as its TTL runs out, through `[resolver]`.
+    pub resolve: Option<bool>,
     pub name: Option<String>,
     pub weight: Option<i64>,
     pub backup: Option<bool>,

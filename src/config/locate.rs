@@ -327,18 +327,17 @@ mod tests {
     #[test]
     fn wrong_types_and_missing_fields_are_reported() {
         let table: toml::Table = toml::from_str(
-            "[upstreams.a]\nkeepalive = \"many\"\n[[upstreams.a.servers]]\nname = \"x\"\n",
+            "[upstreams.a]\nkeepalive = \"many\"\n[upstreams.a.sticky]\nexpires = \"1h\"\n",
         )
         .expect("toml");
-        let (file, problems) = deserialize_all(table);
-        assert!(file.is_none());
+        let (_, problems) = deserialize_all(table);
         let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         assert!(
             lines[0].starts_with("upstreams.a.keepalive: invalid type"),
             "{lines:?}"
         );
         assert!(
-            lines[1].starts_with("upstreams.a.servers[0]: missing field `addr`"),
+            lines[1].starts_with("upstreams.a.sticky: missing field `cookie`"),
             "{lines:?}"
         );
     }

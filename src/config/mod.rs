@@ -7,6 +7,7 @@
 //! `balance` (limits and algorithm types).
 
 mod dump;
+mod entries;
 mod file;
 mod forward;
 mod locate;
@@ -14,6 +15,7 @@ mod sticky;
 mod traffic;
 mod validate;
 
+pub use entries::{host_port, host_syntax, Entry, Origin, ServerDefaults, Source, Target};
 pub use sticky::CookieKey;
 
 use crate::balance::Algorithm;
@@ -47,6 +49,38 @@ pub struct Config {
     /// Routes in match order: most specific host first, then longest path prefix.
     pub routes: Vec<Route>,
     pub upstreams: Vec<Upstream>,
+    pub resolver: Resolver,
+}
+
+/// How names are re-resolved (`[resolver]`, for server entries with `resolve = true` or
+/// `srv`): queried over UDP (TCP when an answer is truncated) at the nameservers, in turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolver {
+    /// Empty: the `nameserver` lines of /etc/resolv.conf, read at each resolution.
+    pub nameservers: Vec<SocketAddr>,
+    /// One query to one nameserver.
+    pub timeout: Duration,
+    /// Rounds over the nameservers before a resolution fails.
+    pub attempts: u32,
+    /// A name is re-queried when its TTL runs out, but no sooner than `valid_min` and no
+    /// later than `valid_max` (equal with `valid`: TTLs are ignored, as nginx's `valid=`).
+    pub valid_min: Duration,
+    pub valid_max: Duration,
+    /// Query AAAA records (and keep IPv6 answers of the system resolver) too.
+    pub ipv6: bool,
+}
+
+impl Default for Resolver {
+    fn default() -> Resolver {
+        Resolver {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+            valid_min: Duration::from_secs(1),
+            valid_max: Duration::from_secs(300),
+            ipv6: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,6 +443,8 @@ pub struct Upstream {
     pub slow_start: Option<Duration>,
     /// Servers tried for one request (at least 1).
     pub tries: usize,
+    /// `tries = 0` in the file: every server, recounted when names resolve to more or fewer.
+    pub tries_all: bool,
     pub retry_timeout: Option<Duration>,
     pub next_upstream: NextUpstream,
     pub health_check: Option<HealthCheck>,
@@ -416,6 +452,14 @@ pub struct Upstream {
     pub sticky: Option<Sticky>,
     pub send_proxy_protocol: Option<ProxyProtocol>,
     pub tls: Option<UpstreamTls>,
+    /// What servers take from the upstream unless they set it (for entries the API adds).
+    pub defaults: ServerDefaults,
+    /// What the file lists (and the admin API added): literal addresses and names to resolve.
+    pub entries: Vec<Entry>,
+    /// Names of servers or entries removed through the admin API (until the next reload).
+    pub removed: Vec<String>,
+    /// The servers in force, in entry order: each literal address, and every address a name
+    /// resolved to ([`Config::expand`]).
     pub servers: Vec<Server>,
 }
 
@@ -543,8 +587,11 @@ pub struct HealthCheck {
 pub struct Server {
     pub id: ServerId,
     /// `name` from the file, or the address as written: identity across reloads and nodes.
+    /// A server from a name is `ENTRY@ADDRESS` (`app@10.0.0.5:8080`).
     pub name: String,
     pub addr: SocketAddr,
+    /// The index of its entry in [`Upstream::entries`].
+    pub entry: usize,
     pub weight: u32,
     pub backup: bool,
     /// Idle keep-alive connections kept per core.

@@ -1,6 +1,7 @@
 //! File → typed [`Config`]: every problem is collected with its path, none stops the others.
 
-use super::file::{File, ServerFile, UpstreamFile, WorkersFile};
+use super::entries::{self, ServerDefaults};
+use super::file::{File, UpstreamFile, WorkersFile};
 use super::traffic;
 use super::*;
 use crate::balance::HashKey;
@@ -8,15 +9,23 @@ use std::collections::HashSet;
 
 const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
-struct Problems<'a> {
-    list: Vec<Problem>,
+pub(super) struct Problems<'a> {
+    pub(super) list: Vec<Problem>,
     /// Reads the files the config names (certificates, keys, CAs).
     files: &'a dyn FileCheck,
     /// The config file's directory: relative file paths are resolved against it.
     base: Option<&'a Path>,
 }
 
-impl Problems<'_> {
+impl<'a> Problems<'a> {
+    pub(super) fn new(files: &'a dyn FileCheck, base: Option<&'a Path>) -> Problems<'a> {
+        Problems {
+            list: Vec::new(),
+            files,
+            base,
+        }
+    }
+
     /// A file path from the config: relative paths name files beside the config file (nginx
     /// resolves them against its prefix, HAProxy against the working directory; the config's
     /// directory works for a unit started from `/` and for a checkout alike).
@@ -27,14 +36,19 @@ impl Problems<'_> {
         }
     }
 
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.list.push(Problem {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn duration(&mut self, path: &str, value: Option<&String>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&String>,
+        default: Duration,
+    ) -> Duration {
         let Some(text) = value else { return default };
         match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
@@ -52,7 +66,13 @@ impl Problems<'_> {
         }
     }
 
-    fn size(&mut self, path: &str, value: Option<&String>, default: usize, max: usize) -> usize {
+    pub(super) fn size(
+        &mut self,
+        path: &str,
+        value: Option<&String>,
+        default: usize,
+        max: usize,
+    ) -> usize {
         let Some(text) = value else { return default };
         match parse_size(text) {
             Some(n) if (1..=max).contains(&n) => n,
@@ -67,7 +87,13 @@ impl Problems<'_> {
         }
     }
 
-    fn int(&mut self, path: &str, value: Option<i64>, default: u64, range: (u64, u64)) -> u64 {
+    pub(super) fn int(
+        &mut self,
+        path: &str,
+        value: Option<i64>,
+        default: u64,
+        range: (u64, u64),
+    ) -> u64 {
         let Some(v) = value else { return default };
         match u64::try_from(v) {
             Ok(v) if (range.0..=range.1).contains(&v) => v,
@@ -103,11 +129,7 @@ pub(super) fn validate(
     files: &dyn FileCheck,
     base: Option<&Path>,
 ) -> Result<Config, Vec<Problem>> {
-    let mut p = Problems {
-        list: Vec::new(),
-        files,
-        base,
-    };
+    let mut p = Problems::new(files, base);
 
     let runtime = runtime(&mut p, &file);
     let t = &file.timeouts;
@@ -182,6 +204,7 @@ pub(super) fn validate(
     let upstreams = upstreams(&mut p, &file);
     let routes = routes(&mut p, &file, &listeners, &upstreams);
     let admin = admin(&mut p, &file.admin, &upstreams);
+    let resolver = entries::resolver(&mut p, &file.resolver);
 
     if p.list.is_empty() {
         Ok(Config {
@@ -196,6 +219,7 @@ pub(super) fn validate(
             listeners,
             routes,
             upstreams,
+            resolver,
         })
     } else {
         Err(p.list)
@@ -434,14 +458,19 @@ fn ready_requires(
         let path = format!("admin.ready_requires[{i}]");
         match upstreams.iter().position(|u| u.name == *name) {
             None => p.add(path, format!("no upstream named {name:?}")),
-            Some(u) if upstreams[u].servers.len() < min_servers => p.add(
-                path,
-                format!(
-                    "upstream {name:?} has {} servers, fewer than admin.ready_min_servers = \
+            Some(u)
+                if upstreams[u].entries.iter().all(|e| !e.is_name())
+                    && upstreams[u].servers.len() < min_servers =>
+            {
+                p.add(
+                    path,
+                    format!(
+                        "upstream {name:?} has {} servers, fewer than admin.ready_min_servers = \
                      {min_servers}: it could never be ready",
-                    upstreams[u].servers.len()
-                ),
-            ),
+                        upstreams[u].servers.len()
+                    ),
+                )
+            }
             Some(u) => ready_requires.push(ReadyRequire {
                 upstream: UpstreamId(u as u32),
                 min_servers,
@@ -932,7 +961,6 @@ fn status_range(v: &toml::Value) -> Option<std::ops::RangeInclusive<u16>> {
 
 fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
     let mut out = Vec::new();
-    let mut next_server = 0u32;
     for (name, u) in &file.upstreams {
         let path = format!("upstreams.{name}");
         if name.is_empty()
@@ -957,11 +985,8 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
                 secs(10),
             ),
         };
-        let servers = servers(p, &path, &u.servers, &defaults, &mut next_server);
-        let tries = match p.int(&format!("{path}.tries"), u.tries, 0, (0, 100)) {
-            0 => servers.len().max(1),
-            n => n as usize,
-        };
+        let entries = entries::entries(p, &path, &u.servers, &defaults);
+        let tries = p.int(&format!("{path}.tries"), u.tries, 0, (0, 100)) as usize;
         let retry_timeout = u
             .retry_timeout
             .as_ref()
@@ -983,7 +1008,7 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
                 secs(30),
             ),
         });
-        if queue.is_some() && servers.iter().all(|s| s.max_conns.is_none()) {
+        if queue.is_some() && entries.iter().all(|e| e.options.max_conns.is_none()) {
             p.add(
                 format!("{path}.queue"),
                 "has no effect: no server of this upstream sets max_conns",
@@ -993,12 +1018,6 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             .sticky
             .as_ref()
             .map(|st| sticky(p, &format!("{path}.sticky"), st));
-        let mut servers = servers;
-        if let Some(st) = &sticky {
-            for s in &mut servers {
-                s.cookie = st.key.server_id(name, &s.name);
-            }
-        }
         let send_proxy_protocol = match u.send_proxy_protocol.as_deref() {
             None => None,
             Some("v1") => Some(ProxyProtocol::V1),
@@ -1019,7 +1038,8 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             name: name.clone(),
             algorithm,
             slow_start,
-            tries,
+            tries: tries.max(1),
+            tries_all: tries == 0,
             retry_timeout,
             next_upstream,
             health_check,
@@ -1027,9 +1047,13 @@ fn upstreams(p: &mut Problems, file: &File) -> Vec<Upstream> {
             sticky,
             send_proxy_protocol,
             tls,
-            servers,
+            defaults,
+            entries,
+            removed: Vec::new(),
+            servers: Vec::new(),
         });
     }
+    entries::expand(&mut out);
     out
 }
 
@@ -1121,96 +1145,6 @@ fn hash_key(p: &mut Problems, path: &str, key: &str) -> HashKey {
             }
         }
     }
-}
-
-struct ServerDefaults {
-    keepalive: usize,
-    max_fails: u32,
-    fail_timeout: Duration,
-}
-
-fn servers(
-    p: &mut Problems,
-    path: &str,
-    files: &[ServerFile],
-    defaults: &ServerDefaults,
-    next_id: &mut u32,
-) -> Vec<Server> {
-    if files.is_empty() {
-        p.add(format!("{path}.servers"), "at least one server is required");
-    }
-    let mut names = HashSet::new();
-    let mut addrs = HashSet::new();
-    let mut out = Vec::new();
-    for (i, s) in files.iter().enumerate() {
-        let spath = format!("{path}.servers[{i}]");
-        let addr: Option<SocketAddr> = s.addr.parse().ok();
-        match addr {
-            None => p.add(
-                format!("{spath}.addr"),
-                format!("{:?} is not IP:port (e.g. \"10.0.0.1:8080\")", s.addr),
-            ),
-            Some(a) if a.port() == 0 => p.add(format!("{spath}.addr"), "port must not be 0"),
-            Some(a) if !addrs.insert(a) => {
-                p.add(format!("{spath}.addr"), format!("{a} is listed twice"))
-            }
-            Some(_) => {}
-        }
-        let name = s.name.clone().unwrap_or_else(|| s.addr.clone());
-        if name.is_empty() || name.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            p.add(format!("{spath}.name"), "must be non-empty, without spaces");
-        } else if !names.insert(name.clone()) {
-            p.add(format!("{spath}.name"), format!("{name:?} is used twice"));
-        }
-        let weight = p.int(&format!("{spath}.weight"), s.weight, 1, (1, 1000)) as u32;
-        let keepalive = p.int(
-            &format!("{spath}.keepalive"),
-            s.keepalive,
-            defaults.keepalive as u64,
-            (0, 10_000),
-        ) as usize;
-        let max_conns = s.max_conns.map(|_| {
-            p.int(
-                &format!("{spath}.max_conns"),
-                s.max_conns,
-                1,
-                (1, 1_000_000),
-            ) as u32
-        });
-        let max_fails = p.int(
-            &format!("{spath}.max_fails"),
-            s.max_fails,
-            defaults.max_fails as u64,
-            (0, 1000),
-        ) as u32;
-        let fail_timeout = p.duration(
-            &format!("{spath}.fail_timeout"),
-            s.fail_timeout.as_ref(),
-            defaults.fail_timeout,
-        );
-        let Some(addr) = addr else { continue };
-        out.push(Server {
-            id: ServerId(*next_id),
-            name,
-            addr,
-            weight,
-            backup: s.backup.unwrap_or(false),
-            keepalive,
-            max_conns,
-            drain: s.drain.unwrap_or(false),
-            max_fails,
-            fail_timeout,
-            cookie: Box::default(),
-        });
-        *next_id += 1;
-    }
-    if !out.is_empty() && out.iter().all(|s| s.backup) {
-        p.add(
-            format!("{path}.servers"),
-            "every server is a backup; at least one must be a primary",
-        );
-    }
-    out
 }
 
 fn routes(

@@ -24,8 +24,12 @@ use std::sync::Arc;
 pub struct Shared {
     pub config: Arc<Config>,
     pub state: StateTable,
-    /// 0 at start, +1 per successful reload.
+    /// 0 at start, +1 per successful reload or change of servers.
     pub generation: u64,
+    /// Generations with the same value differ in their servers only (discovery, the admin
+    /// API): a core moving between them hands idle upstream connections over. A reload
+    /// starts a new value.
+    pub pools: u64,
     pub life: Arc<Life>,
     /// TLS configs of listeners and upstreams.
     pub tls: crate::tls::Tls,
@@ -51,6 +55,7 @@ impl Shared {
             metrics: crate::metrics::Registry::new(&config, workers),
             config: Arc::new(config),
             generation: 0,
+            pools: 0,
             life,
             started: std::time::SystemTime::now(),
             workers,
@@ -76,6 +81,7 @@ impl Shared {
             config: Arc::new(config),
             state,
             generation: self.generation + 1,
+            pools: self.generation + 1,
             life: self.life.clone(),
             started: self.started,
             workers: self.workers,
@@ -98,6 +104,29 @@ impl Shared {
         next.listener_of(self.listening.get(id.0 as usize)?)
     }
 
+    /// The generation after this one for `config`, which differs from this one's in its
+    /// servers only (`Config::expand` after a resolution or an admin API change): servers
+    /// that stay keep their state, counters and idle connections; TLS is not re-read.
+    pub fn with_servers(&self, config: Config) -> Shared {
+        Shared {
+            tls: self.tls.with_servers(&config),
+            state: StateTable::carry(&config, &self.config, &self.state),
+            metrics: crate::metrics::Registry::next(
+                &config,
+                self.workers,
+                &self.metrics,
+                &self.config,
+            ),
+            config: Arc::new(config),
+            generation: self.generation + 1,
+            pools: self.pools,
+            life: self.life.clone(),
+            started: self.started,
+            workers: self.workers,
+            listening: self.listening.clone(),
+        }
+    }
+
     pub fn stopping(&self) -> bool {
         self.life.stopping()
     }
@@ -111,6 +140,7 @@ impl Shared {
             workers: self.workers,
             started: self.started,
             certificates: self.tls.certificates(),
+            resolutions: &self.life.resolutions,
         }
     }
 }

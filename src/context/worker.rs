@@ -79,6 +79,24 @@ impl Worker {
     /// request (`proxy` checks `retired` between requests); its pooled upstream
     /// connections close.
     pub fn retire(&self, next: Rc<Worker>) {
+        if next.shared.pools == self.shared.pools {
+            // Only servers changed (discovery, the admin API): a server that stays (same
+            // upstream and name, hence the same address) keeps its idle connections.
+            let (old, new) = (&self.shared.config, &next.shared.config);
+            let ids: std::collections::HashMap<(&str, &str), crate::config::ServerId> = new
+                .servers()
+                .map(|(u, s)| ((u.name.as_str(), s.name.as_str()), s.id))
+                .collect();
+            let names: Vec<(&str, &str)> = old
+                .servers()
+                .map(|(u, s)| (u.name.as_str(), s.name.as_str()))
+                .collect();
+            self.pool
+                .borrow_mut()
+                .hand_over(&mut next.pool.borrow_mut(), |id| {
+                    names.get(id.0 as usize).and_then(|k| ids.get(k).copied())
+                });
+        }
         *self.successor.borrow_mut() = Some(next);
         self.retired.set(true);
         self.pool.borrow_mut().retire();

@@ -365,6 +365,7 @@ mod tests {
         let server = Server {
             id: crate::config::ServerId(0),
             name: "a".into(),
+            entry: 0,
             addr: "127.0.0.1:8080".parse().unwrap(),
             weight: 1,
             backup: false,

@@ -189,11 +189,15 @@ impl Registry {
     }
 
     /// Takes over the counts that belong to the process rather than to one configuration
-    /// (reloads, access log errors) from the registry this one replaces.
+    /// (reloads and their outcome, access log errors) from the registry this one replaces.
     pub fn carry_process_counters(&self, old: &Registry) {
         for (new, old) in self.reloads.iter().zip(old.reloads.iter()) {
             new.store(old.load(Relaxed), Relaxed);
         }
+        self.last_reload_ok
+            .store(old.last_reload_ok.load(Relaxed), Relaxed);
+        self.last_load_ms
+            .store(old.last_load_ms.load(Relaxed), Relaxed);
         self.log_errors.store(old.log_errors.load(Relaxed), Relaxed);
     }
 

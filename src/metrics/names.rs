@@ -182,6 +182,24 @@ pub const QUEUE_TIMEOUTS: Family = counter(
     "Requests that waited for a server slot longer than the queue timeout, by upstream.",
 );
 
+pub const UPSTREAM_SERVERS: Family = gauge(
+    "ringlb_upstream_servers",
+    "Servers of the upstream in the generation in force (addresses of names included), \
+     whatever their state.",
+);
+
+// Service discovery.
+pub const RESOLUTIONS: Family = counter(
+    "ringlb_resolver_resolutions_total",
+    "Lookups of a server entry's name, by upstream, entry name and result: success, nxdomain \
+     (no such name), empty (no address or SRV record), failure (timeouts, SERVFAIL, REFUSED, \
+     network). Anything but success keeps the entry's last addresses.",
+);
+pub const RESOLUTION_AGE: Family = gauge(
+    "ringlb_resolver_last_success_age_seconds",
+    "Seconds since the entry's name last resolved (+Inf: never), by upstream and entry name.",
+);
+
 // Health checks.
 pub const HEALTH_CHECKS: Family = counter(
     "ringlb_health_checks_total",
@@ -262,6 +280,9 @@ pub const ALL: &[Family] = &[
     SERVER_ACTIVE,
     SERVER_WEIGHT,
     USABLE_SERVERS,
+    UPSTREAM_SERVERS,
+    RESOLUTIONS,
+    RESOLUTION_AGE,
     QUEUE_LENGTH,
     QUEUE_TIMEOUTS,
     HEALTH_CHECKS,

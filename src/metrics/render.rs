@@ -24,6 +24,8 @@ pub struct Scrape<'a> {
     pub started: std::time::SystemTime,
     /// The certificates of the TLS listeners and upstream client certificates.
     pub certificates: &'a [super::CertificateExpiry],
+    /// Lookups of server names, across generations.
+    pub resolutions: &'a crate::state::Resolutions,
 }
 
 /// The whole scrape.
@@ -37,6 +39,7 @@ pub fn render(shared: &Scrape<'_>) -> String {
     downstream(&mut w, shared, &total);
     upstream(&mut w, shared, &total);
     servers(&mut w, shared);
+    discovery(&mut w, shared);
     queues(&mut w, shared, &total);
     health(&mut w, shared, reg, &total);
     control_plane(&mut w, reg);
@@ -402,6 +405,52 @@ fn servers(w: &mut Writer, shared: &Scrape<'_>) {
     }
 }
 
+/// Servers per upstream, and the lookups of every named entry.
+fn discovery(w: &mut Writer, shared: &Scrape<'_>) {
+    let config = &shared.config;
+    w.family(&names::UPSTREAM_SERVERS);
+    for up in &config.upstreams {
+        let n = up.servers.len() as u64;
+        w.int(&names::UPSTREAM_SERVERS, "", &[("upstream", &up.name)], n);
+    }
+    let named = || {
+        config.upstreams.iter().flat_map(|u| {
+            u.entries
+                .iter()
+                .filter(|e| e.is_name())
+                .map(move |e| (u.name.as_str(), e.name.as_str()))
+        })
+    };
+    w.family(&names::RESOLUTIONS);
+    for (u, e) in named() {
+        let counts = shared.resolutions.find(u, e);
+        for (i, result) in crate::state::Resolution::NAMES.iter().enumerate() {
+            let n = counts.as_ref().map_or(0, |c| c.results[i].load(Relaxed));
+            let labels = [("upstream", u), ("name", e), ("result", result)];
+            w.int(&names::RESOLUTIONS, "", &labels, n);
+        }
+    }
+    w.family(&names::RESOLUTION_AGE);
+    let now = super::unix_ms(std::time::SystemTime::now());
+    for (u, e) in named() {
+        let last = shared
+            .resolutions
+            .find(u, e)
+            .map_or(0, |c| c.last_success_ms.load(Relaxed));
+        let age = if last == 0 {
+            f64::INFINITY
+        } else {
+            now.saturating_sub(last) as f64 / 1e3
+        };
+        w.float(
+            &names::RESOLUTION_AGE,
+            "",
+            &[("upstream", u), ("name", e)],
+            age,
+        );
+    }
+}
+
 /// Active health checks: counters from the registry, last results from the state table (only
 /// for upstreams with `health_check` configured).
 fn health(w: &mut Writer, shared: &Scrape<'_>, reg: &Registry, total: &[u64]) {
@@ -498,7 +547,12 @@ impl Writer {
 
     fn float(&mut self, f: &Family, suffix: &str, labels: &[(&str, &str)], v: f64) {
         self.series(f, suffix, labels);
-        let _ = writeln!(self.out, "{v}");
+        if v.is_infinite() {
+            // The exposition format's spelling (Rust writes "inf").
+            let _ = writeln!(self.out, "{}", if v > 0.0 { "+Inf" } else { "-Inf" });
+        } else {
+            let _ = writeln!(self.out, "{v}");
+        }
     }
 
     /// `_bucket` (cumulative, `le` last among the labels), `_sum` in seconds, `_count`.

@@ -13,6 +13,7 @@ struct Parts {
     config: Config,
     state: StateTable,
     metrics: Registry,
+    resolutions: crate::state::Resolutions,
 }
 
 impl Parts {
@@ -24,6 +25,7 @@ impl Parts {
             workers: 2,
             started: std::time::SystemTime::now(),
             certificates: &[],
+            resolutions: &self.resolutions,
         }
     }
 }
@@ -58,6 +60,7 @@ name = "d\"q"
         state: StateTable::new(&config, 2),
         metrics: Registry::new(&config, 2),
         config,
+        resolutions: Default::default(),
     }
 }
 
@@ -261,6 +264,7 @@ fn counters_carry_over_reloads_and_never_go_back() {
             workers: 2,
             started: std::time::SystemTime::now(),
             certificates: &[],
+            resolutions: &Default::default(),
         })
     };
     let req = |u: &str, s: &str| {

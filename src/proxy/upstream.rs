@@ -474,7 +474,7 @@ impl<'a> Conn<'a> {
         server: &Server,
         req: &Req,
     ) -> Next {
-        let closing = self.closing();
+        let closing = super::closing(self.w, self.c.listener);
         let rbody = self.r.rhead.body;
         if self.r.rhead.status == 101 {
             if !req.upgrade {

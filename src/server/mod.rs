@@ -22,6 +22,7 @@ mod listeners;
 pub mod logging;
 mod notify;
 mod reload;
+mod servers;
 mod upgrade;
 
 use crate::config::{Config, Engine, Workers};
@@ -62,6 +63,12 @@ pub enum RunError {
     Health(engine::StartError),
     #[error("{0}")]
     Tls(crate::tls::TlsError),
+    #[error(
+        "upstream {0} has no server: its names did not resolve (see the warnings above); \
+         list an address, fix the name, or set resolve = true to start without servers and \
+         wait for the name"
+    )]
+    NoServers(String),
     #[error("cannot open the access log {path}: {source}")]
     AccessLog {
         path: String,
@@ -145,6 +152,16 @@ fn serve(
         );
     }
     let cpus = worker_cpus(&config)?;
+    let life = Arc::new(Life::new(cpus.len(), events.clone()));
+    for w in crate::discovery::resolve_all(&mut config, None, Some(&life)) {
+        log::warn!("{}: {}", w.path, w.message);
+    }
+    if let Some(u) = crate::discovery::empty_upstreams(&config)
+        .into_iter()
+        .next()
+    {
+        return Err(RunError::NoServers(u));
+    }
     crate::accesslog::check(&config.access_log).map_err(|source| RunError::AccessLog {
         path: crate::accesslog::describe(&config.access_log.target),
         source,
@@ -161,7 +178,6 @@ fn serve(
         p.check_engine(engine)?;
     }
 
-    let life = Arc::new(Life::new(cpus.len(), events.clone()));
     let shared = Shared::new(config, cpus.len(), life.clone(), listening.sockets());
     let shared = Arc::new(shared.map_err(RunError::Tls)?);
     let current = Arc::new(Current::new(shared.clone()));
@@ -192,11 +208,13 @@ fn serve(
         engine,
         events,
         upgrade: None,
+        servers: servers::Servers::start(&current),
     };
-    control.run(early.into_iter().chain(inbox.iter()));
+    control.run(early, inbox);
     if let Some(pending) = control.upgrade.take() {
         pending.cancel();
     }
+    drop(control);
 
     if life.handed_over() {
         log::info!("handed over: no new connections, finishing in-flight requests");
@@ -293,61 +311,92 @@ struct Control<'a> {
     events: mpsc::Sender<Event>,
     /// A binary upgrade under way: its new process is starting.
     upgrade: Option<upgrade::Pending>,
+    /// Servers from names (DNS) and the admin API, and removals that drain.
+    servers: servers::Servers,
 }
 
 impl Control<'_> {
     /// Acts on events until the stop (a signal, a worker that died, or a binary upgrade's
-    /// new process ready to serve).
-    fn run(&mut self, events: impl Iterator<Item = Event>) {
-        for event in events {
-            match event {
-                Event::Stop => return,
-                Event::Reload(done) => {
-                    if self.upgrade.is_some() {
-                        reload::refuse(self.current, "a binary upgrade is under way");
-                    } else {
-                        reload::reload(self.path, self.current, &mut self.listening);
+    /// new process ready to serve): `early` ones first, then the inbox.
+    fn run(&mut self, early: Vec<Event>, inbox: &mpsc::Receiver<Event>) {
+        let mut early = early.into_iter();
+        loop {
+            let event = match (early.next(), self.servers.wait()) {
+                (Some(e), _) => e,
+                (None, None) => match inbox.recv() {
+                    Ok(e) => e,
+                    Err(_) => return,
+                },
+                // A removal drains: look at its servers again soon.
+                (None, Some(wait)) => match inbox.recv_timeout(wait) {
+                    Ok(e) => e,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.servers.tick(self.current);
+                        continue;
                     }
-                    if let Some(done) = done {
-                        done.raise();
-                    }
-                }
-                Event::ReopenLogs => {
-                    log::info!("SIGUSR1: reopening access logs");
-                    self.life.reopen_logs();
-                }
-                Event::Upgrade if self.upgrade.is_some() => {
-                    log::warn!("SIGUSR2: a binary upgrade is already under way");
-                }
-                Event::Upgrade => {
-                    match upgrade::start(&self.listening, self.engine, self.events.clone()) {
-                        Ok(p) => self.upgrade = Some(p),
-                        Err(e) => {
-                            log::error!("binary upgrade failed: {e}; this process keeps serving")
-                        }
-                    }
-                }
-                Event::Upgraded(Ok(pid)) => {
-                    self.upgrade = None;
-                    log::info!(
-                        "binary upgrade: process {pid} serves; this process ({}) stops \
-                         accepting and finishes its requests",
-                        std::process::id()
-                    );
-                    self.life.hand_over();
-                    return;
-                }
-                Event::Upgraded(Err(e)) => {
-                    self.upgrade = None;
-                    log::error!("binary upgrade failed: {e}; this process keeps serving");
-                }
-                Event::Exited(index) => {
-                    log::error!("worker {index} stopped unexpectedly; stopping all");
-                    return;
-                }
-                Event::Started(_) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            if !self.handle(event) {
+                return;
             }
         }
+    }
+
+    /// False: stop.
+    fn handle(&mut self, event: Event) -> bool {
+        match event {
+            Event::Stop => return false,
+            Event::Reload(done) => {
+                if self.upgrade.is_some() {
+                    reload::refuse(self.current, "a binary upgrade is under way");
+                } else {
+                    let before = self.current.load_full();
+                    reload::reload(self.path, self.current, &mut self.listening);
+                    self.servers.reloaded(&before, self.current);
+                }
+                if let Some(done) = done {
+                    done.raise();
+                }
+            }
+            Event::Resolved(r) => self.servers.resolved(self.current, r),
+            Event::Servers(change, reply) => self.servers.change(self.current, change, &reply),
+            Event::ReopenLogs => {
+                log::info!("SIGUSR1: reopening access logs");
+                self.life.reopen_logs();
+            }
+            Event::Upgrade if self.upgrade.is_some() => {
+                log::warn!("SIGUSR2: a binary upgrade is already under way");
+            }
+            Event::Upgrade => {
+                match upgrade::start(&self.listening, self.engine, self.events.clone()) {
+                    Ok(p) => self.upgrade = Some(p),
+                    Err(e) => {
+                        log::error!("binary upgrade failed: {e}; this process keeps serving")
+                    }
+                }
+            }
+            Event::Upgraded(Ok(pid)) => {
+                self.upgrade = None;
+                log::info!(
+                    "binary upgrade: process {pid} serves; this process ({}) stops \
+                     accepting and finishes its requests",
+                    std::process::id()
+                );
+                self.life.hand_over();
+                return false;
+            }
+            Event::Upgraded(Err(e)) => {
+                self.upgrade = None;
+                log::error!("binary upgrade failed: {e}; this process keeps serving");
+            }
+            Event::Exited(index) => {
+                log::error!("worker {index} stopped unexpectedly; stopping all");
+                return false;
+            }
+            Event::Started(_) => {}
+        }
+        true
     }
 }
 

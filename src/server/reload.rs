@@ -78,6 +78,8 @@ enum Refused {
     Tls(crate::tls::TlsError),
     #[error("{0}")]
     Listen(super::RunError),
+    #[error("upstream {0} would have no server: its names did not resolve")]
+    NoServers(String),
 }
 
 /// The generation `path` describes, and the listening sockets it needs (new ones bound).
@@ -89,6 +91,16 @@ fn next_generation(
     let mut config = Config::load(path, &crate::tls::Files).map_err(Refused::Config)?;
     super::host::apply_default_max_connections(&mut config, super::host::nofile_soft());
     compatible(&old.config, &config)?;
+    // Names resolve again; one that fails keeps its addresses of the running generation.
+    for w in crate::discovery::resolve_all(&mut config, Some(&old.config), Some(&old.life)) {
+        log::warn!("reload: {}: {}", w.path, w.message);
+    }
+    if let Some(u) = crate::discovery::empty_upstreams(&config)
+        .into_iter()
+        .next()
+    {
+        return Err(Refused::NoServers(u));
+    }
     let plan = listening
         .plan(&config, old.workers)
         .map_err(Refused::Listen)?;

@@ -26,6 +26,10 @@ pub enum Event {
     Started(usize),
     /// Worker `index` returned or unwound.
     Exited(usize),
+    /// The resolver thread found other addresses for a name.
+    Resolved(super::Resolved),
+    /// The admin API adds or removes a server; answered through the reply.
+    Servers(super::ServerChange, Arc<super::Reply>),
 }
 
 pub struct Life {
@@ -46,6 +50,8 @@ pub struct Life {
     /// One per worker core, then one for the health checker: raised when the process state
     /// changed (stop, new generation, log reopen).
     wake: Box<[Signal]>,
+    /// Resolutions of server names, by entry (metrics).
+    pub resolutions: super::Resolutions,
     /// The control thread's inbox (used off the request path: admin reload, worker start
     /// and exit).
     events: Sender<Event>,
@@ -64,6 +70,7 @@ impl Life {
             generation: AtomicU64::new(0),
             log_reopen: AtomicU64::new(0),
             wake: (0..=cores).map(|_| Signal::default()).collect(),
+            resolutions: Default::default(),
             events,
         }
     }

@@ -66,6 +66,7 @@ pub struct Tls {
 }
 
 /// How to open TLS connections to the servers of one upstream.
+#[derive(Clone)]
 pub struct Connector {
     config: Arc<ClientConfig>,
     /// `server_name` from the config; None: each server's IP address (no SNI is sent then).
@@ -181,6 +182,18 @@ impl Tls {
         Tls::with_ticketer(config, self.ticketer.clone())
     }
 
+    /// The same TLS configs for `config`, whose upstreams are this one's with other servers
+    /// (nothing is re-read).
+    pub fn with_servers(&self, config: &Config) -> Tls {
+        Tls {
+            listeners: self.listeners.clone(),
+            upstreams: self.upstreams.clone(),
+            server_upstream: server_upstream(config),
+            ticketer: self.ticketer.clone(),
+            certificates: self.certificates.clone(),
+        }
+    }
+
     fn with_ticketer(config: &Config, ticketer: Arc<dyn ProducesTickets>) -> Result<Tls, TlsError> {
         let Built {
             servers,
@@ -207,16 +220,10 @@ impl Tls {
                 }
             }));
         }
-        let server_upstream = config
-            .upstreams
-            .iter()
-            .enumerate()
-            .flat_map(|(i, u)| u.servers.iter().map(move |_| i as u32))
-            .collect();
         Ok(Tls {
             listeners: servers,
             upstreams,
-            server_upstream,
+            server_upstream: server_upstream(config),
             ticketer,
             certificates,
         })
@@ -255,6 +262,16 @@ impl Tls {
         self.upstream(server)
             .map(|c| (c.config(), c.server_name(addr)))
     }
+}
+
+/// The upstream of each server, by `ServerId`.
+fn server_upstream(config: &Config) -> Vec<u32> {
+    config
+        .upstreams
+        .iter()
+        .enumerate()
+        .flat_map(|(i, u)| u.servers.iter().map(move |_| i as u32))
+        .collect()
 }
 
 fn build(config: &Config, ticketer: &Arc<dyn ProducesTickets>) -> Result<Built, TlsError> {

@@ -69,6 +69,28 @@ impl Pool {
         }
     }
 
+    /// Moves the idle connections of every server that `to` maps to a server of `next` (a
+    /// generation that changed servers only: same addresses, same TLS settings) into `next`,
+    /// as far as its capacity goes; the rest close with this pool.
+    pub fn hand_over(&mut self, next: &mut Pool, to: impl Fn(ServerId) -> Option<ServerId>) {
+        for (i, stack) in self.idle.iter_mut().enumerate() {
+            let Some(n) = to(ServerId(i as u32)) else {
+                continue;
+            };
+            let (Some(dest), Some(&cap)) =
+                (next.idle.get_mut(n.0 as usize), next.caps.get(n.0 as usize))
+            else {
+                continue;
+            };
+            // Oldest first, so the most recently used stays on top (LIFO).
+            for idle in stack.drain(..) {
+                if dest.len() < cap {
+                    dest.push(idle);
+                }
+            }
+        }
+    }
+
     /// Keeps nothing from now on (a replaced generation's pool).
     pub fn retire(&mut self) {
         self.caps.iter_mut().for_each(|c| *c = 0);

@@ -2,6 +2,8 @@
 //! that keeps the exact bytes it received.
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
