@@ -163,10 +163,11 @@ pub enum Status {
 }
 
 /// Value of the first header named `name` (ASCII case-insensitive, RFC 9110 §5.1).
-/// Whether `buf` holds an empty line: the end of a request head, as far as a scan can tell
+/// Whether `buf` holds an empty line — the end of a request head, as far as a scan can tell
 /// without parsing (`\n\r\n` or `\n\n`; a bare-LF one is then refused by the parser, and
-/// empty lines before the request line make this true early). Lets a connection read a head
-/// before it takes what parsing and serving need.
+/// empty lines before the request line make this true early) — or a bare CR, which the
+/// parser refuses at once. Lets a connection read a head before it takes what parsing and
+/// serving need, without delaying the parser's verdict.
 pub fn head_end_seen(buf: &[u8]) -> bool {
     if buf.ends_with(b"\r\n\r\n") {
         return true;
@@ -179,7 +180,8 @@ pub fn head_end_seen(buf: &[u8]) -> bool {
         }
         at += i + 1;
     }
-    false
+    // A CR that is not followed by LF ends nothing, but the parser refuses it: let it.
+    buf.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n')
 }
 
 pub fn find_header<'b>(buf: &'b [u8], headers: &[Header], name: &[u8]) -> Option<&'b [u8]> {

@@ -193,6 +193,9 @@ fn serve_conn(
                         break End::Closed;
                     }
                 }
+                // Behind PROXY the client is the header's source: known from `c.peer` (a
+                // source equal to the TCP peer changes nothing), so the task keeps one address.
+                let proxied = (c.peer != peer).then_some(c.peer);
                 let scratch = client::take_scratch(&w, c.listener, peer, proxied, &marks);
                 // Boxed: the exchange phases' task state exists only while the connection is busy.
                 let (end, client, scratch) = Box::pin(busy(&w, &config, c, scratch)).await;
@@ -208,8 +211,7 @@ fn serve_conn(
             // that generation's listener on the same socket (`End::Switch` is only returned
             // when there is one).
             let next = w.successor.borrow().clone();
-            let moved =
-                next.and_then(|n| Some((w.shared.listener_in(c.listener, &n.shared)?, n)));
+            let moved = next.and_then(|n| Some((w.shared.listener_in(c.listener, &n.shared)?, n)));
             match (end, moved) {
                 (End::Switch, Some((listener, next))) => {
                     c.listener = listener;
@@ -256,7 +258,9 @@ async fn gather_head(c: &mut Client, config: &Config) -> bool {
             return !c.buf.is_empty();
         }
         match c.buf.fill(&mut c.stream, left).await {
-            Ok(0) => return false,
+            // The client ended its side mid-head: the parser says what it sent was (an
+            // invalid head is answered 400 before the close).
+            Ok(0) => return !c.buf.is_empty(),
             Ok(_) => {}
             Err(e) if error::is_timeout(&e) => {
                 c.late = true;
@@ -636,7 +640,8 @@ impl Conn<'_> {
             self.answer(Failure::NoHost, Next::Close).await;
             return Next::Close;
         }
-        let close = !req.keep_alive || closing(self.w, self.c.listener) || req.body != RequestBody::None;
+        let close =
+            !req.keep_alive || closing(self.w, self.c.listener) || req.body != RequestBody::None;
         let mut location = Vec::with_capacity(8 + host.len() + target.len());
         location.extend_from_slice(b"https://");
         location.extend_from_slice(&host);
@@ -665,7 +670,8 @@ impl Conn<'_> {
         let Some(ret) = &route.traffic.answer else {
             return self.refuse(Failure::NoRoute, req, BodyLeft::Unread).await;
         };
-        let close = !req.keep_alive || closing(self.w, self.c.listener) || req.body != RequestBody::None;
+        let close =
+            !req.keep_alive || closing(self.w, self.c.listener) || req.body != RequestBody::None;
         self.r.x.status(ret.status); // metrics
         self.r.acquire_resp();
         self.r.resp.clear();

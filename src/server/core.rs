@@ -385,9 +385,7 @@ async fn setup(
     };
     let stream = match w.shared.tls.server(id) {
         None => stream,
-        Some(tls) => {
-            crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await?
-        }
+        Some(tls) => crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await?,
     };
     open._per_ip = count;
     Some(Accepted {

@@ -143,7 +143,8 @@ pub(crate) struct Reactor {
     /// The executor's eventfd, written by threads that wake a task of this core.
     notify: RawFd,
     events: Vec<libc::epoll_event>,
-    slots: Vec<Slot>,
+    /// Chunked: grows without moving or copying (see `chunked`).
+    slots: super::chunked::Chunked<Slot>,
     free: Vec<u32>,
 }
 
@@ -166,7 +167,7 @@ impl Reactor {
             epoll,
             notify,
             events: Vec::with_capacity(EVENTS),
-            slots: Vec::new(),
+            slots: super::chunked::Chunked::new(),
             free: Vec::new(),
         };
         r.ctl_add(notify, (libc::EPOLLIN | libc::EPOLLET) as u32, NOTIFY)?;

@@ -16,6 +16,7 @@
 //! EAGAIN (often none, see `net`) and a waker store; timers are armed only for waits. A wake on
 //! the owning thread is a queue push.
 
+mod chunked;
 pub(crate) mod epoll;
 pub(crate) mod exec;
 pub(crate) mod net;

@@ -43,7 +43,8 @@ const COMPACT_MIN: usize = 64;
 pub(crate) struct Timers {
     epoch: Option<Instant>,
     heap: BinaryHeap<Entry>,
-    slots: Vec<Slot>,
+    /// Chunked: grows without moving or copying (see `chunked`).
+    slots: super::chunked::Chunked<Slot>,
     free: Vec<u32>,
     /// Heap entries whose slot was cancelled (or re-armed) since they were pushed.
     stale: usize,
@@ -54,7 +55,7 @@ impl Timers {
         Timers {
             epoch: None,
             heap: BinaryHeap::new(),
-            slots: Vec::new(),
+            slots: super::chunked::Chunked::new(),
             free: Vec::new(),
             stale: 0,
         }

@@ -345,7 +345,8 @@ pub(crate) struct Reactor {
     /// The executor's eventfd, written by threads that wake a task of this core.
     notify: RawFd,
     notify_armed: bool,
-    slots: Vec<Entry>,
+    /// Chunked: grows without moving or copying (see `chunked`).
+    slots: super::chunked::Chunked<Entry>,
     free: Vec<u32>,
     /// SQEs that did not fit in the submission queue; queued at the next park.
     backlog: VecDeque<squeue::Entry>,
@@ -379,7 +380,7 @@ impl Reactor {
             bufs,
             notify,
             notify_armed: false,
-            slots: Vec::new(),
+            slots: super::chunked::Chunked::new(),
             free: Vec::new(),
             backlog: VecDeque::new(),
             inflight: 0,

@@ -281,6 +281,7 @@ fn head_end_seen_finds_empty_lines() {
     assert!(head_end_seen(b"GET / HTTP/1.1\nHost: h\n\n"));
     assert!(!head_end_seen(b"GET / HTTP/1.1\r\nHost: h\r\n"));
     assert!(!head_end_seen(b"GET / HTTP/1.1\r\nHost: h\r\n\r"));
+    assert!(head_end_seen(b"GET / HTTP/1.1\r\nHost: h\r\rX"));
     assert!(!head_end_seen(b""));
     assert!(!head_end_seen(b"G"));
 }
