@@ -1,7 +1,7 @@
 //! One access log line per exchange, in the `common` or `json` format, appended to a buffer
-//! the caller owns. No allocation and no `fmt` machinery: numbers go through `itoa`, text is
-//! copied in runs between the bytes that need escaping (the per-request cost is in
-//! `benches/metrics.rs`).
+//! the caller owns, without allocating: numbers go through `itoa`, JSON strings through
+//! serde_json, and the date is formatted by jiff once per second per core ([`Dates`]) and copied
+//! into that second's lines (the per-request cost is in `benches/metrics.rs`).
 //!
 //! `common` is the NCSA combined format nginx and Apache write by default, then `key=value`
 //! fields (values never contain a space):
@@ -20,21 +20,24 @@
 //! TCP peer as `peer_addr` ("ip:port"); `remote_port` is null when the client's port is not
 //! known (an address from `real_ip_header`).
 //!
-//! `json` is one object per line with the same facts; strings are valid JSON (control bytes
-//! and, in a field that is not valid UTF-8, every byte above 0x7f, as `\u00HH`).
+//! `json` is one object per line with the same facts; strings are escaped by serde_json, and a
+//! field that is not valid UTF-8 is read as Latin-1 (each byte the character of its value).
 
 use super::Exchange;
 use crate::config::Config;
 use crate::http1::{write_ip as ip, write_num as num};
+use jiff::Timestamp;
+use serde::Serializer as _;
+use std::fmt::{self, Write as _};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub fn common(out: &mut Vec<u8>, x: &Exchange, config: &Config) {
+pub fn common(out: &mut Vec<u8>, dates: &mut Dates, x: &Exchange, config: &Config) {
     let Some(r) = x.done() else { return };
     ip(out, x.client_ip());
     out.extend_from_slice(b" - - [");
-    clf_time(out, x.end_time());
+    dates.clf(out, x.end_time());
     out.extend_from_slice(b"] \"");
     if x.is_raw() {
         escaped(out, x.target());
@@ -82,10 +85,10 @@ pub fn common(out: &mut Vec<u8>, x: &Exchange, config: &Config) {
     out.push(b'\n');
 }
 
-pub fn json(out: &mut Vec<u8>, x: &Exchange, config: &Config) {
+pub fn json(out: &mut Vec<u8>, dates: &mut Dates, x: &Exchange, config: &Config) {
     let Some(r) = x.done() else { return };
     out.extend_from_slice(b"{\"time\":\"");
-    iso_time(out, x.end_time());
+    dates.iso(out, x.end_time());
     out.extend_from_slice(b"\",\"remote_addr\":\"");
     ip(out, x.client_ip());
     out.extend_from_slice(b"\",\"remote_port\":");
@@ -206,63 +209,51 @@ fn addr(out: &mut Vec<u8>, a: SocketAddr) {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-/// Which bytes each escaping rewrites, as 256-entry tables (one load per byte).
-const fn table(space: bool, high: bool) -> [bool; 256] {
+/// Which bytes an escaping rewrites, as a 256-entry table (one load per byte): quote,
+/// backslash, controls, everything outside ASCII, and the space if `space`.
+const fn table(space: bool) -> [bool; 256] {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        t[b] = c == b'"'
-            || c == b'\\'
-            || c < 0x20
-            || c == 0x7f
-            || (space && c == b' ')
-            || (high && c >= 0x80);
+        t[b] = c == b'"' || c == b'\\' || c < 0x20 || c >= 0x7f || (space && c == b' ');
         b += 1;
     }
     t
 }
 /// nginx: quote, backslash, controls and everything outside ASCII.
-const ESCAPED: [bool; 256] = table(false, true);
+const ESCAPED: [bool; 256] = table(false);
 /// `key=value` values: as nginx, and the space.
-const WORD: [bool; 256] = table(true, true);
-/// JSON string in a valid UTF-8 field: quote, backslash, controls.
-const JSON_UTF8: [bool; 256] = table(false, false);
-/// JSON string in a field that is not UTF-8: also every byte above 0x7f.
-const JSON_BYTES: [bool; 256] = table(false, true);
+const WORD: [bool; 256] = table(true);
 
-/// Copies `v`, writing each byte marked in `special` through `esc`; the runs between them are
+/// Copies `v`, writing each byte marked in `special` as `\xHH`; the runs between them are
 /// copied whole.
 #[inline]
-fn escape_with(out: &mut Vec<u8>, v: &[u8], special: &[bool; 256], esc: impl Fn(&mut Vec<u8>, u8)) {
+fn hex_escaped(out: &mut Vec<u8>, v: &[u8], special: &[bool; 256]) {
     let mut run = 0;
     for (i, &b) in v.iter().enumerate() {
         if special[usize::from(b)] {
             out.extend_from_slice(&v[run..i]);
-            esc(out, b);
+            out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
             run = i + 1;
         }
     }
     out.extend_from_slice(&v[run..]);
 }
 
-fn hex_escape(out: &mut Vec<u8>, b: u8) {
-    out.extend_from_slice(&[
-        b'\\',
-        b'x',
-        HEX[usize::from(b >> 4)],
-        HEX[usize::from(b & 0xf)],
-    ]);
-}
-
 /// nginx's escaping for its default log format.
 fn escaped(out: &mut Vec<u8>, v: &[u8]) {
-    escape_with(out, v, &ESCAPED, hex_escape);
+    hex_escaped(out, v, &ESCAPED);
 }
 
 /// A `key=value` value: [`escaped`], and a space as `\x20`.
 fn word(out: &mut Vec<u8>, v: &[u8]) {
-    escape_with(out, v, &WORD, hex_escape);
+    hex_escaped(out, v, &WORD);
 }
 
 fn json_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
@@ -272,85 +263,91 @@ fn json_opt(out: &mut Vec<u8>, v: Option<&[u8]>) {
     }
 }
 
+/// `v` as a JSON string, escaped by serde_json straight into `out`. A field that is not valid
+/// UTF-8 (obs-text in a request line) is read as Latin-1, each byte the character U+0000 to
+/// U+00FF of its value: the value a consumer parses is the one the `\u00HH` escapes of earlier
+/// versions gave.
 fn json_str(out: &mut Vec<u8>, v: &[u8]) {
-    // Multi-byte characters pass through only when the field is valid UTF-8.
-    let table = if v.is_ascii() || std::str::from_utf8(v).is_ok() {
-        &JSON_UTF8
-    } else {
-        &JSON_BYTES
+    let mut ser = serde_json::Serializer::new(out);
+    // Writing into a `Vec` does not fail, and neither does a string.
+    let _ = match std::str::from_utf8(v) {
+        Ok(s) => ser.serialize_str(s),
+        Err(_) => ser.collect_str(&Latin1(v)),
     };
-    out.push(b'"');
-    escape_with(out, v, table, |out, b| match b {
-        b'"' => out.extend_from_slice(b"\\\""),
-        b'\\' => out.extend_from_slice(b"\\\\"),
-        _ => out.extend_from_slice(&[
-            b'\\',
-            b'u',
-            b'0',
-            b'0',
-            HEX[usize::from(b >> 4)].to_ascii_lowercase(),
-            HEX[usize::from(b & 0xf)].to_ascii_lowercase(),
-        ]),
-    });
-    out.push(b'"');
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+/// Bytes read as Latin-1.
+struct Latin1<'a>(&'a [u8]);
 
-/// UTC civil time: (year, month 1..=12, day, hour, minute, second, millisecond).
-fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
-    // Howard Hinnant's days_from_civil, inverted (public domain).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis(),
-    )
-}
-
-/// `25/Nov/2026:01:52:01 +0000`
-fn clf_time(out: &mut Vec<u8>, t: SystemTime) {
-    let (y, mo, d, h, mi, s, _) = civil(t);
-    pad(out, u64::from(d), 2);
-    out.push(b'/');
-    out.extend_from_slice(MONTHS[(mo - 1) as usize].as_bytes());
-    out.push(b'/');
-    num(out, y.max(0) as u64);
-    for (sep, v) in [(b':', h), (b':', mi), (b':', s)] {
-        out.push(sep);
-        pad(out, u64::from(v), 2);
+impl fmt::Display for Latin1<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // An ASCII run is valid UTF-8 as it is; a byte above 0x7f is one two-byte character.
+        let ascii = |run| std::str::from_utf8(run).map_err(|_| fmt::Error);
+        let mut rest = self.0;
+        while let Some(i) = rest.iter().position(|b| !b.is_ascii()) {
+            f.write_str(ascii(&rest[..i])?)?;
+            f.write_char(char::from(rest[i]))?;
+            rest = &rest[i + 1..];
+        }
+        f.write_str(ascii(rest)?)
     }
-    out.extend_from_slice(b" +0000");
 }
 
-/// `2026-11-25T01:52:01.123Z`
-fn iso_time(out: &mut Vec<u8>, t: SystemTime) {
-    let (y, mo, d, h, mi, s, ms) = civil(t);
-    num(out, y.max(0) as u64);
-    for (sep, v) in [(b'-', mo), (b'-', d), (b'T', h), (b':', mi), (b':', s)] {
-        out.push(sep);
-        pad(out, u64::from(v), 2);
+/// The dates of one core's lines, formatted by jiff once per second and copied into every
+/// line of that second. Runs on the owning core.
+#[derive(Default)]
+pub struct Dates {
+    clf: Second,
+    iso: Second,
+}
+
+/// `pattern` (jiff's `strftime`) formatted for the Unix second `at`.
+#[derive(Default)]
+struct Second {
+    at: Option<u64>,
+    text: [u8; 32],
+    len: usize,
+}
+
+impl Second {
+    fn get(&mut self, at: u64, pattern: &str) -> &[u8] {
+        if self.at != Some(at) {
+            // Past jiff's range (it ends in 9999) its last instant.
+            let t = i64::try_from(at)
+                .ok()
+                .and_then(|s| Timestamp::from_second(s).ok())
+                .unwrap_or(Timestamp::MAX);
+            let mut w = &mut self.text[..];
+            // The patterns below fit `text`; jiff's `strftime` does not fail.
+            let _ = write!(w, "{}", t.strftime(pattern));
+            let left = w.len();
+            self.len = self.text.len() - left;
+            self.at = Some(at);
+        }
+        &self.text[..self.len]
     }
-    out.push(b'.');
-    pad(out, u64::from(ms), 3);
-    out.push(b'Z');
+}
+
+impl Dates {
+    /// `25/Nov/2026:01:52:01 +0000`
+    fn clf(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let d = since_epoch(t);
+        out.extend_from_slice(self.clf.get(d.as_secs(), "%d/%b/%Y:%H:%M:%S +0000"));
+    }
+
+    /// `2026-11-25T01:52:01.123Z`
+    fn iso(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let d = since_epoch(t);
+        out.extend_from_slice(self.iso.get(d.as_secs(), "%Y-%m-%dT%H:%M:%S"));
+        out.push(b'.');
+        pad(out, u64::from(d.subsec_millis()), 3);
+        out.push(b'Z');
+    }
+}
+
+/// A clock set before 1970 logs the epoch.
+fn since_epoch(t: SystemTime) -> Duration {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -358,20 +355,107 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn s(f: impl Fn(&mut Vec<u8>)) -> String {
+    fn s(mut f: impl FnMut(&mut Vec<u8>)) -> String {
         let mut v = Vec::new();
         f(&mut v);
         String::from_utf8(v).unwrap()
     }
 
+    /// (Unix milliseconds, JSON time, common time); in order, so one `Dates` crosses seconds,
+    /// days, months and years.
+    const INSTANTS: [(u64, &str, &str); 12] = [
+        (0, "1970-01-01T00:00:00.000Z", "01/Jan/1970:00:00:00 +0000"),
+        (
+            999,
+            "1970-01-01T00:00:00.999Z",
+            "01/Jan/1970:00:00:00 +0000",
+        ),
+        (
+            951_782_400_000,
+            "2000-02-29T00:00:00.000Z",
+            "29/Feb/2000:00:00:00 +0000",
+        ),
+        (
+            946_684_799_999,
+            "1999-12-31T23:59:59.999Z",
+            "31/Dec/1999:23:59:59 +0000",
+        ),
+        (
+            946_684_800_000,
+            "2000-01-01T00:00:00.000Z",
+            "01/Jan/2000:00:00:00 +0000",
+        ),
+        (
+            1_483_228_799_500,
+            "2016-12-31T23:59:59.500Z",
+            "31/Dec/2016:23:59:59 +0000",
+        ),
+        (
+            1_483_228_800_001,
+            "2017-01-01T00:00:00.001Z",
+            "01/Jan/2017:00:00:00 +0000",
+        ),
+        (
+            1_709_210_096_789,
+            "2024-02-29T12:34:56.789Z",
+            "29/Feb/2024:12:34:56 +0000",
+        ),
+        (
+            1_795_571_521_123,
+            "2026-11-25T01:52:01.123Z",
+            "25/Nov/2026:01:52:01 +0000",
+        ),
+        // 2100 is not a leap year.
+        (
+            4_107_542_399_000,
+            "2100-02-28T23:59:59.000Z",
+            "28/Feb/2100:23:59:59 +0000",
+        ),
+        (
+            4_107_542_400_000,
+            "2100-03-01T00:00:00.000Z",
+            "01/Mar/2100:00:00:00 +0000",
+        ),
+        // Past jiff's range: its last instant.
+        (
+            300_000_000_000_000,
+            "9999-12-30T22:00:00.000Z",
+            "30/Dec/9999:22:00:00 +0000",
+        ),
+    ];
+
     #[test]
-    fn dates() {
+    fn dates_at_known_instants() {
+        let mut kept = Dates::default();
+        for (ms, iso, clf) in INSTANTS {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(s(|o| Dates::default().iso(o, t)), iso, "{ms}");
+            assert_eq!(s(|o| Dates::default().clf(o, t)), clf, "{ms}");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            kept.iso(&mut a, t);
+            kept.clf(&mut b, t);
+            assert_eq!((a, b), (iso.as_bytes().to_vec(), clf.as_bytes().to_vec()));
+        }
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(s(|o| Dates::default().iso(o, before)), INSTANTS[0].1);
+    }
+
+    #[test]
+    fn a_date_is_formatted_once_per_second() {
+        let mut d = Dates::default();
         let t = UNIX_EPOCH + Duration::from_millis(1_795_571_521_123);
-        assert_eq!(s(|o| iso_time(o, t)), "2026-11-25T01:52:01.123Z");
-        assert_eq!(s(|o| clf_time(o, t)), "25/Nov/2026:01:52:01 +0000");
-        assert_eq!(s(|o| iso_time(o, UNIX_EPOCH)), "1970-01-01T00:00:00.000Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(s(|o| clf_time(o, leap)), "29/Feb/2000:00:00:00 +0000");
+        let mut o = Vec::new();
+        d.iso(&mut o, t);
+        d.clf(&mut o, t);
+        // Marks the cached text: lines of the same second copy it, the next second replaces it.
+        d.iso.text[0] = b'X';
+        d.clf.text[0] = b'X';
+        let later = t + Duration::from_millis(800);
+        assert_eq!(s(|o| d.iso(o, later)), "X026-11-25T01:52:01.923Z");
+        assert_eq!(s(|o| d.clf(o, later)), "X5/Nov/2026:01:52:01 +0000");
+        let next = t + Duration::from_millis(877);
+        assert_eq!(s(|o| d.iso(o, next)), "2026-11-25T01:52:02.000Z");
+        assert_eq!(s(|o| d.clf(o, next)), "25/Nov/2026:01:52:02 +0000");
     }
 
     #[test]
@@ -403,14 +487,35 @@ mod tests {
             "a\\x22b\\x5Cc\\x01\\xFF d"
         );
         assert_eq!(s(|o| word(o, b"a b\"")), "a\\x20b\\x22");
-        assert_eq!(
-            s(|o| json_str(o, "é\"\\\n".as_bytes())),
-            "\"é\\\"\\\\\\u000a\""
-        );
+        assert_eq!(s(|o| json_str(o, "é\"\\\n".as_bytes())), r#""é\"\\\n""#);
+    }
+
+    #[test]
+    fn json_strings_parse_as_before() {
+        // Each field and the bytes the hand-written escaping wrote for it (before serde_json):
+        // the parsed values are the same.
+        let before: [(&[u8], &str); 3] = [
+            (
+                b"GET /caf\xe9?q=\"x\"\\ \x01\x7f\xc3\xa9 end",
+                r#""GET /caf\u00e9?q=\"x\"\\ \u0001\u007f\u00c3\u00a9 end""#,
+            ),
+            ("é\"\\\n\x7f\t".as_bytes(), r#""é\"\\\u000a\u007f\u0009""#),
+            (b"\xff\xfe\x80\x9b", r#""\u00ff\u00fe\u0080\u009b""#),
+        ];
+        for (field, old) in before {
+            let mut new = Vec::new();
+            json_str(&mut new, field);
+            let new: String = serde_json::from_slice(&new).unwrap();
+            assert_eq!(new, serde_json::from_str::<String>(old).unwrap());
+        }
+        // Every byte, in a field that is not UTF-8: Latin-1.
+        let all: Vec<u8> = (0..=255).collect();
         let mut v = Vec::new();
-        json_str(&mut v, b"a\xffb");
-        assert_eq!(v, b"\"a\\u00ffb\"");
+        json_str(&mut v, &all);
         let parsed: String = serde_json::from_slice(&v).unwrap();
-        assert_eq!(parsed, "a\u{ff}b");
+        assert_eq!(
+            parsed,
+            all.iter().map(|&b| char::from(b)).collect::<String>()
+        );
     }
 }

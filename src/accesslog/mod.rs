@@ -75,6 +75,8 @@ pub struct Log {
     format: LogFormat,
     target: LogTarget,
     buf: RefCell<Vec<u8>>,
+    /// The current second's date, formatted once for all its lines.
+    dates: RefCell<format::Dates>,
     out: RefCell<Option<Output>>,
     /// The reopen generation this core's `out` was opened at.
     generation: Cell<u64>,
@@ -113,6 +115,7 @@ impl Log {
             } else {
                 Vec::new()
             }),
+            dates: RefCell::default(),
             out: RefCell::new(out),
             generation: Cell::new(generation),
             prefix,
@@ -149,10 +152,11 @@ impl Log {
     pub fn write(&self, x: &Exchange, config: &Config, metrics: &Registry) {
         let full = {
             let mut buf = self.buf.borrow_mut();
+            let mut dates = self.dates.borrow_mut();
             match self.format {
                 LogFormat::Off => return,
-                LogFormat::Common => format::common(&mut buf, x, config),
-                LogFormat::Json => format::json(&mut buf, x, config),
+                LogFormat::Common => format::common(&mut buf, &mut dates, x, config),
+                LogFormat::Json => format::json(&mut buf, &mut dates, x, config),
             }
             buf.len() >= FLUSH_AT
         };
