@@ -133,6 +133,12 @@ pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
     own::exec::spawn(fut).detach();
 }
 
+/// The time of the current core's loop pass: read once per pass, for deadlines and timeouts
+/// (not for measuring durations, which read the clock). Off a core, the clock.
+pub fn now() -> std::time::Instant {
+    own::exec::now()
+}
+
 /// Waits `d` on the current core's timers.
 pub fn sleep(d: Duration) -> impl Future<Output = ()> {
     own::exec::sleep(d)

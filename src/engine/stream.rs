@@ -92,7 +92,7 @@ fn within<T>(
     fut: impl Future<Output = io::Result<T>>,
 ) -> impl Future<Output = io::Result<T>> {
     futures_lite::future::or(fut, async move {
-        sleep(deadline.saturating_duration_since(Instant::now())).await;
+        sleep(deadline.saturating_duration_since(super::now())).await;
         Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
     })
 }
@@ -124,7 +124,7 @@ impl Stream {
         timeout: Duration,
         tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     ) -> io::Result<Stream> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::now() + timeout;
         let plain = Stream::connect(addr, timeout).await?;
         let Some((config, name)) = tls else {
             return Ok(plain);
@@ -168,7 +168,7 @@ impl Stream {
         config: Arc<rustls::ServerConfig>,
         timeout: Duration,
     ) -> io::Result<Stream> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::now() + timeout;
         let Inner::Plain(tcp) = self.inner else {
             return Err(io::Error::other("TLS is already established"));
         };
@@ -190,7 +190,7 @@ impl Stream {
 
     /// The first byte the peer sent, without consuming it (None: closed before sending).
     pub async fn peek_byte(&mut self, timeout: Duration) -> io::Result<Option<u8>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::now() + timeout;
         let tcp = self.inner.tcp();
         let mut one = [0u8; 1];
         let n = within(deadline, tcp.peek(&mut one)).await?;
@@ -201,7 +201,7 @@ impl Stream {
     /// closed before sending). Plain TCP only: a PROXY header is read before any TLS. Waits
     /// for the first byte; returns at once when some are queued.
     pub async fn peek(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::now() + timeout;
         let tcp = self.inner.tcp();
         within(deadline, tcp.peek(buf)).await
     }
@@ -209,10 +209,10 @@ impl Stream {
     /// Reads exactly `buf.len()` bytes (bytes already seen through [`Stream::peek`]), all
     /// within `timeout`.
     pub async fn read_exact(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::now() + timeout;
         let mut at = 0;
         while at < buf.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(super::now());
             if left.is_zero() {
                 return Err(io::ErrorKind::TimedOut.into());
             }
@@ -244,7 +244,7 @@ impl Stream {
         if self.tls_buffered()? > 0 {
             return Ok(true);
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = super::now() + timeout;
         let tcp = self.inner.tcp();
         let mut one = [0u8; 1];
         let n = within(deadline, tcp.peek(&mut one)).await?;
@@ -260,7 +260,7 @@ impl Stream {
         if self.tls_buffered()? > 0 {
             return Ok(());
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = super::now() + timeout;
         within(deadline, self.inner.tcp().wait_readable()).await
     }
 

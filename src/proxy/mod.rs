@@ -249,10 +249,10 @@ fn moves_on(w: &Worker, listener: ListenerId) -> bool {
 /// closed, failed, or sent nothing.
 async fn gather_head(c: &mut Client, config: &Config) -> bool {
     let full = config.limits.request.max_head + BUF_SLACK;
-    let deadline = Instant::now() + config.timeouts.client_header;
+    let deadline = crate::engine::now() + config.timeouts.client_header;
     c.acquire();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::engine::now());
         if left.is_zero() {
             c.late = true;
             return !c.buf.is_empty();
@@ -419,7 +419,7 @@ impl Conn<'_> {
             return HeadRead::Refuse(Failure::HeadTimeout);
         }
         let limits = self.config.limits.request.limits();
-        let deadline = Instant::now() + t.client_header;
+        let deadline = crate::engine::now() + t.client_header;
         loop {
             match http1::parse_request(self.c.buf.filled(), &limits, &mut self.r.head) {
                 Ok(Status::Complete) => return HeadRead::Ready,
@@ -434,7 +434,7 @@ impl Conn<'_> {
                         // The head outgrew the buffer: twice the size, up to the limit.
                         self.c.buf.grow_to((self.c.buf.capacity() * 2).min(full));
                     }
-                    let left = deadline.saturating_duration_since(Instant::now());
+                    let left = deadline.saturating_duration_since(crate::engine::now());
                     if left.is_zero() {
                         return HeadRead::Refuse(Failure::HeadTimeout);
                     }

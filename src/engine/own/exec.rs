@@ -132,6 +132,10 @@ struct Ctx {
     queue: RefCell<VecDeque<Runnable>>,
     timers: RefCell<Timers>,
     reactor: RefCell<Option<Reactor>>,
+    /// The clock as of the end of the last wait for I/O: what deadlines are reckoned from
+    /// during a loop pass (one clock read per pass instead of several per request; a pass is
+    /// microseconds, so a deadline is early by at most that).
+    now: Cell<Option<Instant>>,
 }
 
 thread_local! {
@@ -143,6 +147,7 @@ thread_local! {
             queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(Timers::new()),
             reactor: RefCell::new(None),
+            now: Cell::new(None),
         }
     };
 }
@@ -290,7 +295,9 @@ pub(crate) fn run(reactor: Reactor, remote: Arc<Remote>, main: impl Future<Outpu
             // Later foreign wakes write again; what they pushed before is taken below.
             remote.notified.store(false, Ordering::Release);
         }
-        c.timers.borrow_mut().fire(Instant::now(), &mut due);
+        let now = Instant::now();
+        c.now.set(Some(now));
+        c.timers.borrow_mut().fire(now, &mut due);
         for w in due.drain(..) {
             w.wake();
         }
@@ -340,6 +347,14 @@ impl Drop for Teardown {
     }
 }
 
+/// The time of this core's current loop pass (see `Ctx::now`); the clock itself off a core.
+pub(crate) fn now() -> Instant {
+    CTX.try_with(|c| c.now.get())
+        .ok()
+        .flatten()
+        .unwrap_or_else(Instant::now)
+}
+
 /// Waits until `deadline`.
 pub(crate) struct Sleep {
     deadline: Instant,
@@ -348,7 +363,7 @@ pub(crate) struct Sleep {
 
 pub(crate) fn sleep(d: Duration) -> Sleep {
     Sleep {
-        deadline: Instant::now() + d,
+        deadline: now() + d,
         timer: None,
     }
 }
@@ -359,7 +374,7 @@ impl Future for Sleep {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         match self.timer {
             None => {
-                if Instant::now() >= self.deadline {
+                if now() >= self.deadline {
                     return Poll::Ready(());
                 }
                 let deadline = self.deadline;
@@ -416,7 +431,7 @@ impl OpTimer {
         };
         match self.timer {
             None => {
-                let at = Instant::now() + timeout;
+                let at = now() + timeout;
                 self.timer = Some(with_timers(|t| t.insert(at, waker)));
                 false
             }
