@@ -92,7 +92,8 @@ impl<'a> Conn<'a> {
         let config: &'a Config = self.config;
         let upstream = &config.upstreams[up.0 as usize];
         let policy = upstream.next_upstream;
-        let started = Instant::now();
+        // For `retry_timeout` only: the core's loop-pass time is precise enough.
+        let started = crate::engine::now();
         self.r.tried.reset(upstream.servers.len());
         let mut last = Failure::NoServer;
         let mut left = match body {
