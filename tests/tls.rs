@@ -1251,3 +1251,27 @@ fn peers_outside_proxy_protocol_from_are_closed_and_counted() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+/// A server given by host name (`addr = "localhost:PORT"`) is verified against that name,
+/// and it is sent as SNI, when the upstream sets no `server_name` (nginx's `proxy_ssl_name`
+/// defaults to the host of `proxy_pass` the same way); a certificate for another name fails.
+#[test]
+fn upstream_tls_verifies_a_named_server_against_its_host_name() {
+    let ca = Ca::new("up");
+    let right = TlsBackend::start(&ca.issue(&["localhost"]), None);
+    let wrong = TlsBackend::start(&ca.issue(&["other.test"]), None);
+    let verify = format!("{{ ca = \"{}\" }}", ca.pem_path.display());
+    let named = |port: u16| {
+        upstream_tls_config(&verify, "127.0.0.1:1".parse().unwrap()).replace(
+            "addr = \"127.0.0.1:1\"",
+            &format!("addr = \"localhost:{port}\""),
+        )
+    };
+    let lb = Ringlb::start(&named(right.addr.port()));
+    let r = lb.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "tls-backend client_cert=no xfp=http");
+    drop(lb);
+    let lb = Ringlb::start(&named(wrong.addr.port()));
+    assert_eq!(lb.get("/").status, 502);
+}

@@ -61,6 +61,10 @@ pub struct Tls {
     upstreams: Vec<Option<Connector>>,
     /// `ServerId` → upstream index.
     server_upstream: Vec<u32>,
+    /// `ServerId` → the host name its address came from (`addr = "host:port"`), the name
+    /// verified and sent as SNI when the upstream sets no `server_name` (as nginx does with
+    /// `proxy_ssl_name` defaulting to the host of `proxy_pass`).
+    server_hosts: Vec<Option<ServerName<'static>>>,
     /// Every certificate presented, for the expiry gauge.
     certificates: Vec<CertificateExpiry>,
 }
@@ -189,6 +193,7 @@ impl Tls {
             listeners: self.listeners.clone(),
             upstreams: self.upstreams.clone(),
             server_upstream: server_upstream(config),
+            server_hosts: server_hosts(config),
             ticketer: self.ticketer.clone(),
             certificates: self.certificates.clone(),
         }
@@ -224,6 +229,7 @@ impl Tls {
             listeners: servers,
             upstreams,
             server_upstream: server_upstream(config),
+            server_hosts: server_hosts(config),
             ticketer,
             certificates,
         })
@@ -259,8 +265,12 @@ impl Tls {
         server: ServerId,
         addr: SocketAddr,
     ) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
-        self.upstream(server)
-            .map(|c| (c.config(), c.server_name(addr)))
+        let c = self.upstream(server)?;
+        let name = match (&c.server_name, self.server_hosts.get(server.0 as usize)) {
+            (None, Some(Some(host))) => host.clone(),
+            _ => c.server_name(addr),
+        };
+        Some((c.config(), name))
     }
 }
 
@@ -271,6 +281,24 @@ fn server_upstream(config: &Config) -> Vec<u32> {
         .iter()
         .enumerate()
         .flat_map(|(i, u)| u.servers.iter().map(move |_| i as u32))
+        .collect()
+}
+
+/// The host name of each server whose address came from one (see `Tls::server_hosts`).
+fn server_hosts(config: &Config) -> Vec<Option<ServerName<'static>>> {
+    config
+        .upstreams
+        .iter()
+        .flat_map(|u| {
+            u.servers
+                .iter()
+                .map(|s| match u.entries.get(s.entry).map(|e| &e.source) {
+                    Some(crate::config::Source::Host { host, .. }) => {
+                        ServerName::try_from(host.clone()).ok()
+                    }
+                    _ => None,
+                })
+        })
         .collect()
 }
 
