@@ -198,7 +198,7 @@ fn a_records_added_changed_and_removed_are_followed_and_nxdomain_keeps_the_last_
         .expect("a log line for the kept servers");
 
     let metrics = lb.admin_get("/metrics").text();
-    promtool_check(&metrics);
+    support::promtool_check(&metrics);
     let value = |series: &str| -> f64 {
         metrics
             .lines()
@@ -348,33 +348,6 @@ fn names_in_etc_hosts_resolve_at_start_and_check_warns_about_names_that_do_not()
     let lb = Ringlb::start(&text);
     assert_eq!(fetch(lb.addr()), Ok("b1".to_string()));
     let _ = std::fs::remove_file(path);
-}
-
-/// `promtool check metrics` on a scrape, when promtool is installed.
-fn promtool_check(text: &str) {
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        eprintln!("promtool not installed: scrape not checked");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn admin(lb: &Ringlb, method: &str, path: &str, body: Option<&str>) -> Response {

@@ -394,46 +394,6 @@ name = "retry-ok"
     promtool_check(&text);
 }
 
-/// Without promtool the checks that need it are skipped, except in CI (`CI` set), which
-/// installs it (Debian package `prometheus`).
-fn no_promtool(what: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "promtool is required in CI for the {what}: apt-get install prometheus"
-    );
-    eprintln!("promtool not installed: {what} skipped");
-}
-
-/// `promtool check metrics` lints the exposition (names, types, help) when promtool is
-/// installed (CI installs the Debian `prometheus` package).
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        no_promtool("exposition lint");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn metrics_can_be_switched_off() {
     let b = Backend::start("b", &["--no-pin"]);

@@ -323,17 +323,9 @@ pub fn rewrite(lb: &Ringlb, text: &str) {
     std::fs::write(&lb.config_path, with_test_engine(text)).unwrap();
 }
 
+/// `POST path` on the admin listener with a JSON `body` (see [`Ringlb::admin_post`]).
 pub fn post(lb: &Ringlb, path: &str, body: &str) -> Response {
-    let mut c = Client::connect(lb.admin);
-    c.send(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    c.response()
+    lb.admin_post(path, body)
 }
 
 /// SIGHUP, then the reload's log up to "reloaded": the address of the listener `name` if
@@ -765,4 +757,44 @@ pub fn exchange_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
         .unwrap();
     while c.fill() > 0 {}
     c.buf
+}
+
+/// Without promtool the checks that need it are skipped, except in CI (`CI` set), which
+/// installs it (Debian package `prometheus`).
+pub fn no_promtool(what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "promtool is required in CI for the {what}: apt-get install prometheus"
+    );
+    eprintln!("promtool not installed: {what} skipped");
+}
+
+/// `promtool check metrics` lints the exposition (names, types, help) when promtool is
+/// installed (CI installs the Debian `prometheus` package).
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        no_promtool("exposition lint");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
