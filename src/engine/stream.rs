@@ -39,6 +39,14 @@ impl Inner {
             Inner::Client(t) => t.get_ref().0,
         }
     }
+
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Inner::Plain(s) => s,
+            Inner::Server(t) => t.get_mut().0,
+            Inner::Client(t) => t.get_mut().0,
+        }
+    }
 }
 
 impl AsyncRead for Inner {
@@ -260,8 +268,9 @@ impl Stream {
         if self.tls_buffered()? > 0 {
             return Ok(());
         }
-        let deadline = super::now() + timeout;
-        within(deadline, self.inner.tcp().wait_readable()).await
+        let tcp = self.inner.tcp_mut();
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.wait_readable().await
     }
 
     /// Decrypted bytes a TLS connection holds, ready to read (0 for plain TCP).

@@ -71,9 +71,9 @@ impl TcpStream {
         }
     }
 
-    /// Waits until a read should find bytes or the end of stream, reading nothing; no
-    /// timeout.
-    pub(super) async fn wait_readable(&self) -> io::Result<()> {
+    /// Waits until a read should find bytes or the end of stream, reading nothing, within
+    /// the read timeout.
+    pub(super) async fn wait_readable(&mut self) -> io::Result<()> {
         match self {
             TcpStream::Epoll(s) => s.wait_readable().await,
             TcpStream::Uring(s) => s.wait_readable().await,

@@ -189,7 +189,8 @@ fn serve_conn(
                         // The bytes wait in the socket for the next generation.
                         break End::Switch;
                     }
-                    if !gather_head(&mut c, &config).await {
+                    // Boxed: a head being read holds its state only while it is read.
+                    if !Box::pin(gather_head(&mut c, &config)).await {
                         break End::Closed;
                     }
                 }

@@ -289,7 +289,9 @@ impl Drop for IpCount {
 struct Open {
     w: Rc<Worker>,
     listener: ListenerId,
-    _per_ip: Option<IpCount>,
+    /// Boxed: most listeners have no per-address limit, and this lives as long as the
+    /// connection (every byte of the idle task counts).
+    _per_ip: Option<Box<IpCount>>,
 }
 
 impl Drop for Open {
@@ -327,11 +329,13 @@ fn connection(
 ) -> impl std::future::Future<Output = ()> {
     w.metrics.conn_opened(id);
     let open = Open {
-        w: w.clone(),
+        w,
         listener: id,
         _per_ip: None,
     };
     let setup = Box::pin(setup(stream, peer, open, per_ip));
+    // Holds nothing but the boxed setup until it is done: the worker and listener come back
+    // with it.
     async move {
         let Some(Accepted {
             stream,
@@ -342,6 +346,7 @@ fn connection(
         else {
             return;
         };
+        let (w, id) = (open.w.clone(), open.listener);
         crate::proxy::serve(w, stream, peer, id, proxied).await;
         drop(open);
     }
@@ -387,7 +392,7 @@ async fn setup(
         None => stream,
         Some(tls) => crate::tls::accept::handshake(stream, peer, tls, t, &w.metrics, id).await?,
     };
-    open._per_ip = count;
+    open._per_ip = count.map(Box::new);
     Some(Accepted {
         stream,
         peer,

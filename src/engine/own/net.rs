@@ -111,25 +111,31 @@ impl TcpStream {
     /// connection waits here with no buffer. Readiness an edge reported while waiting is taken
     /// as it is (no syscall); a flag carried over from earlier (a read that filled its buffer
     /// exactly leaves it set) is checked with a peek first, so a drained socket is not
-    /// reported readable. No timeout of its own: the caller bounds it.
-    pub(crate) async fn wait_readable(&self) -> io::Result<()> {
+    /// reported readable. TimedOut past the read timeout (the stream's own timer: no timer
+    /// future is kept in the waiting task).
+    pub(crate) async fn wait_readable(&mut self) -> io::Result<()> {
         let mut carried = true;
         poll_fn(|cx| {
             let src = self.reg.source();
-            if src.hup() {
+            let ready = src.hup()
+                || (src.ready(Dir::Read)
+                    && (!carried
+                        || match self.sock.peek(&mut [0u8; 1]) {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                src.clear(Dir::Read);
+                                false
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+                            _ => true,
+                        }));
+            if ready {
+                self.read_timer.reset();
                 return Poll::Ready(Ok(()));
             }
-            if src.ready(Dir::Read) {
-                if !carried {
-                    return Poll::Ready(Ok(()));
-                }
-                match self.sock.peek(&mut [0u8; 1]) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.clear(Dir::Read),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    _ => return Poll::Ready(Ok(())),
-                }
-            }
             carried = false;
+            if self.read_timer.expired(self.read_timeout.get(), cx.waker()) {
+                return Poll::Ready(Err(timed_out()));
+            }
             src.wait(Dir::Read, cx.waker());
             Poll::Pending
         })

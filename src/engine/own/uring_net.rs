@@ -130,8 +130,20 @@ impl TcpStream {
 
     /// Waits until a read finds bytes or the end of stream, reading nothing: the multishot
     /// receive keeps filling ring buffers meanwhile, so this only looks at what it queued.
-    pub(crate) async fn wait_readable(&self) -> io::Result<()> {
-        self.peek(&mut [0u8; 1]).await.map(drop)
+    /// TimedOut past the read timeout (the stream's own timer).
+    pub(crate) async fn wait_readable(&mut self) -> io::Result<()> {
+        poll_fn(|cx| {
+            let r = exec::with_uring(|r| r.poll_read(self.token, &mut [0u8; 1], cx.waker(), true));
+            if r.is_pending() {
+                if self.read_timer.expired(self.read_timeout.get(), cx.waker()) {
+                    return Poll::Ready(Err(timed_out()));
+                }
+            } else {
+                self.read_timer.reset();
+            }
+            r.map(|r| r.map(drop))
+        })
+        .await
     }
 
     /// True when nothing is waiting to be read: no bytes received (by the ring or still in the
