@@ -5,7 +5,8 @@
 
 Each binary runs one worker on CPU 0 in front of the same three `loadgen serve` backends (CPU
 1), nginx too as the yardstick; closed loop at 50 connections, small body, ROUNDS interleaved
-rounds (default 5). Prints req/s and CPU µs/request per binary and the ratio new/old.
+rounds (default 5; BODY_PATH=/size/65536 for another body). Prints req/s and CPU µs/request
+per binary and the ratio new/old.
 Uses benches/compare.py's helpers; every process started is stopped by pid.
 """
 
@@ -51,7 +52,7 @@ def main():
         runs = {n: [] for n in names}
         for rnd in range(rounds):
             for n in names[rnd % 3:] + names[: rnd % 3]:
-                runs[n].append(c.closed_loop(n, pids[n]))
+                runs[n].append(c.closed_loop(n, pids[n], path=os.environ.get("BODY_PATH", "/")))
                 print(f"round {rnd + 1} {n}: {runs[n][-1]}", file=sys.stderr)
         med = {n: (statistics.median(r[0] for r in runs[n]), statistics.median(r[1] for r in runs[n]))
                for n in names}

@@ -74,6 +74,13 @@ const BGID: u16 = 0;
 /// IORING_ENTER_GETEVENTS: run deferred completions (and wait for `min_complete`).
 const ENTER_GETEVENTS: u32 = 1;
 
+/// Writes of at least this many bytes first try a plain nonblocking `send(2)` straight from the
+/// caller's bytes (no copy into a send buffer, no SQE; the kernel copies either way); what the
+/// socket does not take now goes the ring's way. Measured (`BODY_PATH=... benches/ab.py`, same
+/// binary with and without, 5 rounds): 64 KiB bodies 0.86x CPU per request and 1.17x req/s;
+/// 4 KiB neutral (0.99x); for every write, small bodies 1.02x: so only large writes.
+const DIRECT_SEND_MIN: usize = 16 << 10;
+
 const OP_RECV: u64 = 1;
 const OP_SEND: u64 = 2;
 const OP_POLL: u64 = 3;
@@ -621,8 +628,9 @@ impl Reactor {
         self.push(sqe, true);
     }
 
-    /// Copies up to [`SEND_CAP`] bytes of `buf` into a send buffer and queues its send; waits
-    /// (Pending, waker stored) while the previous send is in flight; reports a failed one.
+    /// Copies up to [`SEND_CAP`] bytes of `buf` into a send buffer and queues its send (a large
+    /// `buf` is first offered to the socket directly, see [`DIRECT_SEND_MIN`]); waits (Pending,
+    /// waker stored) while the previous send is in flight; reports a failed one.
     pub(crate) fn poll_write(
         &mut self,
         t: Token,
@@ -641,6 +649,29 @@ impl Reactor {
         }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
+        }
+        if buf.len() >= DIRECT_SEND_MIN {
+            // SAFETY: send(2) from the caller's live slice on our own descriptor; DONTWAIT.
+            let n = unsafe {
+                libc::send(
+                    s.fd,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n > 0 {
+                return Poll::Ready(Ok(n as usize));
+            }
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
+                    return Poll::Ready(Err(e));
+                }
+            }
         }
         let mut b = self.pool.pop().unwrap_or_default();
         self.pool_bytes = self.pool_bytes.saturating_sub(b.capacity());
