@@ -193,15 +193,33 @@ def backend_requests():
     return total
 
 
-def idle_connections(port, n):
-    """Opens n keep-alive connections, one request each, and keeps them open."""
+def idle_connections(port, n, burst=False):
+    """Opens n keep-alive connections, one request each, and keeps them open. One at a time
+    (at most one request in flight), so the RSS growth is what idle connections hold; with
+    `burst`, all requests go out before any response is read, and the growth also holds what
+    the allocator kept of n requests served at once."""
     socks = []
     req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    held = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
         s.sendall(req)
-        socks.append(s)
-    held = []
+        if burst:
+            socks.append(s)
+            continue
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            data = b""
+        if b"\r\n\r\n" in data:
+            held.append(s)
+        else:
+            s.close()
     for s in socks:
         data = b""
         try:
@@ -554,7 +572,7 @@ def report(r, targets):
             f"second worker, so this understates scaling): {fmt(two[0])} vs {fmt(one[0])} req/s "
             f"= {ratio(two[0], one[0])}x."]
 
-    out += ["", f"RSS growth per idle keep-alive client connection ({IDLE:,} connections; HAProxy "
+    out += ["", f"RSS growth per idle keep-alive client connection ({IDLE:,} connections opened one at a time, one request each; HAProxy "
             f"{min(IDLE, HAPROXY_MAXCONN - 100):,}, its maxconn under this machine's descriptor limit):", "",
             "| proxy | bytes/connection | vs nginx |", "|---|---:|---:|"]
     for n in targets:

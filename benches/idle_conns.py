@@ -5,7 +5,8 @@
 
 ringlb (one worker) in front of one `loadgen serve` backend. WARM requests on short-lived
 connections first (so the io_uring receive-buffer ring's first use is in the baseline), then
-N connections: `req` sends one request on each and reads the response, `conn` only connects.
+N connections: `req` sends one request on each and reads the response, `conn` only connects,
+`burst` opens all, sends all requests, then reads all responses (as compare.py does).
 Prints the VmRSS growth divided by N. Ports 29201/29281/29291; every process started here is
 stopped by pid.
 """
@@ -41,10 +42,18 @@ def main():
             s.sendall(req)
             s.recv(4096)
             s.close()
+        if os.environ.get("PRELOAD"):
+            # A closed-loop load first (e.g. PRELOAD=/size/65536), as compare.py runs before
+            # it measures idle connections on the same process.
+            c.PORTS["pre"] = 29281
+            c.loadgen(c.url("pre", os.environ["PRELOAD"]), 50, [], seconds="3s")
         time.sleep(1.5)
         before = c.rss_kib([p.pid])
         held = []
-        for _ in range(n):
+        if mode == "burst":
+            held = c.idle_connections(29281, n, burst=True)
+            n = max(len(held), 1)
+        for _ in range(n if mode != "burst" else 0):
             s = socket.create_connection(("127.0.0.1", 29281))
             if mode == "req":
                 s.sendall(req)
