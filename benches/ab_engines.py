@@ -16,25 +16,6 @@ import compare as c  # noqa: E402
 # Ports of our own: other benchmarks may run on this machine with compare.py's defaults.
 c.BACKENDS = [29101, 29102, 29103]
 
-def idle_one_by_one(port, n):
-    """n keep-alive connections, one request each, one at a time (at most one request in
-    flight, so the RSS growth is what idle connections hold, not a burst's peak)."""
-    import socket
-    socks = []
-    req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(req)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        socks.append(s)
-    return socks
-
-
 def main():
     binary = os.path.abspath(sys.argv[1])
     engines = sys.argv[2:]
@@ -87,7 +68,7 @@ def main():
             print(f"\n| target | VmRSS before (KiB) | with {idle} idle conns (KiB) | bytes/conn |\n|---|---:|---:|---:|")
             for n in names:
                 before = c.rss_kib(pids[n])
-                socks = idle_one_by_one(c.PORTS[n], idle)
+                socks = c.idle_connections(c.PORTS[n], idle)
                 time.sleep(1.0)
                 after = c.rss_kib(pids[n])
                 print(f"| {n} | {before:,} | {after:,} | {(after - before) * 1024 / idle:,.0f} |")

@@ -193,47 +193,43 @@ def backend_requests():
     return total
 
 
+def answered(s):
+    """Reads the response head of the request sent on `s`; False when none came."""
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        return False
+    return b"\r\n\r\n" in data
+
+
 def idle_connections(port, n, burst=False):
     """Opens n keep-alive connections, one request each, and keeps them open. One at a time
     (at most one request in flight), so the RSS growth is what idle connections hold; with
     `burst`, all requests go out before any response is read, and the growth also holds what
     the allocator kept of n requests served at once."""
-    socks = []
     req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-    held = []
+    sent, held = [], []
+
+    def keep_answered():
+        for r in sent:
+            if answered(r):
+                held.append(r)
+            else:
+                r.close()
+        sent.clear()
+
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
         s.sendall(req)
-        if burst:
-            socks.append(s)
-            continue
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:
-            data = b""
-        if b"\r\n\r\n" in data:
-            held.append(s)
-        else:
-            s.close()
-    for s in socks:
-        data = b""
-        try:
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:
-            data = b""
-        if b"\r\n\r\n" in data:
-            held.append(s)
-        else:
-            s.close()
+        sent.append(s)
+        if not burst:
+            keep_answered()
+    keep_answered()
     if len(held) < n:
         print(f"only {len(held)} of {n} idle connections answered", file=sys.stderr)
     return held

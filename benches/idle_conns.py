@@ -49,21 +49,11 @@ def main():
             c.loadgen(c.url("pre", os.environ["PRELOAD"]), 50, [], seconds="3s")
         time.sleep(1.5)
         before = c.rss_kib([p.pid])
-        held = []
-        if mode == "burst":
-            held = c.idle_connections(29281, n, burst=True)
+        if mode == "conn":
+            held = [socket.create_connection(("127.0.0.1", 29281)) for _ in range(n)]
+        else:
+            held = c.idle_connections(29281, n, burst=(mode == "burst"))
             n = max(len(held), 1)
-        for _ in range(n if mode != "burst" else 0):
-            s = socket.create_connection(("127.0.0.1", 29281))
-            if mode == "req":
-                s.sendall(req)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-            held.append(s)
         time.sleep(1.5)
         after = c.rss_kib([p.pid])
         print(f"{engine} {mode} {n}: {(after - before) * 1024 / n:,.0f} bytes/connection")

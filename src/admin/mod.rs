@@ -475,15 +475,9 @@ impl Response {
     }
 
     fn json(status: u16, value: &impl serde::Serialize) -> Response {
-        let mut body = serde_json::to_string(value)
+        let body = serde_json::to_string(value)
             .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode: {e}\"}}"));
-        body.push('\n');
-        Response {
-            status,
-            content_type: "application/json",
-            headers: Vec::new(),
-            body,
-        }
+        Response::raw_json(status, body)
     }
 
     /// JSON already encoded.
