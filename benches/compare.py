@@ -98,8 +98,16 @@ def cpu_ticks(pids):
 
 
 def rss_kib(pids):
+    """Resident KiB of the processes, counted page by page (smaps_rollup walks the page
+    tables; VmRSS in /proc/PID/status is a per-CPU-cached approximation on Linux 6.2+)."""
     total = 0
     for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(l.split()[1]) for l in f if l.startswith("Rss:"))
+            continue
+        except (OSError, StopIteration):
+            pass
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):

@@ -21,7 +21,7 @@ mod own;
 mod stream;
 mod tcp;
 
-pub use stream::{Listener, Stream};
+pub use stream::{Listener, Stream, WaitReadable};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -264,13 +264,22 @@ impl Stream {
     /// waits for its next request. Cheaper than [`Stream::readable`]: on epoll the readiness
     /// edge is enough, with no peek. May rarely wake for a read that then waits (a stale
     /// readiness flag, or a TLS record that carries no data). TimedOut past `timeout`.
-    pub async fn wait_readable(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.tls_buffered()? > 0 {
-            return Ok(());
+    pub fn wait_readable(&mut self, timeout: Duration) -> WaitReadable<'_> {
+        let early = match self.tls_buffered() {
+            Ok(0) => self
+                .inner
+                .tcp_mut()
+                .set_read_timeout(Some(timeout))
+                .err()
+                .map(Err),
+            Ok(_) => Some(Ok(())),
+            Err(e) => Some(Err(e)),
+        };
+        WaitReadable {
+            tcp: self.inner.tcp_mut(),
+            early,
+            carried: true,
         }
-        let tcp = self.inner.tcp_mut();
-        tcp.set_read_timeout(Some(timeout))?;
-        tcp.wait_readable().await
     }
 
     /// Decrypted bytes a TLS connection holds, ready to read (0 for plain TCP).
@@ -345,6 +354,28 @@ impl Stream {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.tcp().local_addr()
+    }
+}
+
+/// [`Stream::wait_readable`]'s future: what an idle connection's task holds while it waits,
+/// so it is kept to a reference and two flags (an `async fn` would copy its arguments into
+/// each nested future).
+pub struct WaitReadable<'a> {
+    tcp: &'a mut TcpStream,
+    /// Decided before waiting: TLS bytes already decrypted, or an error.
+    early: Option<io::Result<()>>,
+    carried: bool,
+}
+
+impl Future for WaitReadable<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(r) = this.early.take() {
+            return Poll::Ready(r);
+        }
+        this.tcp.poll_wait_readable(cx, &mut this.carried)
     }
 }
 

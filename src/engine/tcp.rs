@@ -73,10 +73,15 @@ impl TcpStream {
 
     /// Waits until a read should find bytes or the end of stream, reading nothing, within
     /// the read timeout.
-    pub(super) async fn wait_readable(&mut self) -> io::Result<()> {
+    /// `carried`: true on the first poll of a wait (see the epoll engine's).
+    pub(super) fn poll_wait_readable(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        carried: &mut bool,
+    ) -> std::task::Poll<io::Result<()>> {
         match self {
-            TcpStream::Epoll(s) => s.wait_readable().await,
-            TcpStream::Uring(s) => s.wait_readable().await,
+            TcpStream::Epoll(s) => s.poll_wait_readable(cx, carried),
+            TcpStream::Uring(s) => s.poll_wait_readable(cx),
         }
     }
 

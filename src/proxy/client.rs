@@ -19,9 +19,11 @@ pub(super) const HEAD_START: usize = 2048;
 /// The downstream side of one connection.
 pub(super) struct Client {
     pub(super) stream: Stream,
+    /// The client: the TCP peer, or the source a PROXY header gave.
     pub(super) peer: SocketAddr,
-    /// The client's address: the peer's, or the one a trusted proxy reported (real_ip, PROXY).
-    pub(super) client_ip: IpAddr,
+    /// The TCP peer when a PROXY header gave another source (boxed: rare, and the idle
+    /// connection's task holds this struct).
+    pub(super) tcp_peer: Option<Box<SocketAddr>>,
     pub(super) listener: ListenerId,
     /// Client bytes: the request head, then body bytes and pipelined requests.
     pub(super) buf: Buf,
@@ -33,15 +35,33 @@ pub(super) struct Client {
 
 impl Client {
     /// No buffer is taken before the first bytes arrive.
-    pub(super) fn new(stream: Stream, peer: SocketAddr, listener: ListenerId) -> Client {
+    /// `proxied`: the source a PROXY header gave, if any.
+    pub(super) fn new(
+        stream: Stream,
+        peer: SocketAddr,
+        proxied: Option<SocketAddr>,
+        listener: ListenerId,
+    ) -> Client {
+        let (peer, tcp_peer) = match proxied {
+            Some(source) if source != peer => (source, Some(Box::new(peer))),
+            _ => (peer, None),
+        };
         Client {
             stream,
             peer,
-            client_ip: peer.ip(),
+            tcp_peer,
             listener,
             buf: Buf::empty(),
             served: 0,
             late: false,
+        }
+    }
+
+    /// The TCP peer, and the PROXY header's source when it differs.
+    pub(super) fn addresses(&self) -> (SocketAddr, Option<SocketAddr>) {
+        match &self.tcp_peer {
+            Some(tcp) => (**tcp, Some(self.peer)),
+            None => (self.peer, None),
         }
     }
 
@@ -71,6 +91,9 @@ pub(super) struct Scratch {
     pub(super) tried: Tried,
     /// Facts of the current exchange, for the counters and the access log.
     pub(super) x: Exchange,
+    /// The client's address: the peer's, or the one a trusted proxy reported (real_ip,
+    /// PROXY). Set as each exchange begins (here, not in the idle connection's [`Client`]).
+    pub(super) client_ip: IpAddr,
 }
 
 impl Scratch {
@@ -88,6 +111,7 @@ impl Scratch {
             },
             out: Vec::new(),
             resp: Vec::new(),
+            client_ip: peer.ip(),
             key: Vec::new(),
             tried: Tried::default(),
             x,
@@ -162,6 +186,7 @@ pub(super) fn take_scratch(
         r.x.rebind(&w.access_log, &w.metrics, listener, peer, *marks);
         r
     });
+    r.client_ip = proxied.unwrap_or(peer).ip();
     if let Some(source) = proxied {
         // A request refused before it parses is logged with this address too.
         r.x.client(source, source.ip(), &w.access_log); // log

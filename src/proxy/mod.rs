@@ -154,7 +154,7 @@ fn serve_conn(
 ) -> impl std::future::Future<Output = ()> {
     // Behind PROXY the header's source is the client, for everything that follows; the
     // access log keeps the TCP peer as `peer_addr`.
-    let mut c = Client::new(stream, proxied.unwrap_or(peer), listener);
+    let mut c = Client::new(stream, peer, proxied, listener);
     let mut marks = client::Marks::default();
     async move {
         loop {
@@ -194,9 +194,7 @@ fn serve_conn(
                         break End::Closed;
                     }
                 }
-                // Behind PROXY the client is the header's source: known from `c.peer` (a
-                // source equal to the TCP peer changes nothing), so the task keeps one address.
-                let proxied = (c.peer != peer).then_some(c.peer);
+                let (peer, proxied) = c.addresses();
                 let scratch = client::take_scratch(&w, c.listener, peer, proxied, &marks);
                 // Boxed: the exchange phases' task state exists only while the connection is busy.
                 let (end, client, scratch) = Box::pin(busy(&w, &config, c, scratch)).await;
@@ -211,21 +209,28 @@ fn serve_conn(
             // A reload published a newer generation: carry on there, between two requests, as
             // that generation's listener on the same socket (`End::Switch` is only returned
             // when there is one).
-            let next = w.successor.borrow().clone();
-            let moved = next.and_then(|n| Some((w.shared.listener_in(c.listener, &n.shared)?, n)));
-            match (end, moved) {
-                (End::Switch, Some((listener, next))) => {
-                    c.listener = listener;
-                    w = next;
-                }
-                _ => {
-                    // TLS: close_notify, so a client reading to the end sees a clean end.
-                    c.stream.close(config.timeouts.client_send).await;
-                    return;
-                }
-            }
+            // No local of this is held across the close, the largest state of this future.
+            let Some((listener, next)) = successor(&w, end, c.listener) else {
+                // TLS: close_notify, so a client reading to the end sees a clean end.
+                let send = config.timeouts.client_send;
+                drop(config);
+                c.stream.close(send).await;
+                return;
+            };
+            c.listener = listener;
+            w = next;
         }
     }
+}
+
+/// Where a connection that ended with `end` goes on: the newer generation and its listener
+/// on the same socket (`End::Switch` is only returned when there is one).
+fn successor(w: &Worker, end: End, listener: ListenerId) -> Option<(ListenerId, Rc<Worker>)> {
+    if end != End::Switch {
+        return None;
+    }
+    let next = w.successor.borrow().clone()?;
+    Some((w.shared.listener_in(listener, &next.shared)?, next))
 }
 
 /// This connection ends after the request in flight (or now, when idle): the process stops,
@@ -472,7 +477,7 @@ impl Conn<'_> {
             upgrade: head.upgrade.is_some(),
             max_body: None,
         };
-        self.c.client_ip = match &self.config.listeners[self.c.listener.0 as usize].real_ip {
+        self.r.client_ip = match &self.config.listeners[self.c.listener.0 as usize].real_ip {
             Some(real_ip) if real_ip.trusts(self.c.peer.ip()) => {
                 real_client_ip(real_ip, buf, &head.headers).unwrap_or(self.c.peer.ip())
             }
@@ -480,7 +485,7 @@ impl Conn<'_> {
         };
         self.r
             .x
-            .client(self.c.peer, self.c.client_ip, &self.w.access_log); // log: remote_addr, id
+            .client(self.c.peer, self.r.client_ip, &self.w.access_log); // log: remote_addr, id
         let host = head
             .host
             .map(|s| host_without_port(s.get(buf)))
@@ -557,7 +562,7 @@ impl Conn<'_> {
         }
         self.r.key.clear();
         if let crate::balance::Algorithm::Hash { key, .. } = &upstream.algorithm {
-            hash_key(key, buf, head, self.c.client_ip, &mut self.r.key);
+            hash_key(key, buf, head, self.r.client_ip, &mut self.r.key);
         }
     }
 
@@ -576,7 +581,7 @@ impl Conn<'_> {
         }
         let buf = self.c.buf.filled();
         let head = &self.r.head;
-        let vars = request_vars(&self.c, head, &self.r.x);
+        let vars = request_vars(&self.c, self.r.client_ip, head, &self.r.x);
         let body_buffered = buf.len() - head.head_len;
         let replay_len = match req.body {
             RequestBody::None => Some(0),
@@ -677,7 +682,7 @@ impl Conn<'_> {
         self.r.acquire_resp();
         self.r.resp.clear();
         let head = &self.r.head;
-        let vars = request_vars(&self.c, head, &self.r.x);
+        let vars = request_vars(&self.c, self.r.client_ip, head, &self.r.x);
         http1::write_return(
             ret,
             route.traffic.response_headers.as_ref(),
@@ -726,12 +731,13 @@ impl Conn<'_> {
 /// and `return` answers (`server_name` is not known before a server answers).
 fn request_vars<'a>(
     c: &'a Client,
+    client_ip: IpAddr,
     head: &'a RequestHead,
     x: &'a crate::accesslog::Exchange,
 ) -> http1::Vars<'a> {
     let buf = c.buf.filled();
     http1::Vars {
-        remote_addr: c.client_ip,
+        remote_addr: client_ip,
         host: head
             .host
             .map(|s| host_without_port(s.get(buf)))

@@ -85,7 +85,7 @@ impl Conn<'_> {
         up: &mut Stream,
         version: ProxyProtocol,
     ) -> std::io::Result<()> {
-        let source = SocketAddr::new(self.c.client_ip, self.c.peer.port());
+        let source = SocketAddr::new(self.r.client_ip, self.c.peer.port());
         let destination = self.c.stream.local_addr()?;
         let header = match version {
             ProxyProtocol::V1 => ppp::v1::Addresses::from((source, destination))

@@ -270,7 +270,7 @@ impl<'a> Conn<'a> {
     pub(super) fn pick(&self, up: UpstreamId, upstream: &'a Upstream) -> Option<usize> {
         let view = self.view(upstream);
         let ctx = PickCtx {
-            client_ip: self.c.client_ip,
+            client_ip: self.r.client_ip,
             key: (!self.r.key.is_empty()).then_some(&self.r.key[..]),
         };
         self.w.refresh_balancers();
@@ -507,7 +507,7 @@ impl<'a> Conn<'a> {
         let edits = config.routes[self.route].traffic.response_headers.as_ref();
         let (host, uri) = self.vars.split_at(self.vars_host.min(self.vars.len()));
         let vars = http1::Vars {
-            remote_addr: self.c.client_ip,
+            remote_addr: self.r.client_ip,
             host,
             request_id: self.r.x.request_id().unwrap_or_default(),
             https: self.c.stream.is_tls(),

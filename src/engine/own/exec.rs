@@ -416,6 +416,29 @@ fn cancel(id: TimerId) {
     drop(old);
 }
 
+/// A socket's timeout for one direction, as the socket keeps it: 8 bytes (nanoseconds;
+/// `u64::MAX`: none) instead of a 16-byte `Option<Duration>`, since every socket, idle ones
+/// included, holds two.
+pub(crate) struct Timeout(Cell<u64>);
+
+impl Timeout {
+    pub(crate) const fn none() -> Timeout {
+        Timeout(Cell::new(u64::MAX))
+    }
+
+    /// Durations past ~584 years are kept as that.
+    pub(crate) fn set(&self, t: Option<Duration>) {
+        self.0.set(t.map_or(u64::MAX, |d| {
+            u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1))
+        }));
+    }
+
+    pub(crate) fn get(&self) -> Option<Duration> {
+        let n = self.0.get();
+        (n != u64::MAX).then(|| Duration::from_nanos(n))
+    }
+}
+
 /// The timeout of one socket operation: armed only when the operation has to wait, from that
 /// moment; disarmed when it completes.
 #[derive(Default)]

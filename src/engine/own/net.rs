@@ -10,10 +10,9 @@
 //! of an operation, so they bound TLS reads and writes over the stream the same way.
 
 use super::epoll::{Dir, Interest, Registration, Source};
-use super::exec::{self, OpTimer};
+use super::exec::{self, OpTimer, Timeout};
 use futures_lite::{AsyncRead, AsyncWrite};
 use socket2::Socket;
-use std::cell::Cell;
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -31,8 +30,8 @@ pub(crate) struct TcpStream {
     // Declared first: dropped (slot freed) before the descriptor closes.
     reg: Registration,
     sock: std::net::TcpStream,
-    read_timeout: Cell<Option<Duration>>,
-    write_timeout: Cell<Option<Duration>>,
+    read_timeout: Timeout,
+    write_timeout: Timeout,
     read_timer: OpTimer,
     write_timer: OpTimer,
 }
@@ -43,8 +42,8 @@ impl TcpStream {
         Ok(TcpStream {
             reg,
             sock,
-            read_timeout: Cell::new(None),
-            write_timeout: Cell::new(None),
+            read_timeout: Timeout::none(),
+            write_timeout: Timeout::none(),
             read_timer: OpTimer::default(),
             write_timer: OpTimer::default(),
         })
@@ -113,33 +112,35 @@ impl TcpStream {
     /// exactly leaves it set) is checked with a peek first, so a drained socket is not
     /// reported readable. TimedOut past the read timeout (the stream's own timer: no timer
     /// future is kept in the waiting task).
-    pub(crate) async fn wait_readable(&mut self) -> io::Result<()> {
-        let mut carried = true;
-        poll_fn(|cx| {
-            let src = self.reg.source();
-            let ready = src.hup()
-                || (src.ready(Dir::Read)
-                    && (!carried
-                        || match self.sock.peek(&mut [0u8; 1]) {
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                src.clear(Dir::Read);
-                                false
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
-                            _ => true,
-                        }));
-            if ready {
-                self.read_timer.reset();
-                return Poll::Ready(Ok(()));
-            }
-            carried = false;
-            if self.read_timer.expired(self.read_timeout.get(), cx.waker()) {
-                return Poll::Ready(Err(timed_out()));
-            }
-            src.wait(Dir::Read, cx.waker());
-            Poll::Pending
-        })
-        .await
+    /// A poll function, not an `async fn`: the idle connection's task holds the future that
+    /// calls it, so it is a few bytes (`carried` starts true and is the wait's only state).
+    pub(crate) fn poll_wait_readable(
+        &mut self,
+        cx: &mut Context<'_>,
+        carried: &mut bool,
+    ) -> Poll<io::Result<()>> {
+        let src = self.reg.source();
+        let ready = src.hup()
+            || (src.ready(Dir::Read)
+                && (!*carried
+                    || match self.sock.peek(&mut [0u8; 1]) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            src.clear(Dir::Read);
+                            false
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+                        _ => true,
+                    }));
+        if ready {
+            self.read_timer.reset();
+            return Poll::Ready(Ok(()));
+        }
+        *carried = false;
+        if self.read_timer.expired(self.read_timeout.get(), cx.waker()) {
+            return Poll::Ready(Err(timed_out()));
+        }
+        src.wait(Dir::Read, cx.waker());
+        Poll::Pending
     }
 
     pub(crate) fn fd(&self) -> RawFd {

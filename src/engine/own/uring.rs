@@ -162,6 +162,82 @@ struct BufRing {
     published: u16,
     /// Buffers the kernel filled that are not given back yet.
     out: usize,
+    /// Per buffer: the next buffer on the same stream's [`Pending`] list, and its length.
+    links: Box<[Link]>,
+}
+
+/// The live stream `t` names in `slots` (a free function: borrows only the slots).
+fn stream_in(slots: &mut super::chunked::Chunked<Entry>, t: Token) -> Option<&mut StreamState> {
+    match slots.get_mut(t.index as usize) {
+        Some(Entry {
+            gen,
+            slot: Slot::Stream(s),
+        }) if *gen == t.gen => Some(s),
+        _ => None,
+    }
+}
+
+/// A received buffer's place on its stream's list of unread buffers.
+#[derive(Clone, Copy, Default)]
+struct Link {
+    next: u16,
+    len: u32,
+}
+
+/// A stream's received, unread buffers, oldest first: a list threaded through the buffer
+/// ring's [`Link`]s (a buffer is on at most one stream's list at a time), so a stream holds
+/// six bytes for it and no allocation of its own.
+#[derive(Clone, Copy, Default)]
+struct Pending {
+    head: u16,
+    tail: u16,
+    count: u16,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn push_back(&mut self, links: &mut [Link], bid: u16, len: u32) {
+        let Some(l) = links.get_mut(usize::from(bid)) else {
+            return;
+        };
+        *l = Link { next: 0, len };
+        if self.count == 0 {
+            self.head = bid;
+        } else if let Some(t) = links.get_mut(usize::from(self.tail)) {
+            t.next = bid;
+        }
+        self.tail = bid;
+        self.count += 1;
+    }
+
+    /// The `i`-th buffer and its length.
+    fn get(&self, links: &[Link], i: usize) -> Option<(u16, u32)> {
+        if i >= self.len() {
+            return None;
+        }
+        let mut bid = self.head;
+        for _ in 0..i {
+            bid = links.get(usize::from(bid))?.next;
+        }
+        Some((bid, links.get(usize::from(bid))?.len))
+    }
+
+    fn pop_front(&mut self, links: &[Link]) -> Option<u16> {
+        if self.count == 0 {
+            return None;
+        }
+        let bid = self.head;
+        self.head = links.get(usize::from(bid)).map_or(0, |l| l.next);
+        self.count -= 1;
+        Some(bid)
+    }
 }
 
 impl BufRing {
@@ -190,6 +266,7 @@ impl BufRing {
             tail: 0,
             published: 0,
             out: 0,
+            links: vec![Link::default(); usize::from(entries)].into_boxed_slice(),
         };
         // SAFETY: the mapping lives until `br` drops, which is after the ring that uses it
         // (the reactor declares the ring first; `probe` drops the ring first); the kernel pins
@@ -268,7 +345,7 @@ struct StreamState {
     recv_armed: bool,
     recv_cancelling: bool,
     starved: bool,
-    pending: VecDeque<(u16, u32)>,
+    pending: Pending,
     /// Bytes of the front pending buffer already read.
     offset: u32,
     eof: bool,
@@ -471,13 +548,7 @@ impl Reactor {
     }
 
     fn stream(&mut self, t: Token) -> Option<&mut StreamState> {
-        match self.slots.get_mut(t.index as usize) {
-            Some(Entry {
-                gen,
-                slot: Slot::Stream(s),
-            }) if *gen == t.gen => Some(s),
-            _ => None,
-        }
+        stream_in(&mut self.slots, t)
     }
 
     fn listener(&mut self, t: Token) -> Option<&mut ListenState> {
@@ -541,7 +612,7 @@ impl Reactor {
             let mut offset = s.offset as usize;
             let mut i = 0;
             while n < buf.len() {
-                let Some(&(bid, len)) = s.pending.get(i) else {
+                let Some((bid, len)) = s.pending.get(&bufs.links, i) else {
                     break;
                 };
                 let src = bufs.get(bid, len as usize);
@@ -555,7 +626,7 @@ impl Reactor {
                     if peek {
                         i += 1;
                     } else {
-                        s.pending.pop_front();
+                        s.pending.pop_front(&bufs.links);
                         bufs.push(bid);
                     }
                 }
@@ -759,7 +830,7 @@ impl Reactor {
             Slot::Free => {}
             Slot::Stream(s) => {
                 s.open = false;
-                for (bid, _) in s.pending.drain(..) {
+                while let Some(bid) = s.pending.pop_front(&bufs.links) {
                     bufs.push(bid);
                 }
                 s.reader = None;
@@ -1003,7 +1074,7 @@ impl Reactor {
         if bid.is_some() {
             self.bufs.out += 1;
         }
-        let Some(s) = self.stream(t) else {
+        let Some(s) = stream_in(&mut self.slots, t) else {
             if let Some(bid) = bid {
                 self.bufs.push(bid);
             }
@@ -1014,7 +1085,7 @@ impl Reactor {
         if res > 0 {
             match bid {
                 Some(bid) if s.open => {
-                    s.pending.push_back((bid, res as u32));
+                    s.pending.push_back(&mut self.bufs.links, bid, res as u32);
                     if s.pending.len() >= MAX_PENDING && more && !s.recv_cancelling {
                         s.recv_cancelling = true;
                         cancel = true;

@@ -12,11 +12,10 @@
 //! receive armed (its bytes wait for the next read); a write or flush that times out cancels the
 //! send in flight and fails the stream's later writes.
 
-use super::exec::{self, OpTimer};
+use super::exec::{self, OpTimer, Timeout};
 use super::uring::Token;
 use futures_lite::{AsyncRead, AsyncWrite};
 use socket2::SockRef;
-use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -45,8 +44,8 @@ fn set_blocking(fd: RawFd, blocking: bool) -> io::Result<()> {
 pub(crate) struct TcpStream {
     fd: RawFd,
     token: Token,
-    read_timeout: Cell<Option<Duration>>,
-    write_timeout: Cell<Option<Duration>>,
+    read_timeout: Timeout,
+    write_timeout: Timeout,
     read_timer: OpTimer,
     write_timer: OpTimer,
 }
@@ -65,8 +64,8 @@ impl TcpStream {
         Ok(TcpStream {
             fd,
             token,
-            read_timeout: Cell::new(None),
-            write_timeout: Cell::new(None),
+            read_timeout: Timeout::none(),
+            write_timeout: Timeout::none(),
             read_timer: OpTimer::default(),
             write_timer: OpTimer::default(),
         })
@@ -131,19 +130,17 @@ impl TcpStream {
     /// Waits until a read finds bytes or the end of stream, reading nothing: the multishot
     /// receive keeps filling ring buffers meanwhile, so this only looks at what it queued.
     /// TimedOut past the read timeout (the stream's own timer).
-    pub(crate) async fn wait_readable(&mut self) -> io::Result<()> {
-        poll_fn(|cx| {
-            let r = exec::with_uring(|r| r.poll_read(self.token, &mut [0u8; 1], cx.waker(), true));
-            if r.is_pending() {
-                if self.read_timer.expired(self.read_timeout.get(), cx.waker()) {
-                    return Poll::Ready(Err(timed_out()));
-                }
-            } else {
-                self.read_timer.reset();
+    /// A poll function, not an `async fn`, for the same reason as the epoll engine's.
+    pub(crate) fn poll_wait_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = exec::with_uring(|r| r.poll_read(self.token, &mut [0u8; 1], cx.waker(), true));
+        if r.is_pending() {
+            if self.read_timer.expired(self.read_timeout.get(), cx.waker()) {
+                return Poll::Ready(Err(timed_out()));
             }
-            r.map(|r| r.map(drop))
-        })
-        .await
+        } else {
+            self.read_timer.reset();
+        }
+        r.map(|r| r.map(drop))
     }
 
     /// True when nothing is waiting to be read: no bytes received (by the ring or still in the
