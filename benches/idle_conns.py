@@ -49,20 +49,14 @@ def main():
             c.loadgen(c.url("pre", os.environ["PRELOAD"]), 50, [], seconds="3s")
         time.sleep(1.5)
         before = c.rss_kib([p.pid])
-        # In two halves: the second half's growth is the marginal cost of a connection,
-        # without the one-time growth (slab chunks, heap doubling) the first half pays.
-        held, marks = [], []
-        for half in (n // 2, n - n // 2):
-            if mode == "conn":
-                held += [socket.create_connection(("127.0.0.1", 29281)) for _ in range(half)]
-            else:
-                held += c.idle_connections(29281, half, burst=(mode == "burst"))
-            time.sleep(1.5)
-            marks.append((len(held), c.rss_kib([p.pid])))
-        (n1, mid), (n, after) = marks
-        marginal = (after - mid) * 1024 / max(n - n1, 1)
-        print(f"{engine} {mode} {n}: {(after - before) * 1024 / max(n, 1):,.0f} bytes/connection"
-              f" (second half: {marginal:,.0f})")
+        if mode == "conn":
+            held = [socket.create_connection(("127.0.0.1", 29281)) for _ in range(n)]
+        else:
+            held = c.idle_connections(29281, n, burst=(mode == "burst"))
+            n = max(len(held), 1)
+        time.sleep(1.5)
+        after = c.rss_kib([p.pid])
+        print(f"{engine} {mode} {n}: {(after - before) * 1024 / n:,.0f} bytes/connection")
     finally:
         c.stop_all()
 
