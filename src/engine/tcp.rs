@@ -100,29 +100,14 @@ impl TcpStream {
     }
 
     /// True when nothing is waiting to be read: no bytes and no end of stream (see
-    /// `Stream::is_quiet`). The io_uring engine may hold received bytes outside the socket.
+    /// `Stream::is_quiet`). Each engine answers from what its reactor saw, and asks the socket
+    /// only when that cannot tell.
     pub(super) fn is_quiet(&self) -> bool {
         match self {
+            TcpStream::Epoll(s) => s.is_quiet(),
             TcpStream::Uring(s) => s.is_quiet(),
-            _ => socket_is_quiet(self.as_raw_fd()),
         }
     }
-}
-
-/// Whether the socket `fd` holds no bytes and no end of stream.
-fn socket_is_quiet(fd: RawFd) -> bool {
-    let mut one = 0u8;
-    // SAFETY: recv(2) into a live one-byte buffer on our own descriptor; MSG_PEEK leaves the
-    // byte queued and MSG_DONTWAIT returns at once whatever the descriptor's mode.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut one as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 impl AsRawFd for TcpStream {

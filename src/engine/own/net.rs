@@ -143,6 +143,27 @@ impl TcpStream {
         Poll::Pending
     }
 
+    /// True when nothing is waiting to be read: no end of stream seen and no read readiness
+    /// left since a read drained the socket (edges that come later are seen at the next loop
+    /// pass, as they would be by a wait). Only a readiness flag carried over is checked with a
+    /// peek (one syscall).
+    pub(crate) fn is_quiet(&self) -> bool {
+        let src = self.reg.source();
+        if src.hup() {
+            return false;
+        }
+        if !src.ready(Dir::Read) {
+            return true;
+        }
+        match self.sock.peek(&mut [0u8; 1]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                src.clear(Dir::Read);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }

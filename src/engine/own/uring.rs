@@ -681,11 +681,13 @@ impl Reactor {
         Poll::Pending
     }
 
-    /// Whether nothing is pending on the stream: no bytes, no end of stream, no error (the
-    /// socket itself is asked by the caller).
-    pub(crate) fn is_quiet(&mut self, t: Token) -> bool {
-        self.stream(t)
-            .is_some_and(|s| s.pending.is_empty() && !s.eof && s.rerr == 0)
+    /// Whether nothing is pending on the stream: no bytes, no end of stream, no error; and
+    /// whether the socket must be asked too (`Some(true)`: its multishot receive is not armed,
+    /// so bytes may wait in the socket rather than come to the ring). None: not quiet.
+    pub(crate) fn is_quiet(&mut self, t: Token) -> Option<bool> {
+        let s = self.stream(t)?;
+        (s.pending.is_empty() && !s.eof && s.rerr == 0)
+            .then_some(!s.recv_armed || s.recv_cancelling || s.starved)
     }
 
     fn send_sqe(&mut self, t: Token) {

@@ -143,11 +143,15 @@ impl TcpStream {
         r.map(|r| r.map(drop))
     }
 
-    /// True when nothing is waiting to be read: no bytes received (by the ring or still in the
-    /// socket), no end of stream, no error.
+    /// True when nothing is waiting to be read: no bytes received by the ring (nor, when its
+    /// receive is not armed, waiting in the socket), no end of stream, no error.
     pub(crate) fn is_quiet(&self) -> bool {
-        if !exec::with_uring(|r| r.is_quiet(self.token)) {
-            return false;
+        match exec::with_uring(|r| r.is_quiet(self.token)) {
+            None => return false,
+            // The armed receive brings whatever arrives to the ring (at the next loop pass at
+            // the latest, as an epoll edge would): no syscall for the pool's check per request.
+            Some(false) => return true,
+            Some(true) => {}
         }
         let mut one = 0u8;
         // SAFETY: recv(2) into a live one-byte buffer on our own descriptor; MSG_PEEK leaves the
