@@ -29,8 +29,9 @@ lint: ## cargo fmt --check and clippy with -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: ## unit, property and end-to-end tests (debug build)
+unit: ## unit, property and end-to-end tests (debug build); the io_uring reactor's again on COOP_TASKRUN
 	$(CARGO) test --workspace --no-fail-fast
+	RINGLB_IO_URING_SETUP=coop_taskrun $(CARGO) test -p ringlb --lib uring_tests
 
 bench: build ## criterion benches, then ringlb vs nginx vs HAProxy (writes benches/RESULTS.md)
 	$(CARGO) bench --bench http1 --bench balance --bench metrics -- --warm-up-time 1 --measurement-time 3

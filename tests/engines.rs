@@ -79,6 +79,45 @@ fn the_own_io_uring_engine_serves_requests_and_says_so_at_start() {
     serves_and_stops(lb);
 }
 
+/// The path kernels without DEFER_TASKRUN take (before 6.1), forced here by the environment.
+#[test]
+fn the_coop_taskrun_ring_serves_requests() {
+    if !std::thread::spawn(io_uring_here).join().expect("probe") {
+        return;
+    }
+    let b = Backend::start("b", &[]);
+    let lb = Ringlb::start_with_env(
+        &with_engine(&b, "io_uring"),
+        &[("RINGLB_IO_URING_SETUP", "coop_taskrun")],
+    );
+    let line = lb
+        .proc
+        .wait_line(Duration::from_secs(10), |l| l.contains("io_uring core:"))
+        .expect("the core's setup line");
+    assert!(line.contains("SINGLE_ISSUER | COOP_TASKRUN"), "{line}");
+    serves_and_stops(lb);
+}
+
+/// A value the variable does not know is refused, naming it, not ignored.
+#[test]
+fn an_unknown_io_uring_setup_is_refused_naming_the_variable() {
+    if !std::thread::spawn(io_uring_here).join().expect("probe") {
+        return;
+    }
+    let b = Backend::start("b", &[]);
+    let path = temp_path("config.toml");
+    std::fs::write(&path, with_engine(&b, "io_uring")).expect("write config");
+    let out = std::process::Command::new(RINGLB)
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RINGLB_IO_URING_SETUP", "sqpoll")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RINGLB_IO_URING_SETUP=\"sqpoll\""), "{err}");
+}
+
 #[test]
 fn auto_picks_io_uring_where_the_host_allows_it() {
     let b = Backend::start("b", &[]);

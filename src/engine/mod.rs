@@ -54,6 +54,12 @@ pub fn probe_io_uring() -> std::io::Result<&'static str> {
     own::uring::probe()
 }
 
+/// An error naming the variable when `RINGLB_IO_URING_SETUP` (the io_uring engine's setup
+/// override) holds a value it does not know.
+pub fn io_uring_setup_override() -> std::io::Result<()> {
+    own::uring::setup_env().map(drop)
+}
+
 /// How a core's executor is set up.
 #[derive(Clone, Debug)]
 pub struct CoreSpec {

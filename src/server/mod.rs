@@ -417,6 +417,10 @@ fn choose_engine(config: &Config) -> Result<EngineKind, RunError> {
         .max()
         .unwrap_or(0);
     let wanted = config.runtime.engine;
+    if wanted != Engine::Epoll {
+        // A mistyped override is refused, not ignored (nor taken for a kernel's refusal).
+        engine::io_uring_setup_override().map_err(|e| RunError::IoUring(e.to_string()))?;
+    }
     let facts = match wanted {
         Engine::Epoll => host::HostFacts::read_without_io_uring(),
         Engine::Auto | Engine::IoUring => host::HostFacts::read(),

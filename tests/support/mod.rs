@@ -232,12 +232,18 @@ impl Ringlb {
     /// Starts ringlb with `config` (listeners and admin on port 0 are fine) and waits until
     /// every listener and the admin listener are up. See [`with_test_engine`].
     pub fn start(config: &str) -> Ringlb {
+        Ringlb::start_with_env(config, &[])
+    }
+
+    /// [`Ringlb::start`] with these environment variables set for the process.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Ringlb {
         let path = temp_path("config.toml");
         let config = &with_test_engine(config);
         std::fs::write(&path, config).expect("write config");
         let listeners = config.matches("[[listeners]]").count();
         let mut cmd = Command::new(RINGLB);
         cmd.args(["run", "-c"]).arg(&path).env("RUST_LOG", "info");
+        cmd.envs(env.iter().copied());
         let proc = spawn(cmd);
         let mut addrs = Vec::new();
         let mut admin = None;

@@ -112,17 +112,44 @@ fn split(data: u64) -> (Token, u64) {
     )
 }
 
+/// The environment variable that makes the io_uring engine skip DEFER_TASKRUN and run with
+/// COOP_TASKRUN (`coop_taskrun`), as it does on kernels that refuse DEFER_TASKRUN: a way
+/// around a kernel whose DEFER_TASKRUN misbehaves, and how the tests run that path here.
+pub(crate) const SETUP_ENV: &str = "RINGLB_IO_URING_SETUP";
+
+/// Whether [`SETUP_ENV`] asks for COOP_TASKRUN; an error naming it for a value it does not
+/// know.
+pub(crate) fn setup_env() -> io::Result<bool> {
+    match std::env::var(SETUP_ENV).as_deref() {
+        Err(_) | Ok("" | "defer_taskrun") => Ok(false),
+        Ok("coop_taskrun") => Ok(true),
+        Ok(other) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{SETUP_ENV}={other:?}: expected \"defer_taskrun\" (the default) or \
+                 \"coop_taskrun\""
+            ),
+        )),
+    }
+}
+
 /// Creates a ring with `SINGLE_ISSUER | DEFER_TASKRUN`, or `SINGLE_ISSUER | COOP_TASKRUN` where
-/// the kernel refuses DEFER_TASKRUN; an error when it takes neither or lacks EXT_ARG (the wait
-/// with a timeout). Returns the ring and the flags it got.
+/// the kernel refuses DEFER_TASKRUN (or [`SETUP_ENV`] asks for it); an error when it takes
+/// neither or lacks EXT_ARG (the wait with a timeout). Returns the ring and the flags it got.
 pub(crate) fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
+    let coop_only = setup_env()?;
     let mut b = IoUring::builder();
     b.setup_cqsize(entries * 4)
         .setup_single_issuer()
         .setup_submit_all();
     let mut defer = b.clone();
     defer.setup_defer_taskrun();
-    let (ring, flags) = match defer.build(entries) {
+    let built = if coop_only {
+        Err(io::Error::other("not asked for"))
+    } else {
+        defer.build(entries)
+    };
+    let (ring, flags) = match built {
         Ok(r) => (r, "SINGLE_ISSUER | DEFER_TASKRUN"),
         Err(_) => {
             b.setup_coop_taskrun().setup_taskrun_flag();
@@ -474,7 +501,7 @@ impl Reactor {
             pool_bytes: 0,
             cqes: Vec::with_capacity(SQ_ENTRIES as usize),
         };
-        log::debug!("io_uring core: {flags}, {entries} receive buffers of {BUF_SIZE} bytes");
+        log::info!("io_uring core: {flags}, {entries} receive buffers of {BUF_SIZE} bytes");
         r.arm_notify();
         Ok(r)
     }

@@ -426,3 +426,15 @@ fn is_quiet_sees_late_bytes_and_the_end_of_stream() {
     });
     assert_eq!(got, (true, false, true, false));
 }
+
+/// `make test` runs these tests again with RINGLB_IO_URING_SETUP=coop_taskrun: the ring they
+/// run on is then a COOP_TASKRUN one, as on kernels without DEFER_TASKRUN.
+#[test]
+fn the_ring_takes_the_setup_the_environment_asks_for() {
+    let flags = on_core(|| async { super::uring::build_ring(4).map(|(_, f)| f) }).expect("ring");
+    if std::env::var("RINGLB_IO_URING_SETUP").as_deref() == Ok("coop_taskrun") {
+        assert_eq!(flags, "SINGLE_ISSUER | COOP_TASKRUN");
+    } else {
+        assert!(flags.starts_with("SINGLE_ISSUER | "), "{flags}");
+    }
+}
