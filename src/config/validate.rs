@@ -555,12 +555,7 @@ fn runtime(p: &mut Problems, file: &File) -> Runtime {
             r.shutdown_grace.as_ref(),
             secs(30),
         ),
-        io_memory: p.size(
-            "runtime.io_memory",
-            r.io_memory.as_ref(),
-            512 << 10,
-            64 << 20,
-        ),
+        io_memory: p.size("runtime.io_memory", r.io_memory.as_ref(), 4 << 20, 64 << 20),
         engine: match r.engine.as_deref() {
             None | Some("auto") => Engine::Auto,
             Some("io_uring") => Engine::IoUring,
