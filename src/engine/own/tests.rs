@@ -276,37 +276,49 @@ fn pinning_to_a_cpu_that_does_not_exist_fails_at_start() {
     assert!(r.is_err());
 }
 
-/// What the upstream pool asks before reusing a connection: bytes or an end of stream that
-/// arrived while it was idle make it not quiet (from the readiness edges, a peek only when a
-/// flag is carried over).
+/// What the upstream pool asks before reusing a connection (`is_quiet`), on either engine:
+/// after a read drained `s`, with bytes `c` sent later, drained again, after `c` closed.
+pub(super) async fn quiet_sequence<S>(
+    mut c: S,
+    mut s: S,
+    quiet: fn(&S) -> bool,
+) -> (bool, bool, bool, bool)
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    let settle = || async {
+        for _ in 0..5 {
+            exec::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let mut buf = [0u8; 16];
+    c.write_all(b"response").await.expect("write");
+    let n = s.read(&mut buf).await.expect("read");
+    assert_eq!(n, 8);
+    let after_read = quiet(&s);
+    c.write_all(b"extra").await.expect("write");
+    settle().await;
+    let with_bytes = quiet(&s);
+    let n = s.read(&mut buf).await.expect("read");
+    assert_eq!(&buf[..n], b"extra");
+    let drained = quiet(&s);
+    drop(c);
+    settle().await;
+    (after_read, with_bytes, drained, quiet(&s))
+}
+
+/// Late bytes or an end of stream make a stream not quiet (from the readiness edges, a peek
+/// only when a flag is carried over).
 #[test]
 fn is_quiet_sees_late_bytes_and_the_end_of_stream() {
     let got = on_core(|| async {
         let l = TcpListener::from_std(loopback()).expect("listener");
         let addr = l.local_addr().expect("addr");
-        let mut c = TcpStream::connect(addr, Duration::from_secs(1))
+        let c = TcpStream::connect(addr, Duration::from_secs(1))
             .await
             .expect("connect");
-        let (mut s, _) = l.accept().await.expect("accept");
-        let settle = || async {
-            for _ in 0..5 {
-                exec::sleep(Duration::from_millis(2)).await;
-            }
-        };
-        let mut buf = [0u8; 16];
-        c.write_all(b"response").await.expect("write");
-        let n = s.read(&mut buf).await.expect("read");
-        assert_eq!(n, 8);
-        let after_read = s.is_quiet();
-        c.write_all(b"extra").await.expect("write");
-        settle().await;
-        let with_bytes = s.is_quiet();
-        let n = s.read(&mut buf).await.expect("read");
-        assert_eq!(&buf[..n], b"extra");
-        let drained = s.is_quiet();
-        drop(c);
-        settle().await;
-        (after_read, with_bytes, drained, s.is_quiet())
+        let (s, _) = l.accept().await.expect("accept");
+        quiet_sequence(c, s, TcpStream::is_quiet).await
     });
     assert_eq!(got, (true, false, true, false));
 }

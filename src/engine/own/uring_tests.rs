@@ -402,27 +402,14 @@ fn accept_queued_drains_without_waiting_and_dropping_the_listener_stops_acceptin
     assert!(refused, "the listening socket is closed");
 }
 
-/// What the upstream pool asks before reusing a connection: bytes or an end of stream that
-/// arrived while it was idle make it not quiet, seen from the ring without a syscall.
+/// Late bytes or an end of stream make a stream not quiet, seen from the ring (the socket is
+/// asked only when the receive is not armed).
 #[test]
 fn is_quiet_sees_late_bytes_and_the_end_of_stream() {
     let got = on_core(|| async {
         let l = TcpListener::from_std(loopback()).expect("listener");
-        let (mut c, mut s) = pair(&l).await;
-        let mut buf = [0u8; 16];
-        c.write_all(b"response").await.expect("write");
-        let n = s.read(&mut buf).await.expect("read");
-        assert_eq!(n, 8);
-        let after_read = s.is_quiet();
-        c.write_all(b"extra").await.expect("write");
-        settle().await;
-        let with_bytes = s.is_quiet();
-        let n = s.read(&mut buf).await.expect("read");
-        assert_eq!(&buf[..n], b"extra");
-        let drained = s.is_quiet();
-        drop(c);
-        settle().await;
-        (after_read, with_bytes, drained, s.is_quiet())
+        let (c, s) = pair(&l).await;
+        super::tests::quiet_sequence(c, s, TcpStream::is_quiet).await
     });
     assert_eq!(got, (true, false, true, false));
 }
