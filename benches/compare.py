@@ -11,8 +11,8 @@ is also given as a ratio to nginx's in the same run (the machine is noisy). Meas
     proxy's CPU (perf stat and /proc/interrupts; skipped without perf);
   - open loop at fixed 10k and 30k req/s: p50/p99/p99.9 latency from the intended send time
     (medians of the interleaved rounds);
-  - goodput at 1.5x each proxy's own saturation rate, as a fraction of its peak (both measured
-    in the same round; medians of the interleaved rounds);
+  - goodput at 1.5x each proxy's own saturation rate, as a fraction of its peak at 50 and at 200
+    connections (all measured in the same round; medians of the interleaved rounds);
   - a latency-versus-throughput sweep (p50 and p99 against offered load), drawn into
     benches/latency.svg;
   - HTTPS keep-alive req/s and new TLS handshakes per second (ringlb and nginx, same cert);
@@ -435,17 +435,18 @@ def main():
         # 4. Goodput at 1.5x each proxy's own saturation rate: what the backends served per
         # second of wall time while the load generator offered more than the proxy can do
         # (loadgen's own count would include the late answers it waits for after the run).
-        # Each round measures the proxy's peak (closed loop, c50) just before its overload, so
-        # the machine's drift over the minutes since the scenarios above does not move the
-        # ratio; medians of ROUNDS interleaved rounds.
+        # Each round measures the proxy's peaks (closed loop, c50 and c200: the overload runs
+        # on 200 connections) just before its overload, so the machine's drift since the
+        # scenarios above does not move the ratios; medians of ROUNDS interleaved rounds.
         def overload(n, p):
             peak = closed_loop(n, p, 50, "/")[0]
+            peak200 = closed_loop(n, p, 200, "/")[0]
             before, t0 = backend_requests(), time.time()
             loadgen(url(n), 200, ["-R", str(int(peak * 1.5)), "--timeout", "1s"])
             served = backend_requests() - before
             # The backends count the warm-up's requests too: divide by the whole run.
             good = served / (time.time() - t0)
-            return (peak, int(peak * 1.5), good, good / peak)
+            return (peak, peak200, int(peak * 1.5), good, good / peak, good / peak200)
         r["overload"] = interleaved(targets, pids, overload)
         for n in targets:
             print(f"overload {n}: {r['overload'][n]}", file=sys.stderr)
@@ -561,15 +562,18 @@ def report(r, targets):
             out.append(f"| {n} | {rate:,} | {fmt(rps)} | {fmt(p50)} | {fmt(p99)} | {fmt(p999)} "
                        f"| {ratio(p99, ng[2])} |")
 
-    out += ["", "Overload: offered 1.5x each proxy's own closed-loop maximum, measured just before "
-            "(c50), (open loop, 200 connections, 1 s request timeout); goodput = requests the "
-            "backends served per second of wall time (warm-up included) while the overload lasted; "
-            f"medians of {ROUNDS} interleaved rounds (the ratio's median is taken per round):", "",
-            "| target | peak req/s | offered req/s | goodput req/s | goodput / peak |",
-            "|---|---:|---:|---:|---:|"]
+    out += ["", "Overload: offered 1.5x each proxy's own closed-loop maximum at 50 connections, "
+            "measured just before (open loop, 200 connections, 1 s request timeout); goodput = "
+            "requests the backends served per second of wall time (warm-up included) while the "
+            "overload lasted, against the c50 peak and against the closed-loop peak on the same "
+            f"200 connections; medians of {ROUNDS} interleaved rounds (ratios taken per round):", "",
+            "| target | c50 peak req/s | c200 peak req/s | offered req/s | goodput req/s | "
+            "goodput / c50 peak | goodput / c200 peak |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for n in targets:
-        peak, offered, good, share = r["overload"][n]
-        out.append(f"| {n} | {fmt(peak)} | {fmt(offered)} | {fmt(good)} | {share:.2f} |")
+        peak, peak200, offered, good, share, share200 = r["overload"][n]
+        out.append(f"| {n} | {fmt(peak)} | {fmt(peak200)} | {fmt(offered)} | {fmt(good)} | "
+                   f"{share:.2f} | {share200:.2f} |")
 
     out += ["", "Latency against offered load: [`benches/latency.svg`](latency.svg) (p50 and p99 per "
             "proxy; a point past a proxy's maximum shows its queueing)."]
