@@ -28,23 +28,11 @@ def main():
     rounds = int(os.environ.get("ROUNDS", "5"))
     tmp = tempfile.mkdtemp(prefix="ringlb-ab-")
     try:
-        for p in c.BACKENDS:
-            c.start(["taskset", "-c", "1", os.path.join(c.BIN, "loadgen"), "serve", "--no-pin",
-                     "--listen", f"127.0.0.1:{p}", "--name", f"be{p}"])
-        pids = {}
-        for name, binary, port, admin in [("old", old, 18071, 19971), ("new", new, 18072, 19972)]:
-            path = os.path.join(tmp, f"{name}.toml")
-            with open(path, "w") as f:
-                f.write(c.ringlb_config(port, admin, runtime))
-            p = c.start(["taskset", "-c", "0", binary, "run", "-c", path],
-                        env={**os.environ, "RUST_LOG": "warn"})
-            pids[name], c.PORTS[name] = [p.pid], port
-        tls = c.make_cert(tmp)
-        conf = os.path.join(tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(c.nginx_config(tmp, tls))
-        ng = c.start(["taskset", "-c", "0", "nginx", "-c", conf, "-p", tmp])
-        c.PORTS["nginx"] = 18082
+        c.start_backends()
+        pids = {name: c.start_ringlb(tmp, name, binary, port, admin, runtime)
+                for name, binary, port, admin in [("old", old, 18071, 19971),
+                                                  ("new", new, 18072, 19972)]}
+        ng = c.start_nginx(tmp)
         for port in [18071, 18072, 18082]:
             c.wait_port(port)
         pids["nginx"] = c.children(ng.pid)

@@ -26,24 +26,10 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = tempfile.mkdtemp(prefix="ringlb-eng-")
     try:
-        for p in c.BACKENDS:
-            c.start(["taskset", "-c", "1", os.path.join(c.BIN, "loadgen"), "serve", "--no-pin",
-                     "--listen", f"127.0.0.1:{p}", "--name", f"be{p}"])
-        pids = {}
-        for i, e in enumerate(engines):
-            port, admin = 28071 + i, 29971 + i
-            cfg = os.path.join(tmp, f"{e}.toml")
-            with open(cfg, "w") as f:
-                f.write(c.ringlb_config(port, admin, f'engine = "{e}"\n'))
-            p = c.start(["taskset", "-c", "0", binary, "run", "-c", cfg],
-                        env={**os.environ, "RUST_LOG": "warn"})
-            pids[e], c.PORTS[e] = [p.pid], port
-        tls = c.make_cert(tmp)
-        conf = os.path.join(tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(c.nginx_config(tmp, tls).replace("18082", "28082").replace("18092", "28092"))
-        ng = c.start(["taskset", "-c", "0", "nginx", "-c", conf, "-p", tmp])
-        c.PORTS["nginx"] = 28082
+        c.start_backends()
+        pids = {e: c.start_ringlb(tmp, e, binary, 28071 + i, 29971 + i, f'engine = "{e}"\n')
+                for i, e in enumerate(engines)}
+        ng = c.start_nginx(tmp, 28082)
         for n in engines + ["nginx"]:
             c.wait_port(c.PORTS[n])
         pids["nginx"] = c.children(ng.pid)

@@ -328,6 +328,34 @@ def engine_supported(tmp, value):
     return out.returncode == 0
 
 
+def start_backends():
+    """The three `loadgen serve` backends, on CPU 1."""
+    for p in BACKENDS:
+        start(["taskset", "-c", "1", os.path.join(BIN, "loadgen"), "serve", "--no-pin",
+               "--listen", f"127.0.0.1:{p}", "--name", f"be{p}"])
+
+
+def start_ringlb(tmp, name, binary, port, admin, runtime=""):
+    """One ringlb worker on CPU 0 as target `name` (its config in `tmp`); its [pid]."""
+    path = os.path.join(tmp, f"ringlb-{port}.toml")
+    with open(path, "w") as f:
+        f.write(ringlb_config(port, admin, runtime))
+    p = start(["taskset", "-c", "0", binary, "run", "-c", path],
+              env={**os.environ, "RUST_LOG": "warn"})
+    PORTS[name] = port
+    return [p.pid]
+
+
+def start_nginx(tmp, port=18082):
+    """nginx, one worker on CPU 0, as target "nginx" on `port`; its master's Popen."""
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(nginx_config(tmp, make_cert(tmp)).replace("18082", str(port))
+                .replace("18092", str(port + 10)))
+    PORTS["nginx"] = port
+    return start(["taskset", "-c", "0", "nginx", "-c", conf, "-p", tmp])
+
+
 def start_targets(tmp):
     """Starts every proxy; returns {name: [pids]}."""
     tls = make_cert(tmp)
@@ -402,9 +430,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ringlb-bench-")
     r = {}
     try:
-        for p in BACKENDS:
-            start(["taskset", "-c", "1", os.path.join(BIN, "loadgen"), "serve", "--no-pin",
-                   "--listen", f"127.0.0.1:{p}", "--name", f"be{p}"])
+        start_backends()
         pids = start_targets(tmp)
         ringlbs = [n for n in ["ringlb", "ringlb (epoll)", "ringlb (glommio)"] if n in pids]
         targets = ringlbs + ["nginx", "haproxy"]

@@ -7,9 +7,9 @@ ringlb (io_uring and epoll engines of one binary), nginx and HAProxy, one worker
 the three `loadgen serve` backends and the load generator on CPU 1 (as in compare.py). For each
 target, ROUNDS interleaved rounds (default 3) of: closed loop c50 and c200 (req/s, proxy CPU
 per request), then open loop at 1.5x the c50 peak with 200 connections and a 1 s timeout. For
-the overload it prints the goodput (backends' count per second), what the load generator saw
-(answers per second, errors), and how busy each CPU was (/proc/stat) and the proxy itself
-(its /proc/PID/stat), so a loss of goodput can be put on the proxy's CPU or on CPU 1's.
+the overload it prints the goodput (backends' count per second), the load generator's own
+rate (it waits for late answers, so about the offered rate) and errors, how busy each CPU was
+(/proc/stat) and the proxy itself (its /proc/PID/stat), so a loss of goodput can be put on the proxy's CPU or on CPU 1's.
 QUOTA=0.5 puts each proxy in its own cgroup (v1 `cpu` controller) limited to that share of a
 CPU (10 ms period), so the proxy, not CPU 1, is what saturates.
 Uses compare.py's helpers; every process started here is stopped by pid.
@@ -103,28 +103,18 @@ def main():
     groups = []
     tmp = tempfile.mkdtemp(prefix="ringlb-overload-")
     try:
-        for p in c.BACKENDS:
-            c.start(["taskset", "-c", "1", os.path.join(c.BIN, "loadgen"), "serve", "--no-pin",
-                     "--listen", f"127.0.0.1:{p}", "--name", f"be{p}"])
-        pids = {}
-        for name, port, admin, rt in [("ringlb", 18071, 19971, runtime),
-                                      ("ringlb (epoll)", 18072, 19972, runtime + 'engine = "epoll"\n')]:
-            path = os.path.join(tmp, f"{port}.toml")
-            with open(path, "w") as f:
-                f.write(c.ringlb_config(port, admin, rt))
-            p = c.start(["taskset", "-c", "0", binary, "run", "-c", path],
-                        env={**os.environ, "RUST_LOG": "warn"})
-            pids[name], c.PORTS[name] = [p.pid], port
-        tls = c.make_cert(tmp)
-        conf = os.path.join(tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(c.nginx_config(tmp, tls))
-        ng = c.start(["taskset", "-c", "0", "nginx", "-c", conf, "-p", tmp])
+        c.start_backends()
+        pids = {
+            "ringlb": c.start_ringlb(tmp, "ringlb", binary, 18071, 19971, runtime),
+            "ringlb (epoll)": c.start_ringlb(tmp, "ringlb (epoll)", binary, 18072, 19972,
+                                             runtime + 'engine = "epoll"\n'),
+        }
+        ng = c.start_nginx(tmp)
         hconf = os.path.join(tmp, "haproxy.cfg")
         with open(hconf, "w") as f:
             f.write(c.haproxy_config())
         ha = c.start(["taskset", "-c", "0", "haproxy", "-f", hconf])
-        c.PORTS["nginx"], c.PORTS["haproxy"] = 18082, 18083
+        c.PORTS["haproxy"] = 18083
         for port in [18071, 18072, 18082, 18083]:
             c.wait_port(port)
         time.sleep(0.5)
@@ -140,17 +130,19 @@ def main():
                 c200 = c.closed_loop(n, pids[n], 200)
                 o = overload(n, pids[n], c50[0])
                 o["c50"], o["c200"], o["c200_us"] = c50[0], c200[0], c200[1]
+                o["share200"] = o["good"] / c200[0]
                 runs[n].append(o)
                 print(f"round {rnd + 1} {n}: " + json.dumps(o), file=sys.stderr)
-        keys = ["c50", "c200", "c200_us", "good", "share", "lg_rps", "cpu0", "cpu1", "proxy_cpu",
-                "proxy_us"]
+        keys = ["c50", "c200", "c200_us", "good", "share", "share200", "lg_rps", "cpu0", "cpu1",
+                "proxy_cpu", "proxy_us"]
         print("| target | c50 req/s | c200 req/s | c200 µs/req | goodput | goodput/c50 | "
-              "loadgen answers/s | CPU0 busy | CPU1 busy | proxy CPU | proxy µs/req |")
+              "goodput/c200 | loadgen rps | CPU0 busy | CPU1 busy | proxy CPU | proxy µs/req |")
         print("|---|" + "---:|" * len(keys))
         for n in names:
             med = {k: statistics.median(r[k] for r in runs[n] if r[k] is not None) for k in keys}
             print(f"| {n} | {med['c50']:,.0f} | {med['c200']:,.0f} | {med['c200_us']:.1f} | "
-                  f"{med['good']:,.0f} | {med['share']:.2f} | {med['lg_rps']:,.0f} | "
+                  f"{med['good']:,.0f} | {med['share']:.2f} | {med['share200']:.2f} | "
+                  f"{med['lg_rps']:,.0f} | "
                   f"{med['cpu0']:.2f} | {med['cpu1']:.2f} | {med['proxy_cpu']:.2f} | "
                   f"{med['proxy_us']:.1f} |")
     finally:
