@@ -21,8 +21,14 @@ fn engine_line(lb: &Ringlb) -> String {
         .expect("the workers' startup line")
 }
 
-/// Whether this host lets ringlb run io_uring cores (what `auto` probes).
+/// Whether this host lets ringlb run io_uring cores (what `auto` probes), asked on a thread of
+/// its own: closing an io_uring queues kernel work on the creating thread that interrupts its
+/// next socket read with a timeout (EINTR), here a test client's.
 fn io_uring_here() -> bool {
+    std::thread::spawn(probe_io_uring).join().expect("probe")
+}
+
+fn probe_io_uring() -> bool {
     let mut params = [0u8; 120];
     // SAFETY: io_uring_setup reads and writes at most 120 bytes (struct io_uring_params) of the
     // live, zeroed buffer; a non-negative result is a descriptor we own and close at once.
@@ -69,7 +75,7 @@ fn serves_and_stops(lb: Ringlb) {
 
 #[test]
 fn the_own_io_uring_engine_serves_requests_and_says_so_at_start() {
-    if !std::thread::spawn(io_uring_here).join().expect("probe") {
+    if !io_uring_here() {
         return;
     }
     let b = Backend::start("b", &[]);
@@ -82,7 +88,7 @@ fn the_own_io_uring_engine_serves_requests_and_says_so_at_start() {
 /// The path kernels without DEFER_TASKRUN take (before 6.1), forced here by the environment.
 #[test]
 fn the_coop_taskrun_ring_serves_requests() {
-    if !std::thread::spawn(io_uring_here).join().expect("probe") {
+    if !io_uring_here() {
         return;
     }
     let b = Backend::start("b", &[]);
@@ -101,7 +107,7 @@ fn the_coop_taskrun_ring_serves_requests() {
 /// A value the variable does not know is refused, naming it, not ignored.
 #[test]
 fn an_unknown_io_uring_setup_is_refused_naming_the_variable() {
-    if !std::thread::spawn(io_uring_here).join().expect("probe") {
+    if !io_uring_here() {
         return;
     }
     let b = Backend::start("b", &[]);
@@ -123,9 +129,7 @@ fn auto_picks_io_uring_where_the_host_allows_it() {
     let b = Backend::start("b", &[]);
     let lb = Ringlb::start(&with_engine(&b, "auto"));
     let line = engine_line(&lb);
-    // On a thread of its own: closing an io_uring queues kernel work on the creating thread
-    // that interrupts its next socket read with a timeout (EINTR), here the client's.
-    let here = std::thread::spawn(io_uring_here).join().expect("probe");
+    let here = io_uring_here();
     if here {
         assert!(line.ends_with("engine io_uring"), "{line}");
     } else {

@@ -217,11 +217,17 @@ mod tests {
         (c.clone(), Waker::from(c))
     }
 
-    #[test]
-    fn fires_due_timers_in_deadline_order_and_skips_cancelled() {
+    /// Empty timers whose epoch is the instant returned.
+    fn timers() -> (Instant, Timers) {
         let t0 = Instant::now();
         let mut t = Timers::new();
         t.epoch = Some(t0);
+        (t0, t)
+    }
+
+    #[test]
+    fn fires_due_timers_in_deadline_order_and_skips_cancelled() {
+        let (t0, mut t) = timers();
         let (_, w) = waker();
         let ids: Vec<_> = [30u64, 10, 20, 40]
             .iter()
@@ -247,9 +253,7 @@ mod tests {
 
     #[test]
     fn cancelled_entries_do_not_pile_up() {
-        let t0 = Instant::now();
-        let mut t = Timers::new();
-        t.epoch = Some(t0);
+        let (t0, mut t) = timers();
         let (_, w) = waker();
         let keep = t.insert(t0 + Duration::from_secs(60), &w);
         for _ in 0..100_000 {
@@ -262,9 +266,7 @@ mod tests {
 
     #[test]
     fn with_many_live_timers_the_heap_stays_within_one_and_a_half_times_them() {
-        let t0 = Instant::now();
-        let mut t = Timers::new();
-        t.epoch = Some(t0);
+        let (t0, mut t) = timers();
         let (_, w) = waker();
         let live: Vec<_> = (0..10_000)
             .map(|_| t.insert(t0 + Duration::from_secs(60), &w))
@@ -281,9 +283,7 @@ mod tests {
 
     #[test]
     fn a_reused_slot_does_not_answer_for_the_old_timer() {
-        let t0 = Instant::now();
-        let mut t = Timers::new();
-        t.epoch = Some(t0);
+        let (t0, mut t) = timers();
         let (count, w) = waker();
         let old = t.insert(t0 + Duration::from_millis(1), &w);
         t.cancel(old);

@@ -149,14 +149,14 @@ pub(crate) fn build_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
         .setup_submit_all();
     let mut defer = b.clone();
     defer.setup_defer_taskrun();
-    let built = if coop_only {
-        Err(io::Error::other("not asked for"))
+    let deferred = if coop_only {
+        None
     } else {
-        defer.build(entries)
+        defer.build(entries).ok()
     };
-    let (ring, flags) = match built {
-        Ok(r) => (r, "SINGLE_ISSUER | DEFER_TASKRUN"),
-        Err(_) => {
+    let (ring, flags) = match deferred {
+        Some(r) => (r, "SINGLE_ISSUER | DEFER_TASKRUN"),
+        None => {
             b.setup_coop_taskrun().setup_taskrun_flag();
             // The kernel's errno, unwrapped: the host check names its cause.
             let r = b.build(entries)?;

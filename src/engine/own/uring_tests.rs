@@ -419,7 +419,7 @@ fn is_quiet_sees_late_bytes_and_the_end_of_stream() {
 #[test]
 fn the_ring_takes_the_setup_the_environment_asks_for() {
     let flags = on_core(|| async { super::uring::build_ring(4).map(|(_, f)| f) }).expect("ring");
-    if std::env::var("RINGLB_IO_URING_SETUP").as_deref() == Ok("coop_taskrun") {
+    if std::env::var(super::uring::SETUP_ENV).as_deref() == Ok("coop_taskrun") {
         assert_eq!(flags, "SINGLE_ISSUER | COOP_TASKRUN");
     } else {
         assert!(flags.starts_with("SINGLE_ISSUER | "), "{flags}");
